@@ -1,0 +1,4 @@
+from rankprune.cli import main
+import sys
+
+sys.exit(main())

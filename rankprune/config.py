@@ -1,0 +1,239 @@
+"""Typed, frozen configuration for a run, with validation and dict/TOML round-trips.
+
+Everything downstream takes these objects, never an argparse Namespace. `RunConfig.to_dict()` is
+what a run folder records as its resolved config, and `RunConfig.from_dict` reads it back (resume,
+studies), rejecting unknown keys so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankprune.rank import parse_measure
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "RankConfig",
+    "EvolveConfig",
+    "RunConfig",
+    "DATASETS",
+    "parse_layers",
+    "load_toml",
+]
+
+DATASETS = ("mnist", "fashion-mnist", "kmnist", "digits")
+OPTIMIZERS = ("sgd", "adam")
+REBUILDS = ("reinit",)
+PRECISIONS = ("fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; its message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    data_dir: str | None = None  # None: the user cache folder (see data.default_data_dir)
+    download: bool = True
+    train_fraction: float = 1.0  # seeded fraction of the training set actually used
+    val_fraction: float = 0.1  # carved from the (fractioned) training set, seeded
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"train fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int = 784  # initial width of every hidden layer, as in the original experiment
+
+    def validate(self) -> None:
+        if self.width < 1:
+            raise ConfigError(f"width must be at least 1, got {self.width}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-3
+    batch_size: int = 64
+    max_epochs: int = 40
+    patience: int = 4  # epochs without a validation gain > min_delta before we call it saturated
+    min_delta: float = 0.002  # accuracy, as a fraction
+    lr_drops: int = 1  # plateaus that multiply lr by lr_drop_factor before one counts as saturation
+    lr_drop_factor: float = 0.1
+    precision: str = "fp32"  # bf16 autocasts matmuls; weights and SVDs stay fp32/fp64
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.max_epochs < 1:
+            raise ConfigError(f"max epochs must be at least 1, got {self.max_epochs}")
+        if self.patience < 1:
+            raise ConfigError(f"patience must be at least 1, got {self.patience}")
+        if self.lr_drops < 0:
+            raise ConfigError(f"lr drops must be non-negative, got {self.lr_drops}")
+        if not 0 < self.lr_drop_factor < 1:
+            raise ConfigError(f"lr drop factor must be in (0, 1), got {self.lr_drop_factor}")
+        if self.min_delta < 0:
+            raise ConfigError(f"min delta must be non-negative, got {self.min_delta}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    measure: str = "numerical:0.02"  # drives the shrinking; see rank.parse_measure
+    min_width: int = 1
+
+    def validate(self) -> None:
+        try:
+            parse_measure(self.measure)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.min_width < 1:
+            raise ConfigError(f"min width must be at least 1, got {self.min_width}")
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    layers: tuple[int, ...] = (2, 3, 4, 5)  # depths (hidden layers), one controller run each
+    max_iterations: int = 8
+    max_drop: float = 0.015  # stop once validation accuracy is this far below the best iteration
+    wd_decay: float = 1.0  # weight decay multiplier applied before every next iteration
+    # The widths count as converged when the total hidden width shrinks by at most this fraction
+    # (0: only an exact fixed point counts). Retraining from fresh weights makes the ranks of deep
+    # nets creep down by a few units per iteration long after accuracy and shape have settled.
+    width_tol: float = 0.05
+    rebuild: str = "reinit"
+
+    def validate(self) -> None:
+        if not self.layers:
+            raise ConfigError("give at least one depth in --layers")
+        if any(d < 1 for d in self.layers):
+            raise ConfigError(f"every depth must be at least 1, got {list(self.layers)}")
+        if self.max_iterations < 1:
+            raise ConfigError(f"max iterations must be at least 1, got {self.max_iterations}")
+        if not 0 <= self.max_drop <= 1:
+            raise ConfigError(f"max drop must be in [0, 1], got {self.max_drop}")
+        if not (self.wd_decay >= 0 and math.isfinite(self.wd_decay)):
+            raise ConfigError(f"weight decay decay must be non-negative, got {self.wd_decay}")
+        if not 0 <= self.width_tol < 1:
+            raise ConfigError(f"width tolerance must be in [0, 1), got {self.width_tol}")
+        if self.rebuild not in REBUILDS:
+            raise ConfigError(f"unknown rebuild {self.rebuild!r}; choose from {', '.join(REBUILDS)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    evolve: EvolveConfig = field(default_factory=EvolveConfig)
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> "RunConfig":
+        for part in (self.data, self.model, self.train, self.rank, self.evolve):
+            part.validate()
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["evolve"]["layers"] = list(self.evolve.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Build from a nested dict (a config.json or TOML table); unknown keys are an error."""
+        parts = {}
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rank": RankConfig, "evolve": EvolveConfig}
+        for key, value in d.items():
+            if key not in sections:
+                raise ConfigError(f"unknown config section {key!r}")
+            if key in classes:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config section {key!r} must be a table")
+                parts[key] = _build(classes[key], value, key)
+            else:
+                parts[key] = value
+        return cls(**parts)
+
+    def replace(self, **sections: dict[str, Any]) -> "RunConfig":
+        """A copy with fields of sections replaced: cfg.replace(train={"lr": 0.1}, seed=3)."""
+        changes = {}
+        for key, value in sections.items():
+            if isinstance(value, dict):
+                changes[key] = _build(type(getattr(self, key)), value, key, base=getattr(self, key))
+            else:
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+
+def _build(kind: type, values: dict[str, Any], section: str, base: Any = None):
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {section}.{unknown[0]}; known: {', '.join(sorted(names))}")
+    if "layers" in values:
+        values = {**values, "layers": tuple(values["layers"])}
+    return dataclasses.replace(base, **values) if base is not None else kind(**values)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """`2..5` -> (2, 3, 4, 5); `2,3,5` -> (2, 3, 5); `4` -> (4,). ValueError on anything else."""
+    text = text.strip()
+    try:
+        if ".." in text:
+            lo, hi = (int(x) for x in text.split(".."))
+            if lo > hi:
+                raise ValueError
+            depths = tuple(range(lo, hi + 1))
+        else:
+            depths = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"bad --layers {text!r}: use a range like 2..5, a list like 2,3,5, or one depth like 4") from None
+    if any(d < 1 for d in depths):
+        raise ConfigError(f"bad --layers {text!r}: every depth must be at least 1")
+    if len(set(depths)) != len(depths):
+        raise ConfigError(f"bad --layers {text!r}: a depth appears twice")
+    return depths
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML in {path}: {exc}") from None

@@ -1,0 +1,246 @@
+"""The rank-pruning controller: train -> measure -> rebuild -> retrain, until the widths stop changing.
+
+For each depth L: start from L hidden layers of the initial width, train to saturation, measure
+every layer's rank, give hidden layer l the width of rank(W_l) (never more than it has), multiply
+the weight decay by wd_decay, and repeat. A depth ends at a fixed point (the widths did not
+change: the network's convergent rank), when they converged (the total hidden width shrank by at
+most width_tol of itself), at max_iterations, when validation accuracy falls more
+than max_drop below the best iteration so far, or when training diverges.
+
+The depth's result is its *chosen* iteration: the last one whose validation accuracy is within
+max_drop of the best, so an accuracy drop reports the narrowest network that still held accuracy.
+Every decision uses validation data; the test split is only recorded.
+
+Every iteration's seeds derive from (seed, depth, iteration), so a resumed run continues exactly
+as an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rankprune.config import RunConfig
+from rankprune.data import Splits
+from rankprune.measure import measure_layers, recorded_measures
+from rankprune.models import MLP, build_mlp, parameter_count
+from rankprune.rank import parse_measure
+from rankprune.rebuild import next_widths, rebuild
+from rankprune.runfolder import DEPTHS, EPOCHS, ITERATIONS, SPECTRA, RunFolder
+from rankprune.train import evaluate, train_to_saturation
+
+__all__ = ["Reporter", "NullReporter", "DepthResult", "evolve", "evolve_depth", "derive_seed", "DEPTH_STOP_REASONS"]
+
+DEPTH_STOP_REASONS = ("fixed-point", "converged", "max-iterations", "accuracy-drop", "diverged")
+
+
+class Reporter(Protocol):
+    """What the controller tells a live view. Every method may be a no-op."""
+
+    def depth_started(self, depth: int, widths: list[int], iteration: int) -> None: ...
+    def iteration_started(self, depth: int, iteration: int, widths: list[int]) -> None: ...
+    def epoch_done(self, depth: int, iteration: int, row: dict) -> None: ...
+    def iteration_done(self, depth: int, row: dict) -> None: ...
+    def depth_done(self, depth: int, summary: dict) -> None: ...
+
+
+class NullReporter:
+    def depth_started(self, depth, widths, iteration): pass
+    def iteration_started(self, depth, iteration, widths): pass
+    def epoch_done(self, depth, iteration, row): pass
+    def iteration_done(self, depth, row): pass
+    def depth_done(self, depth, summary): pass
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    depth: int
+    summary: dict  # the depths.json entry
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 31-bit seed for a (seed, key...) tuple, stable across runs and resumes."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# Keys of derive_seed's last argument, so two uses never share a stream.
+_INIT, _ORDER, _REBUILD = 0, 1, 2
+
+
+def _chosen(history: list[dict], max_drop: float) -> dict:
+    """The last iteration whose validation accuracy is within max_drop of the best."""
+    finite = [h for h in history if h["stop"] != "diverged"] or history
+    best = max(h["val_acc"] for h in finite)
+    return [h for h in finite if h["val_acc"] >= best - max_drop][-1]
+
+
+def _stop_reason(row: dict, history: list[dict], cfg: RunConfig) -> str | None:
+    if row["train_stop"] == "diverged":
+        return "diverged"
+    best = max(h["val_acc"] for h in history)
+    if row["val_acc"] < best - cfg.evolve.max_drop:
+        return "accuracy-drop"
+    if row["next_widths"] == row["widths"]:
+        return "fixed-point"
+    if sum(row["widths"]) - sum(row["next_widths"]) <= cfg.evolve.width_tol * sum(row["widths"]):
+        return "converged"
+    if row["iteration"] + 1 >= cfg.evolve.max_iterations:
+        return "max-iterations"
+    return None
+
+
+def _restore(data: Splits, run: RunFolder, depth: int, row: dict, device) -> MLP:
+    """The network an earlier (finished) iteration ended with, from its saved state_dict."""
+    model = build_mlp(data.n_features, row["widths"], data.n_classes, seed=0, device=device)
+    model.load_state_dict(run.load_weights(depth, row["iteration"]))
+    return model
+
+
+def evolve_depth(
+    cfg: RunConfig, data: Splits, run: RunFolder, depth: int, reporter: Reporter,
+    initial_widths: list[int] | None = None,
+) -> DepthResult:
+    """Run the controller for one depth, starting from cfg.model.width units per hidden layer or
+    from `initial_widths` (one per hidden layer) when given."""
+    if initial_widths is not None and len(initial_widths) != depth:
+        raise ValueError(f"depth {depth} needs {depth} initial widths, got {list(initial_widths)}")
+    measures = recorded_measures(cfg.rank.measure)
+    drive = parse_measure(cfg.rank.measure).spec
+    device = data.train.x.device
+
+    history = [r for r in run.rows(ITERATIONS) if r["depth"] == depth]
+    if history:  # resume after the last finished iteration
+        widths, start = history[-1]["next_widths"], history[-1]["iteration"] + 1
+        cum_seconds, cum_flops = history[-1]["cumulative_seconds"], history[-1]["cumulative_flops"]
+    else:
+        widths = list(initial_widths) if initial_widths is not None else [cfg.model.width] * depth
+        start, cum_seconds, cum_flops = 0, 0.0, 0.0
+    reporter.depth_started(depth, widths, start)
+
+    previous: MLP | None = None
+    reason = history[-1]["stop"] if history else None
+    iteration = start
+    while reason is None:
+        run.set_status("running", depth=depth, iteration=iteration)
+        reporter.iteration_started(depth, iteration, widths)
+        weight_decay = cfg.train.weight_decay * cfg.evolve.wd_decay**iteration
+        if iteration == 0:
+            model = build_mlp(data.n_features, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, _INIT), device)
+        else:
+            if previous is None:
+                previous = _restore(data, run, depth, history[-1], device)
+            model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, _REBUILD))
+
+        last: dict = {}  # the last epoch's spectra and row
+        base_seconds, base_flops = cum_seconds, cum_flops
+        epoch_seconds, epoch_flops = [0.0], [0.0]
+
+        def on_epoch(record: dict) -> None:
+            spectra = measure_layers(model, measures)
+            last["spectra"] = spectra
+            epoch_seconds[0] += record["seconds"]
+            epoch_flops[0] += record["flops"]
+            row = {
+                "depth": depth,
+                "iteration": iteration,
+                **record,
+                "widths": widths,
+                "weight_decay": weight_decay,
+                "cumulative_seconds": base_seconds + epoch_seconds[0],
+                "cumulative_flops": base_flops + epoch_flops[0],
+                **spectra.row(),
+            }
+            run.append(EPOCHS, row)
+            last["row"] = row
+            reporter.epoch_done(depth, iteration, row)
+
+        result = train_to_saturation(
+            model, data, cfg.train, weight_decay, derive_seed(cfg.seed, depth, iteration, _ORDER), on_epoch
+        )
+        cum_seconds, cum_flops = base_seconds + result.seconds, base_flops + result.flops
+        spectra = last["spectra"]
+        final_epoch = last["row"]
+        train_eval = evaluate(model, data.train, cfg.train.precision)
+        ranks = spectra.ranks[drive][:-1]  # hidden layers' incoming matrices; the output layer is not shrunk
+        row = {
+            "depth": depth,
+            "iteration": iteration,
+            "widths": widths,
+            "parameters": parameter_count(data.n_features, widths, data.n_classes),
+            "weight_decay": weight_decay,
+            "epochs": result.epochs,
+            "train_stop": result.stop_reason,
+            "train_loss": train_eval.loss,
+            "train_acc": train_eval.acc,
+            "val_loss": final_epoch["val_loss"],
+            "val_acc": final_epoch["val_acc"],
+            "test_loss": final_epoch["test_loss"],
+            "test_acc": final_epoch["test_acc"],
+            "generalisation_gap": train_eval.acc - final_epoch["test_acc"],
+            "seconds": result.seconds,
+            "flops": result.flops,
+            "cumulative_seconds": cum_seconds,
+            "cumulative_flops": cum_flops,
+            "rank_measure": drive,
+            "ranks": ranks,
+            **{f"rank_{spec}": values for spec, values in spectra.ranks.items()},
+            "next_widths": widths if result.stop_reason == "diverged" else next_widths(widths, ranks, cfg.rank.min_width),
+        }
+        run.save_weights(model.state_dict(), depth, iteration)
+        for layer, s in enumerate(spectra.singular_values):
+            run.append(SPECTRA, {"depth": depth, "iteration": iteration, "layer": layer, "singular_values": s.tolist()})
+        row["stop"] = reason = _stop_reason(row, history + [row], cfg)
+        run.append(ITERATIONS, row)  # last: a row here means the iteration's files are complete
+        history.append(row)
+        reporter.iteration_done(depth, row)
+        previous, widths, iteration = model, row["next_widths"], iteration + 1
+
+    chosen, first = _chosen(history, cfg.evolve.max_drop), history[0]
+    summary = {
+        "depth": depth,
+        "stop_reason": reason,
+        "iterations": len(history),
+        "chosen_iteration": chosen["iteration"],
+        "widths": chosen["widths"],
+        "initial_widths": first["widths"],
+        "parameters": chosen["parameters"],
+        "initial_parameters": first["parameters"],
+        "val_acc": chosen["val_acc"],
+        "test_acc": chosen["test_acc"],
+        "initial_test_acc": first["test_acc"],
+        "train_acc": chosen["train_acc"],
+        "train_loss": chosen["train_loss"],
+        "test_loss": chosen["test_loss"],
+        "generalisation_gap": chosen["generalisation_gap"],
+        "rank_measure": drive,
+        "ranks": chosen["ranks"],  # the driving measure per hidden layer of the chosen network
+        "layer_ranks": {k.removeprefix("rank_"): v for k, v in chosen.items() if k.startswith("rank_") and k != "rank_measure"},
+        "epochs": sum(h["epochs"] for h in history),
+        "cumulative_seconds": history[-1]["cumulative_seconds"],
+        "cumulative_flops": history[-1]["cumulative_flops"],
+    }
+    run.save_weights(run.load_weights(depth, chosen["iteration"]), depth)
+    depths = run.read(DEPTHS, {})
+    depths[str(depth)] = summary
+    run.write(DEPTHS, depths)
+    reporter.depth_done(depth, summary)
+    return DepthResult(depth, summary)
+
+
+def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | None = None) -> list[DepthResult]:
+    """Run the controller for every depth in cfg.evolve.layers; depths already finished are kept."""
+    reporter = reporter or NullReporter()
+    # Rows of an iteration that never finished (interrupted) are dropped; it is redone from its start.
+    # A torn last line (killed mid-write) is dropped too, so the next row never lands on its fragment.
+    finished = [(r["depth"], r["iteration"]) for r in run.rows(ITERATIONS)]
+    run.keep_rows(ITERATIONS, finished)
+    run.keep_rows(EPOCHS, finished)
+    run.keep_rows(SPECTRA, finished)
+    results = []
+    for depth in cfg.evolve.layers:
+        done = run.read(DEPTHS, {}).get(str(depth))
+        results.append(DepthResult(depth, done) if done else evolve_depth(cfg, data, run, depth, reporter))
+    run.set_status("finished")
+    return results

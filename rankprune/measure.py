@@ -1,0 +1,57 @@
+"""Measure every layer of a network: singular values, every rank measure, norms, gradient rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rankprune.models import MLP
+from rankprune.rank import DEFAULT_RECORDED, RankMeasure, numerical_rank, parse_measure, singular_values
+
+__all__ = ["LayerSpectra", "measure_layers", "recorded_measures"]
+
+
+@dataclass(frozen=True)
+class LayerSpectra:
+    """Per weight matrix of a network (hidden layers, then the output layer), in order."""
+
+    singular_values: list[np.ndarray]
+    ranks: dict[str, list[float]]  # measure spec -> one rank per layer
+    spectral_norm: list[float]
+    frobenius_norm: list[float]
+    grad_rank: list[float | None]  # numerical rank of each layer's last gradient; None without one
+
+    def row(self) -> dict:
+        """Flat columns for the epoch table: rank_<spec>, spectral_norm, frobenius_norm, grad_rank."""
+        out = {f"rank_{spec}": values for spec, values in self.ranks.items()}
+        out.update(spectral_norm=self.spectral_norm, frobenius_norm=self.frobenius_norm, grad_rank=self.grad_rank)
+        return out
+
+
+def recorded_measures(driving: str) -> list[RankMeasure]:
+    """The measures recorded at every evaluation: the defaults plus the one driving the shrinking."""
+    specs = list(DEFAULT_RECORDED)
+    measures = [parse_measure(s) for s in specs]
+    drive = parse_measure(driving)
+    if drive not in measures:
+        measures.append(drive)
+    return measures
+
+
+def measure_layers(model: MLP, measures: list[RankMeasure]) -> LayerSpectra:
+    svals, ranks, spectral, frobenius, grad_rank = [], {m.spec: [] for m in measures}, [], [], []
+    for linear in model.linears:
+        w = linear.weight
+        # numpy's rule uses the eps of the dtype the weights are stored in, though the SVD is float64.
+        eps = float(torch.finfo(w.dtype).eps)
+        s = singular_values(w)
+        svals.append(s)
+        for m in measures:
+            ranks[m.spec].append(m(s, tuple(w.shape), eps))
+        spectral.append(float(s[0]) if s.size else 0.0)
+        frobenius.append(float(np.sqrt((s**2).sum())))
+        g = w.grad
+        grad_rank.append(None if g is None else numerical_rank(singular_values(g), tuple(g.shape), eps))
+    return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)

@@ -1,0 +1,150 @@
+"""Rank measures: pure functions of a matrix's singular values.
+
+Every measure takes the singular values in descending order (as numpy and torch return them)
+and the shape and dtype-epsilon the matrix had, and returns a float. Integer-valued measures
+(numerical, energy) return whole numbers; continuous ones (effective, stable) do not, and the
+rebuild rounds them (see `width_from_rank`).
+
+Measures are named by a spec string: ``numerical``, ``numerical:1e-3`` (relative tolerance),
+``effective``, ``stable``, ``energy:0.99``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "RankMeasure",
+    "parse_measure",
+    "MEASURE_NAMES",
+    "numerical_rank",
+    "effective_rank",
+    "stable_rank",
+    "energy_rank",
+    "singular_values",
+    "measure_all",
+    "width_from_rank",
+    "DEFAULT_RECORDED",
+]
+
+
+def numerical_rank(s: np.ndarray, shape: tuple[int, int], eps: float, rtol: float | None = None) -> float:
+    """Count of singular values above a tolerance.
+
+    With ``rtol=None`` this is numpy's ``matrix_rank`` rule: tol = sigma_max * max(M, N) * eps,
+    where eps belongs to the dtype the matrix was stored in (float32 weights use float32's eps even
+    though we take their SVD in float64). With ``rtol`` set: count of sigma_i > rtol * sigma_max.
+    """
+    if s.size == 0 or s[0] == 0:
+        return 0.0
+    tol = s[0] * (max(shape) * eps if rtol is None else rtol)
+    return float(np.count_nonzero(s > tol))
+
+
+def effective_rank(s: np.ndarray) -> float:
+    """Roy & Vetterli (2007): exp of the Shannon entropy of p_i = sigma_i / sum(sigma)."""
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(math.exp(-(p * np.log(p)).sum()))
+
+
+def stable_rank(s: np.ndarray) -> float:
+    """||W||_F^2 / ||W||_2^2 = sum(sigma_i^2) / sigma_max^2 (Rudelson & Vershynin 2007)."""
+    if s.size == 0 or s[0] == 0:
+        return 0.0
+    return float((s**2).sum() / s[0] ** 2)
+
+
+def energy_rank(s: np.ndarray, fraction: float) -> float:
+    """Smallest k whose sigma_1^2..sigma_k^2 hold at least `fraction` of sum(sigma_i^2)."""
+    energy = np.cumsum(s.astype(np.float64) ** 2)
+    if energy.size == 0 or energy[-1] == 0:
+        return 0.0
+    # A relative slack keeps fraction=1.0 from failing on the last float's rounding.
+    k = int(np.searchsorted(energy, fraction * energy[-1] * (1 - 1e-12), side="left")) + 1
+    return float(min(k, s.size))
+
+
+@dataclass(frozen=True)
+class RankMeasure:
+    """A named rank measure with its parameter, e.g. ``energy:0.99``."""
+
+    name: str
+    param: float | None = None
+
+    @property
+    def spec(self) -> str:
+        return self.name if self.param is None else f"{self.name}:{self.param:g}"
+
+    def __call__(self, s: np.ndarray, shape: tuple[int, int], eps: float) -> float:
+        if self.name == "numerical":
+            return numerical_rank(s, shape, eps, self.param)
+        if self.name == "effective":
+            return effective_rank(s)
+        if self.name == "stable":
+            return stable_rank(s)
+        if self.name == "energy":
+            return energy_rank(s, self.param)
+        raise AssertionError(self.name)  # parse_measure admits nothing else
+
+
+# Parameter rules per measure: (takes a parameter?, required?, valid range check, message).
+_RULES: dict[str, tuple[bool, bool, Callable[[float], bool], str]] = {
+    "numerical": (True, False, lambda v: 0 < v < 1, "a relative tolerance in (0, 1)"),
+    "effective": (False, False, lambda v: True, ""),
+    "stable": (False, False, lambda v: True, ""),
+    "energy": (True, True, lambda v: 0 < v <= 1, "an energy fraction in (0, 1]"),
+}
+MEASURE_NAMES = tuple(_RULES)
+
+
+def parse_measure(spec: str) -> RankMeasure:
+    """Parse ``name`` or ``name:param``; raise ValueError with a one-line reason."""
+    name, _, raw = spec.strip().partition(":")
+    if name not in _RULES:
+        raise ValueError(f"unknown rank measure {spec!r}; choose from numerical[:RTOL], effective, stable, energy:Q")
+    takes, required, ok, what = _RULES[name]
+    if not raw:
+        if required:
+            raise ValueError(f"rank measure {name!r} needs {what}, e.g. {name}:0.99")
+        return RankMeasure(name)
+    if not takes:
+        raise ValueError(f"rank measure {name!r} takes no parameter (got {spec!r})")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"rank measure {spec!r}: {raw!r} is not a number") from None
+    if not ok(value):
+        raise ValueError(f"rank measure {spec!r}: the parameter must be {what}")
+    return RankMeasure(name, value)
+
+
+# Measures recorded at every evaluation, whichever one drives the shrinking.
+DEFAULT_RECORDED = ("numerical", "effective", "stable", "energy:0.9", "energy:0.99")
+
+
+def singular_values(weight: torch.Tensor) -> np.ndarray:
+    """Singular values of a weight matrix, descending, from a float64 SVD on the CPU."""
+    return torch.linalg.svdvals(weight.detach().to("cpu", torch.float64)).numpy()
+
+
+def measure_all(
+    s: np.ndarray, shape: tuple[int, int], eps: float, measures: list[RankMeasure]
+) -> dict[str, float]:
+    """Every measure of one matrix, keyed by spec."""
+    return {m.spec: m(s, shape, eps) for m in measures}
+
+
+def width_from_rank(rank: float, current: int, min_width: int) -> int:
+    """The hidden width a layer gets from its rank: max(min_width, ceil(rank)), never above `current`.
+
+    Continuous measures round up, so a layer whose effective rank is 12.3 keeps 13 units.
+    """
+    return int(min(current, max(min_width, math.ceil(rank - 1e-9))))

@@ -1,0 +1,134 @@
+"""Datasets in memory: seeded splits, fractions, the batch iterator, missing-data errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from rankprune.config import DataConfig
+from rankprune.data import DataError, Split, batches, expected_files, load
+
+DIGITS = DataConfig(dataset="digits")
+
+
+def grey_levels(split: Split, lo: float, hi: float) -> np.ndarray:
+    """Undo the scalar normalisation: digits pixels are the integers 0..16, and lo/hi are where 0 and 16 went."""
+    return np.rint((split.x.numpy() - lo) / (hi - lo) * 16).astype(np.int64)
+
+
+def all_levels(splits) -> tuple[np.ndarray, ...]:
+    xs = torch.cat([splits.train.x, splits.val.x, splits.test.x])
+    lo, hi = float(xs.min()), float(xs.max())
+    return tuple(grey_levels(s, lo, hi) for s in (splits.train, splits.val, splits.test))
+
+
+def rows(a: np.ndarray) -> set[bytes]:
+    return {r.tobytes() for r in a}
+
+
+def test_digits_splits_partition_the_dataset():
+    splits = load(DIGITS, seed=0)
+    train, val, test = all_levels(splits)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (1294, 144, 359)
+    assert (splits.n_features, splits.n_classes) == (64, 10)
+    # Digits has no duplicate images, so each row identifies its sample: disjoint, and all 1,797 used.
+    original = load_digits().data.astype(np.int64)
+    assert len(rows(original)) == len(original)
+    assert not rows(train) & rows(val) and not rows(train) & rows(test) and not rows(val) & rows(test)
+    assert rows(train) | rows(val) | rows(test) == rows(original)
+    # Labels travel with their images.
+    label_of = {r.tobytes(): y for r, y in zip(original, load_digits().target)}
+    for levels, split in zip((train, val, test), (splits.train, splits.val, splits.test)):
+        assert [label_of[r.tobytes()] for r in levels] == split.y.tolist()
+
+
+def test_digits_is_normalised_on_the_training_split():
+    splits = load(DIGITS, seed=0)
+    assert splits.train.x.dtype == torch.float32 and splits.train.y.dtype == torch.int64
+    assert float(splits.train.x.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(splits.train.x.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_same_seed_same_split():
+    a, b = load(DIGITS, seed=3), load(DIGITS, seed=3)
+    for sa, sb in zip((a.train, a.val, a.test), (b.train, b.val, b.test)):
+        assert torch.equal(sa.x, sb.x) and torch.equal(sa.y, sb.y)
+
+
+def test_different_seed_different_train_and_val_but_the_same_test():
+    a, b = load(DIGITS, seed=0), load(DIGITS, seed=1)
+    (a_train, a_val, a_test), (b_train, b_val, b_test) = all_levels(a), all_levels(b)
+    assert rows(a_train) != rows(b_train)
+    assert rows(a_val) != rows(b_val)
+    # The test split is fixed whatever the seed, so runs with different seeds are compared on it.
+    assert np.array_equal(a_test, b_test) and torch.equal(a.test.y, b.test.y)
+
+
+@pytest.mark.parametrize(("fraction", "n_train", "n_val"), [(0.5, 647, 72), (0.1, 130, 14), (1.0, 1294, 144)])
+def test_train_fraction_shrinks_train(fraction, n_train, n_val):
+    splits = load(DataConfig(dataset="digits", train_fraction=fraction), seed=0)
+    assert (len(splits.train), len(splits.val)) == (n_train, n_val)
+    assert len(splits.test) == 359  # the test split is never fractioned
+
+
+def test_val_fraction_sets_the_validation_size():
+    splits = load(DataConfig(dataset="digits", val_fraction=0.25), seed=0)
+    assert (len(splits.train), len(splits.val)) == (1078, 360)
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(100, 7), (64, 64), (65, 64), (5, 10), (1, 1)])
+def test_batches_cover_every_index_once_per_epoch(n, batch_size):
+    split = Split(torch.arange(n, dtype=torch.float32).unsqueeze(1) * 10, torch.arange(n))
+    generator = torch.Generator().manual_seed(0)
+    orders = []
+    for _epoch in range(3):
+        got = list(batches(split, batch_size, generator))
+        sizes = [len(y) for _x, y in got]
+        assert all(s == batch_size for s in sizes[:-1]) and 0 < sizes[-1] <= batch_size
+        ys = torch.cat([y for _x, y in got])
+        xs = torch.cat([x for x, _y in got])
+        assert sorted(ys.tolist()) == list(range(n))
+        assert torch.equal(xs.squeeze(1), ys.float() * 10)  # x and y stay paired
+        orders.append(ys.tolist())
+    if n > 5:
+        assert orders[0] != orders[1]  # a fresh permutation each epoch
+
+
+def test_batches_order_is_seeded():
+    split = Split(torch.zeros(50, 1), torch.arange(50))
+    first = [y.tolist() for _x, y in batches(split, 8, torch.Generator().manual_seed(5))]
+    again = [y.tolist() for _x, y in batches(split, 8, torch.Generator().manual_seed(5))]
+    other = [y.tolist() for _x, y in batches(split, 8, torch.Generator().manual_seed(6))]
+    assert first == again
+    assert first != other
+
+
+def test_mnist10k_loads(mnist10k):
+    splits = load(DataConfig(dataset="mnist", data_dir=str(mnist10k), download=False), seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (7200, 800, 2000)
+    assert (splits.n_features, splits.n_classes) == (784, 10)
+    assert splits.train.x.shape == (7200, 784) and splits.train.x.dtype == torch.float32
+    assert float(splits.train.x.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert set(splits.test.y.unique().tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist", "kmnist"])
+def test_missing_data_without_download_is_one_line_naming_folder_and_files(tmp_path, dataset):
+    with pytest.raises(DataError) as info:
+        load(DataConfig(dataset=dataset, data_dir=str(tmp_path), download=False), seed=0)
+    message = str(info.value)
+    assert "\n" not in message
+    raw, names = expected_files(dataset, tmp_path)
+    assert str(raw) in message and str(tmp_path) in message
+    assert names and all(name in message for name in names)
+    assert "--dataset digits" in message
+
+
+def test_missing_mnist_message_names_the_four_idx_files(tmp_path):
+    with pytest.raises(DataError) as info:
+        load(DataConfig(dataset="mnist", data_dir=str(tmp_path), download=False), seed=0)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert name in str(info.value)
+    assert str(tmp_path / "MNIST" / "raw") in str(info.value)

@@ -1,0 +1,181 @@
+"""Rank measures against closed forms and against numpy's matrix_rank."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rankprune.rank import (
+    MEASURE_NAMES,
+    RankMeasure,
+    effective_rank,
+    energy_rank,
+    measure_all,
+    numerical_rank,
+    parse_measure,
+    singular_values,
+    stable_rank,
+    width_from_rank,
+)
+
+EPS64 = float(np.finfo(np.float64).eps)
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def svals(m: np.ndarray) -> np.ndarray:
+    return singular_values(torch.from_numpy(np.ascontiguousarray(m)))
+
+
+# --- closed forms ------------------------------------------------------------------------------
+def test_numerical_rank_of_diag_1_1_0_is_2():
+    s = svals(np.diag([1.0, 1.0, 0.0]))
+    assert numerical_rank(s, (3, 3), EPS64) == 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 17, 64])
+def test_identity_is_full_rank_under_every_measure(n):
+    s = svals(np.eye(n))
+    assert numerical_rank(s, (n, n), EPS64) == n
+    assert numerical_rank(s, (n, n), EPS64, rtol=0.5) == n
+    assert effective_rank(s) == pytest.approx(n, rel=1e-12)
+    assert stable_rank(s) == pytest.approx(n, rel=1e-12)
+    assert energy_rank(s, 1.0) == n
+
+
+@pytest.mark.parametrize(("n", "q", "expected"), [(10, 0.5, 5), (10, 0.9, 9), (10, 0.91, 10), (10, 0.99, 10), (4, 0.25, 1), (4, 0.26, 2)])
+def test_energy_rank_of_identity_is_ceil_q_n(n, q, expected):
+    # Every singular value carries 1/n of the energy, so Q of it needs ceil(Q n) of them.
+    assert expected == math.ceil(q * n - 1e-9)
+    assert energy_rank(svals(np.eye(n)), q) == expected
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (5, 9), (12, 3)])
+def test_rank_one_matrix(shape):
+    rng = np.random.default_rng(0)
+    m = np.outer(rng.standard_normal(shape[0]), rng.standard_normal(shape[1]))
+    s = svals(m)
+    assert numerical_rank(s, shape, EPS64) == 1
+    assert stable_rank(s) == pytest.approx(1.0, abs=1e-9)
+    assert effective_rank(s) == pytest.approx(1.0, abs=1e-9)
+    assert energy_rank(s, 0.999) == 1
+    # The continuous measures round to one unit of width, not two.
+    assert width_from_rank(effective_rank(s), current=shape[0], min_width=1) == 1
+
+
+# A known spectrum: energies 9, 4, 1 (total 14; cumulative 9, 13, 14).
+@pytest.mark.parametrize(("q", "expected"), [(0.5, 1), (9 / 14, 1), (0.65, 2), (13 / 14, 2), (0.93, 3), (1.0, 3)])
+def test_energy_rank_on_a_known_spectrum(q, expected):
+    assert energy_rank(np.array([3.0, 2.0, 1.0]), q) == expected
+
+
+def test_effective_and_stable_rank_on_a_known_spectrum():
+    s = np.array([3.0, 2.0, 1.0])
+    p = s / s.sum()
+    assert effective_rank(s) == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+    assert stable_rank(s) == pytest.approx(14 / 9)
+    # Both lie strictly between 1 and the number of nonzero singular values.
+    assert 1 < stable_rank(s) < effective_rank(s) < 3
+
+
+@pytest.mark.parametrize("measure", ["numerical", "numerical:0.1", "effective", "stable", "energy:0.9"])
+def test_zero_matrix_has_rank_zero(measure):
+    s = svals(np.zeros((4, 3)))
+    assert parse_measure(measure)(s, (4, 3), EPS64) == 0
+
+
+def test_numerical_rtol_counts_values_above_rtol_times_sigma_max():
+    s = np.array([10.0, 5.0, 1.0, 0.5, 0.01])
+    assert numerical_rank(s, (5, 5), EPS64, rtol=0.05) == 3  # above 0.5
+    assert numerical_rank(s, (5, 5), EPS64, rtol=0.04) == 4
+    assert numerical_rank(s, (5, 5), EPS64, rtol=0.6) == 1
+
+
+# --- numerical rank against numpy ----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("n", "m"), [(40, 30), (30, 50), (64, 64)])
+@pytest.mark.parametrize("k", [1, 3, 10, 29])
+def test_numerical_rank_matches_numpy_matrix_rank(dtype, n, m, k):
+    rng = np.random.default_rng(1000 * k + n + m)
+    product = (rng.standard_normal((n, k)) @ rng.standard_normal((k, m))).astype(dtype)
+    eps = float(np.finfo(dtype).eps)  # the eps of the dtype the matrix is stored in
+    ours = numerical_rank(svals(product), product.shape, eps)
+    assert ours == np.linalg.matrix_rank(product)
+    assert ours == min(k, n, m)
+
+
+def test_measures_accept_torch_float32_weights():
+    # The SVD runs in float64 whatever the weight's dtype; the values come back descending.
+    w = torch.randn(20, 8, generator=torch.Generator().manual_seed(0))
+    s = singular_values(w)
+    assert s.dtype == np.float64
+    assert np.all(np.diff(s) <= 0)
+    np.testing.assert_allclose(s, np.linalg.svd(w.double().numpy(), compute_uv=False), rtol=1e-10)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "name", "param"),
+    [
+        ("numerical", "numerical", None),
+        ("numerical:0.05", "numerical", 0.05),
+        ("numerical:1e-3", "numerical", 1e-3),
+        ("effective", "effective", None),
+        ("stable", "stable", None),
+        ("energy:0.99", "energy", 0.99),
+        ("energy:1", "energy", 1.0),
+        (" energy:0.9 ", "energy", 0.9),
+    ],
+)
+def test_parse_measure_accepts_good_specs(spec, name, param):
+    m = parse_measure(spec)
+    assert m == RankMeasure(name, param)
+    assert m.name in MEASURE_NAMES
+    assert parse_measure(m.spec) == m  # the spec a measure records parses back to it
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["bogus", "", "Numerical", "energy", "energy:1.5", "energy:0", "energy:-0.5", "effective:3", "stable:2",
+     "numerical:abc", "numerical:0", "numerical:1", "numerical:nan", "energy:inf"],
+)
+def test_parse_measure_rejects_bad_specs(spec):
+    with pytest.raises(ValueError) as info:
+        parse_measure(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_measure_all_keys_by_spec():
+    s = np.array([2.0, 1.0])
+    got = measure_all(s, (2, 2), EPS64, [parse_measure("numerical"), parse_measure("energy:0.5"), parse_measure("stable")])
+    assert got == {"numerical": 2.0, "energy:0.5": 1.0, "stable": pytest.approx(1.25)}
+
+
+# --- widths from ranks --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("rank", "current", "min_width", "expected"),
+    [
+        (12.3, 64, 1, 13),  # continuous measures round up
+        (12.0, 64, 1, 12),  # a whole number stays
+        (12.0000000001, 64, 1, 12),  # float noise on a whole number does not add a unit
+        (0.0, 64, 1, 1),  # never below min_width
+        (2.2, 64, 8, 8),
+        (100.0, 64, 1, 64),  # never above the current width
+        (70.5, 64, 1, 64),
+        (3.0, 4, 10, 4),  # min_width above current still never grows the layer
+    ],
+)
+def test_width_from_rank(rank, current, min_width, expected):
+    assert width_from_rank(rank, current, min_width) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_width_from_rank_bounds_on_random_inputs(seed):
+    rng = np.random.default_rng(seed)
+    for rank, current, min_width in zip(rng.uniform(0, 200, 50), rng.integers(1, 128, 50), rng.integers(1, 16, 50)):
+        w = width_from_rank(float(rank), int(current), int(min_width))
+        assert w <= current
+        assert w >= min(min_width, current)
+        assert w >= min(math.ceil(rank - 1e-9), current)

@@ -1,0 +1,115 @@
+"""The run folder: how a folder may be opened, atomic JSON, appendable tables, weights."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from rankprune.config import ConfigError
+from rankprune.runfolder import CONFIG, EPOCHS, STATUS, RunFolder, RunFolderError
+
+
+def test_check_accepts_a_new_or_empty_folder_and_writes_nothing(tmp_path):
+    RunFolder.check(tmp_path / "new", resume=False, overwrite=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    RunFolder.check(tmp_path / "empty", resume=False, overwrite=False)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_check_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not empty"):
+        RunFolder.check(tmp_path, resume=False, overwrite=False)
+    RunFolder.check(tmp_path, resume=False, overwrite=True)
+    assert (tmp_path / "keep.txt").read_text() == "mine"  # check never deletes; create(overwrite) does
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_check_resume_needs_a_config(tmp_path, exists):
+    path = tmp_path / "run"
+    if exists:
+        path.mkdir()
+        (path / "other.txt").write_text("x")
+    with pytest.raises(RunFolderError, match=CONFIG):
+        RunFolder.check(path, resume=True, overwrite=False)
+    path.mkdir(exist_ok=True)
+    (path / CONFIG).write_text("{}")
+    assert RunFolder.check(path, resume=True, overwrite=False).path == path
+
+
+def test_check_resume_and_overwrite_exclude_each_other(tmp_path):
+    with pytest.raises(RunFolderError):
+        RunFolder.check(tmp_path, resume=True, overwrite=True)
+
+
+def test_check_refuses_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunFolderError, match="not a folder"):
+        RunFolder.check(tmp_path / "f", resume=False, overwrite=True)
+
+
+def test_run_folder_errors_are_config_errors():
+    assert issubclass(RunFolderError, ConfigError)  # so the CLI reports them as one line, exit 2
+
+
+def test_create_with_overwrite_replaces_the_folder(tmp_path):
+    (tmp_path / "old.txt").write_text("x")
+    RunFolder(tmp_path).create(overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_json_documents_are_atomic_and_store_nan_as_null(tmp_path):
+    run = RunFolder(tmp_path)
+    run.write("doc.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": float("-inf")}})
+    assert run.read("doc.json") == {"a": None, "b": [1.0, None], "c": {"d": None}}
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]  # no temporary file left
+    assert run.read("missing.json", {"x": 1}) == {"x": 1}
+    run.set_status("running", depth=2, iteration=3)
+    assert run.read(STATUS) == {"state": "running", "depth": 2, "iteration": 3}
+
+
+def test_tables_append_read_and_skip_a_torn_last_line(tmp_path):
+    run = RunFolder(tmp_path)
+    run.append(EPOCHS, {"depth": 1, "iteration": 0, "loss": float("nan"), "ranks": [1.0, 2.0]})
+    run.append(EPOCHS, {"depth": 1, "iteration": 1, "loss": 0.5, "ranks": [1.0, 2.0]})
+    assert [r["loss"] for r in run.rows(EPOCHS)] == [None, 0.5]
+    with (tmp_path / EPOCHS).open("a") as fh:
+        fh.write('{"depth": 1, "itera')
+    assert len(run.rows(EPOCHS)) == 2
+    assert run.rows("absent.jsonl") == []
+
+
+def test_keep_rows_keeps_only_the_given_iterations(tmp_path):
+    run = RunFolder(tmp_path)
+    for depth, iteration in [(1, 0), (1, 1), (2, 0), (2, 1)]:
+        run.append(EPOCHS, {"depth": depth, "iteration": iteration})
+    with (tmp_path / EPOCHS).open("a") as fh:
+        fh.write('{"depth": 2, "ite')
+    run.keep_rows(EPOCHS, [(1, 0), (2, 0)])
+    assert [(r["depth"], r["iteration"]) for r in run.rows(EPOCHS)] == [(1, 0), (2, 0)]
+    assert len(pd.read_json(tmp_path / EPOCHS, lines=True)) == 2  # the torn line is gone too
+    assert run.table(EPOCHS)["iteration"].tolist() == [0, 0]
+    assert run.table("absent.jsonl").empty
+
+
+def test_weights_round_trip(tmp_path):
+    run = RunFolder(tmp_path)
+    state = {"linears.0.weight": torch.randn(3, 4), "linears.0.bias": torch.randn(3)}
+    run.save_weights(state, depth=2, iteration=7)
+    run.save_weights(state, depth=2)
+    assert run.weights_path(2, 7).name == "depth-2-iteration-07.pt"
+    assert run.weights_path(2).name == "depth-2-final.pt"
+    for loaded in (run.load_weights(2, 7), run.load_weights(2)):
+        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["depth-2-final.pt", "depth-2-iteration-07.pt"]
+
+
+def test_a_row_is_one_line_of_json(tmp_path):
+    run = RunFolder(tmp_path)
+    run.append(EPOCHS, {"depth": 1, "iteration": 0, "text": "a\nb"})
+    lines = (tmp_path / EPOCHS).read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["text"] == "a\nb"
