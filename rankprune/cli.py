@@ -54,7 +54,8 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--max-drop": ("evolve", "max_drop", float, "stop when validation accuracy is this far below the best iteration (0.015)"),
     "--width-tol": ("evolve", "width_tol", float, "converged once the total hidden width shrinks by at most this fraction (0.05; 0 = exact fixed point)"),
     "--wd-decay": ("evolve", "wd_decay", float, "multiply weight decay by this before each next iteration (1 = off)"),
-    "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: reinit (fresh weights)"),
+    "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: reinit (fresh weights) | warm (keeps what the network computes)"),
+    "--rebuild-samples": ("evolve", "rebuild_samples", int, "training rows the warm rebuild and the activation ranks use (4096)"),
     "--seed": (None, "seed", int, "seed of everything random (0)"),
 }
 

@@ -31,7 +31,7 @@ __all__ = [
 
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "digits")
 OPTIMIZERS = ("sgd", "adam")
-REBUILDS = ("reinit",)
+REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -128,7 +128,9 @@ class EvolveConfig:
     # (0: only an exact fixed point counts). Retraining from fresh weights makes the ranks of deep
     # nets creep down by a few units per iteration long after accuracy and shape have settled.
     width_tol: float = 0.05
-    rebuild: str = "reinit"
+    rebuild: str = "reinit"  # reinit: fresh weights; warm: function-preserving (rebuild.warm)
+    # Training rows the warm rebuild decomposes, and the activation ranks are measured on.
+    rebuild_samples: int = 4096
 
     def validate(self) -> None:
         if not self.layers:
@@ -143,6 +145,8 @@ class EvolveConfig:
             raise ConfigError(f"weight decay decay must be non-negative, got {self.wd_decay}")
         if not 0 <= self.width_tol < 1:
             raise ConfigError(f"width tolerance must be in [0, 1), got {self.width_tol}")
+        if self.rebuild_samples < 1:
+            raise ConfigError(f"rebuild samples must be at least 1, got {self.rebuild_samples}")
         if self.rebuild not in REBUILDS:
             raise ConfigError(f"unknown rebuild {self.rebuild!r}; choose from {', '.join(REBUILDS)}")
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from rankprune.config import RunConfig
 from rankprune.data import Splits
-from rankprune.measure import measure_layers, recorded_measures
+from rankprune.measure import measure_activations, measure_layers, recorded_measures
 from rankprune.models import MLP, build_mlp, parameter_count
 from rankprune.rank import parse_measure
 from rankprune.rebuild import next_widths, rebuild
@@ -66,7 +67,7 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 # Keys of derive_seed's last argument, so two uses never share a stream.
-_INIT, _ORDER, _REBUILD = 0, 1, 2
+_INIT, _ORDER, _REBUILD, _SAMPLE = 0, 1, 2, 3
 
 
 def _chosen(history: list[dict], max_drop: float) -> dict:
@@ -89,6 +90,14 @@ def _stop_reason(row: dict, history: list[dict], cfg: RunConfig) -> str | None:
     if row["iteration"] + 1 >= cfg.evolve.max_iterations:
         return "max-iterations"
     return None
+
+
+def _rebuild_sample(data: Splits, cfg: RunConfig, depth: int, iteration: int):
+    """A seeded sample of training inputs (never validation or test) for the rebuild and activation ranks."""
+    n = len(data.train)
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, depth, iteration, _SAMPLE))
+    idx = torch.randperm(n, generator=g)[: min(n, cfg.evolve.rebuild_samples)].to(data.train.x.device)
+    return torch.index_select(data.train.x, 0, idx)
 
 
 def _restore(data: Splits, run: RunFolder, depth: int, row: dict, device) -> MLP:
@@ -126,12 +135,17 @@ def evolve_depth(
         run.set_status("running", depth=depth, iteration=iteration)
         reporter.iteration_started(depth, iteration, widths)
         weight_decay = cfg.train.weight_decay * cfg.evolve.wd_decay**iteration
+        sample = _rebuild_sample(data, cfg, depth, iteration)
+        after_rebuild: dict = {}
         if iteration == 0:
             model = build_mlp(data.n_features, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, _INIT), device)
         else:
             if previous is None:
                 previous = _restore(data, run, depth, history[-1], device)
-            model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, _REBUILD))
+            model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, _REBUILD), sample)
+            # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
+            val, test = evaluate(model, data.val, cfg.train.precision), evaluate(model, data.test, cfg.train.precision)
+            after_rebuild = {"val_acc_after_rebuild": val.acc, "test_acc_after_rebuild": test.acc}
 
         last: dict = {}  # the last epoch's spectra and row
         base_seconds, base_flops = cum_seconds, cum_flops
@@ -183,9 +197,16 @@ def evolve_depth(
             "flops": result.flops,
             "cumulative_seconds": cum_seconds,
             "cumulative_flops": cum_flops,
+            "rebuild": cfg.evolve.rebuild,
+            # before the rebuild = the previous iteration's accuracy at saturation
+            "val_acc_before_rebuild": history[-1]["val_acc"] if history else None,
+            "test_acc_before_rebuild": history[-1]["test_acc"] if history else None,
+            "val_acc_after_rebuild": after_rebuild.get("val_acc_after_rebuild"),
+            "test_acc_after_rebuild": after_rebuild.get("test_acc_after_rebuild"),
             "rank_measure": drive,
             "ranks": ranks,
             **{f"rank_{spec}": values for spec, values in spectra.ranks.items()},
+            **{f"activation_rank_{spec}": values for spec, values in measure_activations(model, sample, measures).items()},
             "next_widths": widths if result.stop_reason == "diverged" else next_widths(widths, ranks, cfg.rank.min_width),
         }
         run.save_weights(model.state_dict(), depth, iteration)

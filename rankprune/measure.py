@@ -55,3 +55,19 @@ def measure_layers(model: MLP, measures: list[RankMeasure]) -> LayerSpectra:
         g = w.grad
         grad_rank.append(None if g is None else numerical_rank(singular_values(g), tuple(g.shape), eps))
     return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)
+
+
+@torch.no_grad()
+def measure_activations(model: MLP, inputs: torch.Tensor, measures: list[RankMeasure]) -> dict[str, list[float]]:
+    """Every measure of each hidden layer's post-ReLU activation matrix (N x width) on `inputs`.
+
+    The other side of a layer from its weights: W_l can have full rank while few directions of its
+    output are ever used (dead or duplicated units), and the warm rebuild works on this side.
+    """
+    out: dict[str, list[float]] = {m.spec: [] for m in measures}
+    for z in model.hidden(inputs):
+        z = z.to("cpu", torch.float64)
+        s = torch.linalg.svdvals(z).numpy()
+        for m in measures:
+            out[m.spec].append(m(s, tuple(z.shape), float(torch.finfo(torch.float32).eps)))
+    return out

@@ -6,6 +6,7 @@ import datetime as dt
 import platform
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 __all__ = ["environment"]
@@ -25,10 +26,15 @@ def _git_revision() -> str | None:
         return None
 
 
-def environment(device: str, seed: int) -> dict:
-    import numpy, optuna, scipy, torch, torchvision
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
-    import rankprune
+
+def environment(device: str, seed: int) -> dict:
+    import torch
 
     info = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -41,12 +47,9 @@ def environment(device: str, seed: int) -> dict:
         "platform": platform.platform(),
         "versions": {
             "python": platform.python_version(),
-            "rankprune": rankprune.__version__,
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "numpy": numpy.__version__,
-            "scipy": scipy.__version__,
-            "optuna": optuna.__version__,
+            "rankprune": _version("rankprune") or __import__("rankprune").__version__,
+            "torch": torch.__version__,  # with its build tag (+cpu, +cu130), which metadata drops
+            **{name: _version(name) for name in ("torchvision", "numpy", "scipy", "optuna", "scikit-learn")},
         },
     }
     return info

@@ -1,17 +1,30 @@
-"""Rebuild a network at new hidden widths. Pure: (network, new widths, seed) -> new network; no I/O.
+"""Rebuild a network at new hidden widths. Pure: (network, new widths, seed, inputs) -> new network.
 
 A rebuild method is a function registered in REBUILDS under the name `--rebuild` takes. Each returns
 a complete network whose every shape agrees with the new widths, so a caller never patches shapes.
+
+- `reinit`: fresh weights at the new widths (the original experiment's behaviour).
+- `warm`: keep what the network computes, by the interpolative decomposition of each hidden layer's
+  activations (Chee, Renz, Damle & De Sa, "Model Preserving Compression for Neural Networks",
+  NeurIPS 2022). For layer l, in order from the input, with Z (N x n_l) its post-ReLU outputs on a
+  sample of training inputs (through the already-shrunk earlier layers): a column-pivoted QR picks
+  the r neurons S whose columns best span Z, and gives T (r x n_l) with Z ~= Z[:, S] T. Layer l
+  keeps the rows S of its weights and biases; layer l+1's weights become W_{l+1} T^T, so it sees
+  nearly the same input. At r = n_l, T is a permutation of the identity and nothing changes.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+import scipy.linalg
+import torch
+
 from rankprune.models import MLP, build_mlp
 from rankprune.rank import width_from_rank
 
-__all__ = ["next_widths", "rebuild", "REBUILDS", "reinit"]
+__all__ = ["next_widths", "rebuild", "REBUILDS", "reinit", "warm", "interpolative_decomposition"]
 
 
 def next_widths(widths: list[int], ranks: list[float], min_width: int) -> list[int]:
@@ -24,15 +37,66 @@ def next_widths(widths: list[int], ranks: list[float], min_width: int) -> list[i
     return [width_from_rank(r, w, min_width) for w, r in zip(widths, ranks)]
 
 
-def reinit(model: MLP, widths: list[int], seed: int) -> MLP:
+def reinit(model: MLP, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> MLP:
     """A freshly initialised network at the new widths: the original experiment's rebuild."""
     return build_mlp(model.n_in, widths, model.n_out, seed=seed, device=next(model.parameters()).device)
 
 
-REBUILDS: dict[str, Callable[[MLP, list[int], int], MLP]] = {"reinit": reinit}
+def interpolative_decomposition(z: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns S (rank of them) and T (rank x n) with z ~= z[:, S] @ T, by column-pivoted QR.
+
+    z is float64 (N x n). With z[:, P] = Q R and R = [[R11, R12], [0, R22]], the first `rank`
+    pivots are S and T[:, P] = [I, R11^{-1} R12]. A column that R11 cannot resolve (numerically
+    zero pivot, e.g. a dead ReLU) gets no weight rather than a huge one.
+    """
+    n = z.shape[1]
+    _q, r_mat, perm = scipy.linalg.qr(z, mode="economic", pivoting=True)
+    selected = perm[:rank]
+    t = np.zeros((rank, n))
+    t[np.arange(rank), selected] = 1.0
+    if rank < n:
+        r11, r12 = r_mat[:rank, :rank], r_mat[:rank, rank:n]
+        diag = np.abs(np.diag(r11))
+        keep = diag > diag.max(initial=0.0) * 1e-10 if diag.size else diag.astype(bool)
+        coef = np.zeros((rank, n - rank))
+        if keep.any():
+            k = np.flatnonzero(keep)
+            coef[k] = scipy.linalg.solve_triangular(r11[np.ix_(k, k)], r12[k], lower=False)
+        t[:, perm[rank:]] = coef
+    return selected, t
 
 
-def rebuild(model: MLP, widths: list[int], method: str, seed: int) -> MLP:
+@torch.no_grad()
+def warm(model: MLP, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> MLP:
+    """A narrower network that computes nearly what `model` computes on `inputs` (see module doc).
+
+    `inputs` is a sample of training inputs (a few thousand rows); the result is deterministic for
+    given inputs. `seed` is unused: the decomposition has no randomness.
+    """
+    if inputs is None:
+        raise ValueError("the warm rebuild needs a sample of training inputs")
+    device = next(model.parameters()).device
+    weights = [lin.weight.detach().to("cpu", torch.float64).numpy().copy() for lin in model.linears]
+    biases = [lin.bias.detach().to("cpu", torch.float64).numpy().copy() for lin in model.linears]
+    h = inputs.detach().to("cpu", torch.float64).numpy()
+    for layer, r in enumerate(widths):
+        z = np.maximum(h @ weights[layer].T + biases[layer], 0.0)  # post-ReLU outputs, N x n_l
+        selected, t = interpolative_decomposition(z, r)
+        weights[layer], biases[layer] = weights[layer][selected], biases[layer][selected]
+        weights[layer + 1] = weights[layer + 1] @ t.T  # next layer reads Z[:, S] T instead of Z
+        h = z[:, selected]
+    new = MLP(model.n_in, list(widths), model.n_out)
+    for lin, w, b in zip(new.linears, weights, biases):
+        lin.weight.copy_(torch.from_numpy(w))
+        lin.bias.copy_(torch.from_numpy(b))
+    return new.to(device)
+
+
+RebuildMethod = Callable[[MLP, list[int], int, torch.Tensor | None], MLP]
+REBUILDS: dict[str, RebuildMethod] = {"reinit": reinit, "warm": warm}
+
+
+def rebuild(model: MLP, widths: list[int], method: str, seed: int, inputs: torch.Tensor | None = None) -> MLP:
     if any(new > old for new, old in zip(widths, model.widths)):
         raise ValueError(f"widths never grow: {model.widths} -> {widths}")
-    return REBUILDS[method](model, widths, seed)
+    return REBUILDS[method](model, widths, seed, inputs)

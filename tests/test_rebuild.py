@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rankprune.models import build_mlp, parameter_count
-from rankprune.rebuild import REBUILDS, next_widths, rebuild
+from rankprune.rebuild import interpolative_decomposition, REBUILDS, next_widths, rebuild
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_next_widths_needs_one_rank_per_hidden_layer():
 @pytest.mark.parametrize("new", [[16, 8], [1, 1], [32, 32], [5, 32]])
 def test_rebuild_gives_every_shape_of_the_new_widths(method, new):
     model = build_mlp(64, [32, 32], 10, seed=0)
-    rebuilt = rebuild(model, new, method, seed=1)
+    rebuilt = rebuild(model, new, method, seed=1, inputs=torch.randn(200, 64))
     assert rebuilt.widths == new and (rebuilt.n_in, rebuilt.n_out) == (64, 10)
     dims = [64, *new, 10]
     assert [tuple(l.weight.shape) for l in rebuilt.linears] == [(b, a) for a, b in zip(dims[:-1], dims[1:])]
@@ -52,12 +52,59 @@ def test_rebuild_gives_every_shape_of_the_new_widths(method, new):
     assert rebuilt(torch.randn(3, 64)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("method", sorted(REBUILDS))
-def test_rebuild_is_seeded(method):
+def test_reinit_is_seeded():
     model = build_mlp(64, [32, 32], 10, seed=0)
-    a, b, c = (rebuild(model, [8, 4], method, seed=s) for s in (1, 1, 2))
+    a, b, c = (rebuild(model, [8, 4], "reinit", seed=s) for s in (1, 1, 2))
     assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_warm_is_deterministic_for_given_inputs_and_depends_on_them():
+    model = build_mlp(64, [32, 32], 10, seed=0)
+    x = torch.randn(300, 64, generator=torch.Generator().manual_seed(0))
+    a, b = (rebuild(model, [8, 4], "warm", seed=s, inputs=x) for s in (1, 2))
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
+    c = rebuild(model, [8, 4], "warm", seed=1, inputs=torch.randn(300, 64, generator=torch.Generator().manual_seed(1)))
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("widths", [[32, 32], [48, 16, 24]])
+def test_warm_at_full_width_reproduces_the_outputs(widths):
+    model = build_mlp(64, widths, 10, seed=3)
+    x = torch.randn(500, 64, generator=torch.Generator().manual_seed(0))
+    rebuilt = rebuild(model, widths, "warm", seed=0, inputs=x)
+    held_out = torch.randn(200, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (rebuilt(x) - model(x)).abs().max().item() < 1e-5
+        assert (rebuilt(held_out) - model(held_out)).abs().max().item() < 1e-5
+
+
+def test_warm_keeps_the_function_far_better_than_reinit():
+    # A layer whose outputs span only 8 directions: shrinking it to 8 units loses (almost) nothing.
+    torch.manual_seed(0)
+    model = build_mlp(20, [32], 5, seed=0)
+    with torch.no_grad():
+        model.linears[0].weight.copy_(torch.randn(32, 8) @ torch.randn(8, 20) * 0.05)
+        model.linears[0].bias.fill_(5.0)  # every unit active: the post-ReLU outputs are affine, rank 8 + 1
+    x = torch.randn(400, 20)
+    warm = rebuild(model, [9], "warm", seed=0, inputs=x)
+    cold = rebuild(model, [9], "reinit", seed=0)
+    with torch.no_grad():
+        ref = model(x)
+        assert (warm(x) - ref).abs().max().item() < 1e-4
+        assert (cold(x) - ref).abs().max().item() > 1e-2
+
+
+def test_interpolative_decomposition_spans_the_matrix():
+    z = torch.randn(100, 6, dtype=torch.float64) @ torch.randn(6, 15, dtype=torch.float64)
+    selected, t = interpolative_decomposition(z.numpy(), 6)
+    assert len(set(selected.tolist())) == 6 and t.shape == (6, 15)
+    assert abs(z.numpy()[:, selected] @ t - z.numpy()).max() < 1e-9
+
+
+def test_warm_needs_inputs():
+    with pytest.raises(ValueError, match="training inputs"):
+        rebuild(build_mlp(8, [4], 2, seed=0), [2], "warm", seed=0)
 
 
 def test_reinit_starts_fresh_at_the_same_widths():
