@@ -199,6 +199,8 @@ def _add_study(sub) -> None:
     r.add_argument("--seed", type=int, help="sampler seed (default: the file's)")
     r.add_argument("--root", default="runs", help="folder for trial run folders and the default storage (runs)")
     r.add_argument("--heartbeat", type=int, help="seconds between trial heartbeats (default: the file's, or 60)")
+    r.add_argument("--data-dir", help="dataset folder, overriding the file's base.data.data_dir")
+    r.add_argument("--no-download", action="store_true", help="never download; a trial fails if the data is missing")
     r.set_defaults(handler=_run_study)
 
     for name, helptext, handler in (
@@ -255,8 +257,18 @@ def _run_study(args: argparse.Namespace) -> int:
         if args.heartbeat < 1:
             raise ConfigError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
         spec = dataclasses.replace(spec, heartbeat_interval=args.heartbeat, grace_period=max(2 * args.heartbeat, 2))
+    if args.data_dir or args.no_download:
+        data = dict(spec.base.get("data", {}))
+        if args.data_dir:
+            data["data_dir"] = args.data_dir
+        if args.no_download:
+            data["download"] = False
+        spec = dataclasses.replace(spec, base={**spec.base, "data": data})
     url = args.storage or default_storage(args.root)
     open_storage(url)  # a bad URL fails here, before any trial runs
+    from rankprune import data as data_mod
+
+    data_mod.load(RunConfig.from_dict(spec.base).data, seed=0)  # so does missing data
     n_trials = args.n_trials or spec.n_trials
     name = args.study_name or spec.name
 
@@ -280,7 +292,9 @@ def _run_study(args: argparse.Namespace) -> int:
         else:
             progress.console.print(f"trial {trial.number} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}", soft_wrap=True)
 
-    console.print(f"storage: {url}")
+    from rankprune.study import sampler_seed
+
+    console.print(f"storage: {url}; sampler seed {sampler_seed(spec, url, args.seed)}")
     try:
         with progress:
             study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial])

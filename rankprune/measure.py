@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from rankprune.models import MLP
-from rankprune.rank import DEFAULT_RECORDED, RankMeasure, numerical_rank, parse_measure, singular_values
+from rankprune.rank import DEFAULT_RECORDED, RankMeasure, parse_measure, singular_values
+
+_NUMPY_RULE = RankMeasure("numerical")
 
 __all__ = ["LayerSpectra", "measure_layers", "recorded_measures"]
 
@@ -53,7 +55,7 @@ def measure_layers(model: MLP, measures: list[RankMeasure]) -> LayerSpectra:
         spectral.append(float(s[0]) if s.size else 0.0)
         frobenius.append(float(np.sqrt((s**2).sum())))
         g = w.grad
-        grad_rank.append(None if g is None else numerical_rank(singular_values(g), tuple(g.shape), eps))
+        grad_rank.append(None if g is None else _NUMPY_RULE(singular_values(g), tuple(g.shape), eps))
     return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)
 
 
@@ -66,8 +68,7 @@ def measure_activations(model: MLP, inputs: torch.Tensor, measures: list[RankMea
     """
     out: dict[str, list[float]] = {m.spec: [] for m in measures}
     for z in model.hidden(inputs):
-        z = z.to("cpu", torch.float64)
-        s = torch.linalg.svdvals(z).numpy()
+        s = singular_values(z)
         for m in measures:
             out[m.spec].append(m(s, tuple(z.shape), float(torch.finfo(torch.float32).eps)))
     return out

@@ -84,6 +84,8 @@ class RankMeasure:
         return self.name if self.param is None else f"{self.name}:{self.param:g}"
 
     def __call__(self, s: np.ndarray, shape: tuple[int, int], eps: float) -> float:
+        if not np.isfinite(s).all():  # a diverged matrix has no rank worth reporting
+            return float("nan")
         if self.name == "numerical":
             return numerical_rank(s, shape, eps, self.param)
         if self.name == "effective":
@@ -131,8 +133,15 @@ DEFAULT_RECORDED = ("numerical", "effective", "stable", "energy:0.9", "energy:0.
 
 
 def singular_values(weight: torch.Tensor) -> np.ndarray:
-    """Singular values of a weight matrix, descending, from a float64 SVD on the CPU."""
-    return torch.linalg.svdvals(weight.detach().to("cpu", torch.float64)).numpy()
+    """Singular values of a matrix, descending, from a float64 SVD on the CPU.
+
+    A matrix holding NaN or infinity (a diverged network) gets NaN singular values instead of the
+    LinAlgError that LAPACK would raise.
+    """
+    m = weight.detach().to("cpu", torch.float64)
+    if not torch.isfinite(m).all():
+        return np.full(min(m.shape), np.nan)
+    return torch.linalg.svdvals(m).numpy()
 
 
 def measure_all(

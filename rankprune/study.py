@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
 import warnings
 
+import numpy as np
 import optuna
 
 from rankprune.config import ConfigError, RunConfig, load_toml
@@ -130,6 +133,9 @@ def _check_config_path(name: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown parameter space.{name}; {section} has {', '.join(sorted(inner))}")
 
 
+_KIND_NAMES = {dict: "a table", str: "a string", list: "a list", int: "an integer"}
+
+
 def parse_spec(path: str | Path) -> StudySpec:
     """Read and validate a study file; every problem is a one-line ConfigError naming it."""
     where = str(path)
@@ -139,8 +145,20 @@ def parse_spec(path: str | Path) -> StudySpec:
         raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: study, base, space, storage")
     study = _section(doc, "study", ("name", "mode", "sampler", "sampler_options", "seed", "n_trials", "objectives", "description"), where)
     storage = _section(doc, "storage", ("heartbeat_interval", "grace_period"), where)
-    space = doc.get("space", {})
-    base = doc.get("base", {})
+    space, base = doc.get("space", {}), doc.get("base", {})
+    for key, value, kind in (
+        ("[space]", space, dict), ("[base]", base, dict), ("study.name", study.get("name", ""), str),
+        ("study.mode", study.get("mode", "survey"), str), ("study.sampler", study.get("sampler", "tpe"), str),
+        ("study.sampler_options", study.get("sampler_options", {}), dict), ("study.objectives", study.get("objectives", []), list),
+        ("study.seed", study.get("seed", 0), int), ("study.n_trials", study.get("n_trials", 1), int),
+        ("storage.heartbeat_interval", storage.get("heartbeat_interval", 1), int),
+        ("storage.grace_period", storage.get("grace_period", 1), int),
+    ):
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    for key in ("n_trials", "heartbeat_interval", "grace_period"):
+        if (study if key == "n_trials" else storage).get(key, 1) < 1:
+            raise ConfigError(f"{where}: {key} must be at least 1")
     name = study.get("name") or Path(path).stem
     mode = study.get("mode", "survey")
     if mode not in MODES:
@@ -213,7 +231,7 @@ def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[
     """A trial's run config and initial widths. TrialFailed if the sampled network is invalid."""
     depth = int(_suggest(trial, "depth", spec.space["depth"]))
     profile = _suggest(trial, "width_profile", spec.space.get("width_profile", "constant"))
-    width = int(_suggest(trial, "width", spec.space.get("width", RunConfig().model.width)))
+    width = int(_suggest(trial, "width", spec.space.get("width", RunConfig.from_dict(spec.base).model.width)))
     widths = _widths(depth, width, profile, trial, spec.space)
     changes: dict[str, dict] = {}
     top: dict[str, Any] = {}
@@ -285,19 +303,37 @@ def _redact(url: str) -> str:
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None) -> optuna.storages.RDBStorage:
-    """An RDBStorage for any SQLAlchemy URL; a URL that cannot be opened is a one-line ConfigError."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
-    except Exception as exc:  # SQLAlchemy's ArgumentError, OperationalError, a missing driver...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot open storage {_redact(url)}: {first}") from None
+    """An RDBStorage for any SQLAlchemy URL; a URL that cannot be opened is a one-line ConfigError.
+
+    Workers that start together on an empty database race to create Optuna's tables, and the loser
+    gets a duplicate-object error; the tables exist by then, so it simply tries again.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt + 1 == _SCHEMA_ATTEMPTS:
+                raise ConfigError(f"cannot open storage {_redact(url)}: {_first_line(exc)}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as exc:  # SQLAlchemy's ArgumentError, OperationalError, a missing driver, OSError...
+            raise ConfigError(f"cannot open storage {_redact(url)}: {_first_line(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_ATTEMPTS = 5
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
@@ -382,6 +418,21 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
     return objective
 
 
+def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None) -> int:
+    """The seed this worker's sampler gets.
+
+    An explicit --seed wins, and a SQLite study (one machine, usually one worker) uses the file's seed,
+    so a study is reproducible from its file. On a server storage several workers share one study:
+    seeded alike they would draw the same architectures, so each mixes its host and process id in.
+    """
+    if seed is not None:
+        return seed
+    if storage_url.startswith("sqlite"):
+        return spec.seed
+    worker = [os.getpid(), *socket.gethostname().encode()]
+    return int(np.random.SeedSequence([spec.seed, *worker]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 def run_study(
     spec: StudySpec, storage_url: str, root: Path, n_trials: int, study_name: str | None = None,
     seed: int | None = None, callbacks: list | None = None, on_trial=None,
@@ -389,10 +440,11 @@ def run_study(
     """Create or resume the study and run n_trials more trials in this process."""
     storage = open_storage(storage_url, spec.heartbeat_interval, spec.grace_period)
     study_name = study_name or spec.name
+    seed = sampler_seed(spec, storage_url, seed)
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=make_sampler(spec, spec.seed if seed is None else seed),
+        sampler=make_sampler(spec, seed),
         directions=[o.direction for o in spec.objectives],
         load_if_exists=True,
     )

@@ -1,0 +1,349 @@
+"""`rankprune report`: Markdown and PNG figures from real run folders (finished, interrupted, empty) and
+from a real tiny study; what cannot be reported on is a one-line ConfigError.
+
+Runs and the study are made by the real controller on digits (width 32, 2-3 epochs); each is rendered
+once per module and shared by the tests that read it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from PIL import Image
+
+from rankprune.classes import trials_frame
+from rankprune.config import ConfigError
+from rankprune.report import DIGITS_IMAGES, FIGURES, PUBLISHED, REPORT, render, training_data
+from rankprune.runfolder import CONFIG, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.study import default_storage, parse_spec, run_study
+
+# study.py filters these at import; pytest restores the filters for every test.
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def links(report: Path) -> list[str]:
+    return LINK.findall(report.read_text())
+
+
+def check_figures(report: Path) -> set[str]:
+    """Every figure is a readable, non-empty PNG; the report links each one, and each link exists.
+    Returns the figure names (file stems)."""
+    out = report.parent
+    linked = links(report)
+    assert len(linked) == len(set(linked)), "a figure is linked twice"
+    assert all(not Path(link).is_absolute() and link.startswith(f"{FIGURES}/") for link in linked)
+    on_disk = {p.relative_to(out).as_posix() for p in (out / FIGURES).glob("*")} if (out / FIGURES).is_dir() else set()
+    assert set(linked) == on_disk
+    for link in linked:
+        path = out / link
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 100 and im.height > 100
+    return {Path(link).stem for link in linked}
+
+
+def section(report: Path, heading: str) -> str:
+    """The text of one '## heading' section."""
+    text = report.read_text()
+    start = text.index(f"## {heading}")
+    end = text.find("\n## ", start + 1)
+    return text[start: end if end != -1 else None]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Body rows of the first Markdown table in `text`, as stripped cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+# --- a finished run ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_config, run_controller) -> tuple[RunFolder, Path]:
+    run = run_controller(tiny_config(), tmp_path_factory.mktemp("finished") / "run")
+    return run, render(run.path)
+
+
+def test_a_run_report_draws_every_figure_as_a_linked_png(finished):
+    run, report = finished
+    assert report == run.path / "report" / REPORT
+    names = check_figures(report)
+    assert names == {"accuracy-seconds", "accuracy-flops", "widths", "ranks-depth-1", "ranks-depth-2",
+                     "spectra-depth-1", "spectra-depth-2"}
+    text = report.read_text()
+    assert "Figure not drawn" not in text
+    assert "## What is missing" not in text  # a finished run lacks nothing
+    # every figure has a one-line caption right after it
+    for link in links(report):
+        after = text.split(f"({link})", 1)[1].lstrip("\n").splitlines()[0]
+        assert after.startswith("*") and after.endswith("*") and "Look for" in after
+
+
+def test_a_run_report_tables_every_iteration_and_depth(finished):
+    run, report = finished
+    iterations = run.rows(ITERATIONS)
+    rows = table_rows(section(report, "Iterations"))
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(r["depth"], r["iteration"]) for r in iterations]
+    depths = run.read(DEPTHS)
+    rows = table_rows(section(report, "Depths"))
+    assert [r[0] for r in rows] == sorted(depths, key=int)
+    assert [r[3] for r in rows] == [str(depths[d]["chosen_iteration"]) for d in sorted(depths, key=int)]
+
+
+def test_the_reference_puts_the_best_chosen_network_beside_lenet(finished):
+    run, report = finished
+    best = max(run.read(DEPTHS).values(), key=lambda s: s["test_acc"])
+    text = section(report, "Reference")
+    rows = table_rows(text)
+    assert [r[1] for r in rows[: len(PUBLISHED)]] == ["266,610", "about 22,000"]
+    assert [r[2] for r in rows[: len(PUBLISHED)]] == ["1.64", "1.59"]
+    ours = rows[len(PUBLISHED)]
+    assert f"depth {best['depth']}" in ours[0]
+    assert ours[1] == f"{best['parameters']:,}"
+    assert ours[2] == f"{100 * (1 - best['test_acc']):.2f}"
+    assert "**Caveat:**" in text and "not MNIST: not directly comparable" in text
+
+
+# --- a run that stopped partway, and one that never started --------------------------------------
+class InterruptAt:
+    """A reporter that raises KeyboardInterrupt (Ctrl-C) after the given epoch, as the CLI would see it."""
+
+    def __init__(self, depth: int, iteration: int, epoch: int):
+        self.at = (depth, iteration, epoch)
+
+    def depth_started(self, *a): pass
+    def iteration_started(self, *a): pass
+    def iteration_done(self, *a): pass
+    def depth_done(self, *a): pass
+
+    def epoch_done(self, depth, iteration, row):
+        if (depth, iteration, row["epoch"]) == self.at:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_renders_what_it_has_and_names_what_is_missing(tmp_path, tiny_config, run_controller):
+    path = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_controller(tiny_config(evolve={"max_iterations": 2}), path, InterruptAt(depth=2, iteration=1, epoch=2))
+    run = RunFolder(path)
+    where = run.read(STATUS)
+    where.pop("state")
+    run.set_status("interrupted", **where)  # as cli._run_evolve records a Ctrl-C
+    with (path / EPOCHS).open("a") as fh:
+        fh.write('{"depth": 2, "iteration": 1, "epo')  # killed mid-write
+
+    report = render(path)
+    names = check_figures(report)
+    # depth 2's unfinished iteration has epochs (curves, rank traces) but no spectra yet
+    assert {"accuracy-seconds", "accuracy-flops", "widths", "ranks-depth-1", "ranks-depth-2", "spectra-depth-1",
+            "spectra-depth-2"} == names
+    missing = section(report, "What is missing")
+    assert "interrupted at depth 2, iteration 1" in missing and "--resume" in missing
+    assert "depth 2 has not finished: iteration 0 did" in missing
+    assert "depth 2, iteration 1: 2 epoch(s) recorded but the iteration did not finish" in missing
+    assert f"{EPOCHS} ends in 1 torn line(s)" in missing
+    assert list(run.read(DEPTHS)) == ["1"]
+    rows = table_rows(section(report, "Iterations"))
+    assert [(r[0], r[1]) for r in rows] == [("1", "0"), ("1", "1"), ("2", "0")]
+
+
+def test_a_run_folder_holding_only_its_config_renders_a_report_of_what_is_missing(tmp_path, tiny_config):
+    run = started_run(tmp_path / "run", tiny_config())
+    report = render(run.path)
+    assert check_figures(report) == set()
+    missing = section(report, "What is missing")
+    for expected in (f"no {STATUS}", "no epochs yet", "no finished iteration yet", "no spectra yet",
+                     f"no {DEPTHS} yet", "depth 1 has not finished", "depth 2 has not finished"):
+        assert expected in missing
+    assert "No finished network yet" in section(report, "Reference")
+    assert "data.dataset" in section(report, "Configuration")
+
+
+def started_run(path: Path, cfg) -> RunFolder:
+    """A run folder as the CLI leaves it before the first epoch: config.json and nothing else."""
+    run = RunFolder(path)
+    run.create(overwrite=False)
+    run.write(CONFIG, cfg.to_dict())
+    return run
+
+
+def test_a_running_run_is_reported_as_a_snapshot(tmp_path, tiny_config):
+    run = started_run(tmp_path / "run", tiny_config())
+    run.set_status("running", depth=1, iteration=0)
+    assert "says running at depth 1, iteration 0" in section(render(run.path), "What is missing")
+
+
+def test_rendering_into_a_used_folder_drops_stale_figures_and_leaves_no_temporary_files(tmp_path, tiny_config):
+    run = started_run(tmp_path / "run", tiny_config())
+    out = tmp_path / "elsewhere"
+    (out / FIGURES).mkdir(parents=True)
+    (out / FIGURES / "old-figure.png").write_bytes(PNG_MAGIC)
+    (out / REPORT).write_text("an old report")
+    report = render(run.path, out)
+    assert report == out / REPORT and report.read_text().startswith("# Run report")
+    assert not (out / FIGURES / "old-figure.png").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+# --- what is not a run or a study -------------------------------------------------------------------
+def test_a_path_that_is_neither_a_run_nor_a_study_is_a_one_line_config_error(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / CONFIG).write_text("{not json")
+    cases = {
+        str(tmp_path / "nowhere"): "no such folder",
+        str(tmp_path / "folder"): f"holds no {CONFIG}",
+        str(tmp_path / "file.txt"): "not a folder",
+        "no_such_study": "no study storage",
+        str(tmp_path / "broken"): "not valid JSON",
+    }
+    for target, names in cases.items():
+        with pytest.raises(ConfigError) as info:
+            render(target, root=tmp_path)
+        assert names in str(info.value) and "\n" not in str(info.value), target
+    assert not (tmp_path / "studies.sqlite3").exists()  # looking for a study created no database
+
+
+# --- a study ----------------------------------------------------------------------------------------
+STUDY = """\
+    [study]
+    name = "tiny"
+    mode = "survey"
+    sampler = "random"
+    seed = 0
+    n_trials = 4
+    objectives = [
+        { metric = "test_acc", direction = "maximize" },
+        { metric = "network_rank_normalized", direction = "minimize" },
+    ]
+
+    [base.data]
+    dataset = "digits"
+
+    [base.train]
+    max_epochs = 2
+    patience = 2
+    lr_drops = 0
+
+    [base.rank]
+    measure = "numerical:0.2"
+
+    [space]
+    depth = { low = 1, high = 2 }
+    width = { low = 8, high = 32 }
+    width_profile = { choices = ["constant", "funnel"] }
+    "train.lr" = { low = 0.02, high = 0.1, log = true }
+    """
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    (root / "tiny.toml").write_text(textwrap.dedent(STUDY))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    run_study(parse_spec(root / "tiny.toml"), default_storage(root), root, n_trials=4)
+    return root
+
+
+def test_a_study_report_draws_rank_figures_optuna_plots_and_the_class_table(study_root):
+    report = render("tiny", root=study_root)  # found in the default storage under --root
+    assert report == study_root / "reports" / "tiny" / REPORT
+    names = check_figures(report)
+    assert {"rank-vs-test-acc", "rank-vs-gap", "optuna-history-test_acc", "optuna-history-network_rank_normalized",
+            "optuna-pareto", "optuna-importances"} <= names
+    assert "Figure not drawn" not in report.read_text()
+
+    df = trials_frame(optuna.load_study(study_name="tiny", storage=default_storage(study_root)))
+    classes = table_rows(section(report, "Equivalence classes"))
+    assert sum(int(r[2]) for r in classes) == len(df)  # every finished trial is in one class
+    assert sorted(int(m) for r in classes for m in r[3].split(", ")) == sorted(df["number"])
+    trials = table_rows(section(report, "Trials"))
+    assert sorted(int(r[0]) for r in trials) == sorted(df["number"])
+    best = df.loc[df["test_acc"].idxmax()]
+    assert f"trial #{best['number']}" in section(report, "Reference")
+
+
+def test_a_study_report_with_an_explicit_storage_and_out(study_root, tmp_path):
+    report = render("tiny", tmp_path / "out", storage=default_storage(study_root))
+    assert report == tmp_path / "out" / REPORT
+    check_figures(report)
+
+
+def test_a_study_without_finished_trials_renders_and_says_so(tmp_path):
+    url = default_storage(tmp_path)
+    study = optuna.create_study(study_name="failing", storage=url)
+
+    def objective(trial):
+        trial.set_user_attr("fail_reason", "invalid architecture: depth 2, widths [4, 0]")
+        raise ValueError("invalid")
+
+    study.optimize(objective, n_trials=1, catch=(ValueError,))
+    optuna.create_study(study_name="empty", storage=url)
+    failing = render("failing", root=tmp_path)
+    assert check_figures(failing) == set()
+    assert "no finished trial yet" in section(failing, "What is missing")
+    assert "widths [4, 0]" in section(failing, "Failed trials")
+    assert "No completed trial" in section(failing, "Optuna")
+    assert "no trials yet" in section(render("empty", root=tmp_path), "What is missing")
+
+
+def test_an_unknown_study_names_the_studies_the_storage_has(study_root):
+    with pytest.raises(ConfigError, match=r"no study 'nope'.*it has: tiny"):
+        render("nope", root=study_root)
+
+
+def test_storage_with_a_run_folder_is_an_error(finished, study_root):
+    run, _ = finished
+    with pytest.raises(ConfigError, match="--storage applies to a study"):
+        render(run.path, storage=default_storage(study_root))
+
+
+# --- training data against the published MNIST figures ----------------------------------------------
+def fake_mnist(root: Path, train: int, test: int) -> Path:
+    """IDX headers only: what training_data reads to count images."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, n in (("train-images-idx3-ubyte", train), ("t10k-images-idx3-ubyte", test)):
+        (raw / name).write_bytes((2051).to_bytes(4, "big") + n.to_bytes(4, "big"))
+    return root
+
+
+def test_training_data_names_what_is_not_full_mnist(tmp_path):
+    subset = fake_mnist(tmp_path / "subset", 8_000, 2_000)
+    full = fake_mnist(tmp_path / "full", 60_000, 10_000)
+    td = training_data({"dataset": "mnist", "data_dir": str(subset)})
+    assert not td.comparable and td.images == 7_200
+    assert "7,200 images of a 10k MNIST subset, not the 60k training set: not directly comparable" in td.note
+    td = training_data({"dataset": "mnist", "data_dir": str(full), "train_fraction": 0.5})
+    assert not td.comparable and td.images == 27_000 and "0.5 fraction of the 60k" in td.note
+    td = training_data({"dataset": "mnist", "data_dir": str(full)})
+    assert td.comparable and td.images == 54_000 and td.test_images == 10_000
+    assert not training_data({"dataset": "mnist", "data_dir": str(tmp_path / "none")}).comparable
+    assert "not MNIST" in training_data({"dataset": "fashion-mnist", "data_dir": str(full)}).note
+
+
+def test_the_digits_count_matches_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    assert len(load_digits().target) == DIGITS_IMAGES
+
+
+# --- the import direction ---------------------------------------------------------------------------
+def test_report_never_imports_train(tmp_path, tiny_config):
+    run = started_run(tmp_path / "run", tiny_config())
+    code = ("import sys; from rankprune.report import render; render(sys.argv[1]); "
+            "assert 'rankprune.train' not in sys.modules, 'report imported train'")
+    done = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
