@@ -17,6 +17,7 @@ as an uninterrupted one would have.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -127,25 +128,39 @@ def evolve_depth(
         widths = list(initial_widths) if initial_widths is not None else [cfg.model.width] * depth
         start, cum_seconds, cum_flops = 0, 0.0, 0.0
     reporter.depth_started(depth, widths, start)
+    for h in history:  # rows written before phases existed
+        h.setdefault("phase", "shrink")
 
     previous: MLP | None = None
     reason = history[-1]["stop"] if history else None
     iteration = start
-    while reason is None:
+    # The warm rebuild keeps what the network computes, so it need not anneal every iteration:
+    # shrink iterations stop at the first plateau, and one anneal iteration finishes the result.
+    anneal = cfg.evolve.rebuild == "warm" and cfg.train.lr_drops > 0
+    shrink_train = dataclasses.replace(cfg.train, lr_drops=0) if anneal else cfg.train
+    while reason is None or (anneal and history[-1]["phase"] != "anneal"):
         run.set_status("running", depth=depth, iteration=iteration)
-        reporter.iteration_started(depth, iteration, widths)
         weight_decay = cfg.train.weight_decay * cfg.evolve.wd_decay**iteration
         sample = _rebuild_sample(data, cfg, depth, iteration)
         after_rebuild: dict = {}
-        if iteration == 0:
+        if reason is not None:  # anneal the chosen network: same widths, a lower learning rate
+            base = _chosen(history, cfg.evolve.max_drop)
+            widths, phase = base["widths"], "anneal"
+            model = _restore(data, run, depth, base, device)
+            train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.train.lr_drop_factor, lr_drops=cfg.train.lr_drops - 1)
+            weight_decay = base["weight_decay"]
+        elif iteration == 0:
+            phase, train_cfg = "shrink", shrink_train
             model = build_mlp(data.n_features, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, _INIT), device)
         else:
+            phase, train_cfg = "shrink", shrink_train
             if previous is None:
                 previous = _restore(data, run, depth, history[-1], device)
             model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, _REBUILD), sample)
             # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
             val, test = evaluate(model, data.val, cfg.train.precision), evaluate(model, data.test, cfg.train.precision)
             after_rebuild = {"val_acc_after_rebuild": val.acc, "test_acc_after_rebuild": test.acc}
+        reporter.iteration_started(depth, iteration, widths)
 
         last: dict = {}  # the last epoch's spectra and row
         base_seconds, base_flops = cum_seconds, cum_flops
@@ -171,7 +186,7 @@ def evolve_depth(
             reporter.epoch_done(depth, iteration, row)
 
         result = train_to_saturation(
-            model, data, cfg.train, weight_decay, derive_seed(cfg.seed, depth, iteration, _ORDER), on_epoch
+            model, data, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, _ORDER), on_epoch
         )
         cum_seconds, cum_flops = base_seconds + result.seconds, base_flops + result.flops
         spectra = last["spectra"]
@@ -181,6 +196,7 @@ def evolve_depth(
         row = {
             "depth": depth,
             "iteration": iteration,
+            "phase": phase,
             "widths": widths,
             "parameters": parameter_count(data.n_features, widths, data.n_classes),
             "weight_decay": weight_decay,
@@ -197,28 +213,34 @@ def evolve_depth(
             "flops": result.flops,
             "cumulative_seconds": cum_seconds,
             "cumulative_flops": cum_flops,
-            "rebuild": cfg.evolve.rebuild,
+            "rebuild": cfg.evolve.rebuild if phase == "shrink" and iteration > 0 else None,
             # before the rebuild = the previous iteration's accuracy at saturation
-            "val_acc_before_rebuild": history[-1]["val_acc"] if history else None,
-            "test_acc_before_rebuild": history[-1]["test_acc"] if history else None,
+            "val_acc_before_rebuild": history[-1]["val_acc"] if after_rebuild else None,
+            "test_acc_before_rebuild": history[-1]["test_acc"] if after_rebuild else None,
             "val_acc_after_rebuild": after_rebuild.get("val_acc_after_rebuild"),
             "test_acc_after_rebuild": after_rebuild.get("test_acc_after_rebuild"),
             "rank_measure": drive,
             "ranks": ranks,
             **{f"rank_{spec}": values for spec, values in spectra.ranks.items()},
             **{f"activation_rank_{spec}": values for spec, values in measure_activations(model, sample, measures).items()},
-            "next_widths": widths if result.stop_reason == "diverged" else next_widths(widths, ranks, cfg.rank.min_width),
+            "next_widths": widths if result.stop_reason == "diverged" or phase == "anneal"
+            else next_widths(widths, ranks, cfg.rank.min_width),
         }
         run.save_weights(model.state_dict(), depth, iteration)
         for layer, s in enumerate(spectra.singular_values):
             run.append(SPECTRA, {"depth": depth, "iteration": iteration, "layer": layer, "singular_values": s.tolist()})
-        row["stop"] = reason = _stop_reason(row, history + [row], cfg)
+        if phase == "shrink":
+            reason = _stop_reason(row, [h for h in history if h["phase"] == "shrink"] + [row], cfg)
+            if reason == "diverged" and anneal:
+                anneal = False  # nothing sound to anneal: report the last finite iteration as it is
+        row["stop"] = reason
         run.append(ITERATIONS, row)  # last: a row here means the iteration's files are complete
         history.append(row)
         reporter.iteration_done(depth, row)
         previous, widths, iteration = model, row["next_widths"], iteration + 1
 
-    chosen, first = _chosen(history, cfg.evolve.max_drop), history[0]
+    annealed = history[-1] if history[-1]["phase"] == "anneal" else None
+    chosen, first = annealed or _chosen(history, cfg.evolve.max_drop), history[0]
     summary = {
         "depth": depth,
         "stop_reason": reason,

@@ -146,16 +146,11 @@ class _Document:
     def figure(self, name: str, draw: Callable[[], Any], alt: str, caption: str) -> bool:
         """Draw, save as figures/NAME.png and link it; a figure that cannot be drawn is a note saying why."""
         path = self.out / FIGURES / f"{name}.png"
-        fig = None
         try:
-            fig = draw()
-            figures.save(fig, path)
+            figures.save(draw(), path)
         except Exception as exc:
             self.add(f"*Figure not drawn ({alt}): {_reason(exc)}.*", "")
             return False
-        finally:
-            if fig is not None and "matplotlib.pyplot" in sys.modules:  # Optuna's figures live in pyplot
-                sys.modules["matplotlib.pyplot"].close(fig)
         self.figures.append(path)
         self.add(f"![{alt}]({FIGURES}/{name}.png)", "", f"*{caption}*", "")
         return True
@@ -248,14 +243,15 @@ def _reference(doc: _Document, best: dict | None, data: dict | None, missing_dat
     if best is None:
         doc.add("*No finished network yet: nothing to compare.*", "")
     if data is None:
-        doc.add(f"**Caveat:** {missing_data or 'the training data is unknown'}: not directly comparable.", "")
+        doc.add(f"**Caveat:** {missing_data or 'the training data is unknown'}: compare with care.", "")
     else:
         try:
             td = training_data(data)
         except Exception as exc:  # a data folder we cannot inspect must not cost the whole report
             doc.add(f"**Caveat:** the training data could not be checked ({_reason(exc)}): compare with care.", "")
         else:
-            tested = f" Test error here is on {td.test_images:,} test images; the published on MNIST's 10,000." if td.test_images else ""
+            tested = (f" Test error here is on {td.test_images:,} test images; the published on MNIST's 10,000."
+                      if td.test_images and td.test_images != 10_000 else "")
             doc.add(f"**{'Note' if td.comparable else 'Caveat'}:** {td.note}.{tested}", "")
     doc.add("Han et al. remove single weights (unstructured: the matrices keep their shape and need sparse kernels "
             "to run faster); rank-pruning removes whole units (structured: a smaller dense network).", "")
@@ -273,10 +269,6 @@ def _read_config(run: RunFolder) -> dict:
         return RunConfig.from_dict(raw).to_dict()
     except (ConfigError, TypeError):
         return raw
-
-
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
 
 
 def _torn(run: RunFolder, table: str, parsed: int) -> int:
@@ -323,8 +315,8 @@ def _run_gaps(run: RunFolder, config: dict, status: dict | None, tables: dict[st
         if str(depth) in (depths or {}):
             continue
         done = sorted(i for d, i in finished if d == depth)
-        gaps.append(f"depth {depth} has not finished: " + (f"iterations {done[0]}-{done[-1]} did" if len(done) > 1 else
-                                                           f"iteration {done[0]} did" if done else "no iteration did"))
+        gaps.append(f"depth {depth} has not finished (" + (f"finished iterations: {', '.join(map(str, done))})" if done
+                                                           else "no iteration finished)"))
     if not epochs.empty:
         for (depth, iteration), part in epochs.groupby(["depth", "iteration"]):
             if (depth, iteration) not in finished:
@@ -423,6 +415,17 @@ def _best_of_run(depths: dict | None, iterations: pd.DataFrame) -> dict | None:
             "source": "this run", "pruning": f"rank-pruned (structured), {first / r['parameters']:.1f}x fewer than its start"}
 
 
+def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame) -> pd.DataFrame:
+    """(depth, iteration, widths, ranks) for finished iterations and, ranks None, one still running."""
+    rows = [] if iterations.empty else iterations[["depth", "iteration", "widths", "ranks"]].to_dict("records")
+    seen = {(r["depth"], r["iteration"]) for r in rows}
+    if not epochs.empty:
+        for r in epochs.drop_duplicates(["depth", "iteration"]).to_dict("records"):
+            if (r["depth"], r["iteration"]) not in seen:
+                rows.append({"depth": r["depth"], "iteration": r["iteration"], "widths": r["widths"], "ranks": None})
+    return pd.DataFrame(rows)
+
+
 def render_run(run: RunFolder, out: Path) -> Path:
     """Write the report of a run folder to out/report.md (figures in out/figures); return its path."""
     config = _read_config(run)
@@ -432,7 +435,7 @@ def render_run(run: RunFolder, out: Path) -> Path:
     except ValueError:  # written atomically, so only a hand-edit breaks it
         depths = None
     raw = {t: run.rows(t) for t in (EPOCHS, ITERATIONS, SPECTRA)}
-    tables = {t: _frame(rows) for t, rows in raw.items()}
+    tables = {t: pd.DataFrame(rows) for t, rows in raw.items()}
     torn = {t: _torn(run, t, len(rows)) for t, rows in raw.items()}
     epochs, iterations, spectra = tables[EPOCHS], tables[ITERATIONS], tables[SPECTRA]
     drive = config.get("rank", {}).get("measure", "?")
@@ -508,17 +511,6 @@ def render_run(run: RunFolder, out: Path) -> Path:
     return doc.write()
 
 
-def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame) -> pd.DataFrame:
-    """(depth, iteration, widths, ranks) for finished iterations and, ranks None, one still running."""
-    rows = [] if iterations.empty else iterations[["depth", "iteration", "widths", "ranks"]].to_dict("records")
-    seen = {(r["depth"], r["iteration"]) for r in rows}
-    if not epochs.empty:
-        for r in epochs.drop_duplicates(["depth", "iteration"]).to_dict("records"):
-            if (r["depth"], r["iteration"]) not in seen:
-                rows.append({"depth": r["depth"], "iteration": r["iteration"], "widths": r["widths"], "ranks": None})
-    return pd.DataFrame(rows)
-
-
 # --- a study ---------------------------------------------------------------------------------------
 def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
     params = [c for c in df.columns if c.startswith("param_") and c not in ("param_depth", "param_width", "param_width_profile")]
@@ -526,7 +518,7 @@ def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
     for (_, r), cid in zip(df.iterrows(), classes):
         rows.append({
             "trial": r["number"], "class": cid, "initial widths": _list(r["initial_widths"]), "widths": _list(r["widths"]),
-            f"ranks ({r['rank_measure']})": _list(r["ranks"]), "rank sum": _num(r["network_rank_sum"]),
+            "rank measure": r["rank_measure"], "ranks": _list(r["ranks"]), "rank sum": _num(r["network_rank_sum"]),
             "rank / width": f"{r['network_rank_normalized']:.3f}", "parameters": _count(r["parameters"]),
             "train acc %": _pct(r["train_acc"]), "test acc %": _pct(r["test_acc"]), "gap (pp)": _pct(r["generalisation_gap"]),
             **{c.removeprefix("param_"): _num(r[c]) for c in params},
@@ -558,8 +550,22 @@ def _optuna_plots(doc: _Document, study, complete: list) -> None:
 
     if "matplotlib.pyplot" not in sys.modules:  # headless; never switch a backend the caller chose
         matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())  # Optuna draws with pyplot: close what it opens, drawn or not
+    try:
+        _optuna_figures(doc, study, complete)
+    finally:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+
+
+def _optuna_figures(doc: _Document, study, complete: list) -> None:
     import optuna
     from optuna.visualization import matplotlib as om
+
+    def plot(name: str, make: Callable[[], Any], alt: str, caption: str, *labels: str | None, integer_x: bool = False):
+        doc.figure(name, lambda: figures.optuna_figure(make(), *labels, integer_x=integer_x), alt, caption)
 
     names = list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
     doc.add("## Optuna's plots", "")
@@ -569,35 +575,32 @@ def _optuna_plots(doc: _Document, study, complete: list) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if len(names) == 1:
-            doc.figure("optuna-history", lambda: figures.optuna_figure(om.plot_optimization_history(study, target_name=names[0]),
-                                                         "trial number", _metric_label(names[0]), True),
-                       f"Optuna optimisation history of {names[0]}",
-                       f"{names[0]} of each trial and the best so far, by trial number. Look for the best value "
-                       "levelling off: more trials would buy little.")
+            plot("optuna-history", lambda: om.plot_optimization_history(study, target_name=names[0]),
+                 f"Optuna optimisation history of {names[0]}",
+                 f"{names[0]} of each trial and the best so far, by trial number. Look for the best value "
+                 "levelling off: more trials would buy little.", "trial number", _metric_label(names[0]), integer_x=True)
         else:
             for i, name in enumerate(names):
-                doc.figure(f"optuna-history-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}",
-                           lambda i=i, name=name: figures.optuna_figure(om.plot_optimization_history(
-                               study, target=lambda t: t.values[i], target_name=name), "trial number", _metric_label(name), True),
-                           f"Optuna optimisation history of {name}",
-                           f"{name} ({study.directions[i].name.lower()}d) of each trial, by trial number. Look for "
-                           "whether later trials (the sampler's informed guesses) do better than the first.")
-            doc.figure("optuna-pareto", lambda: figures.optuna_figure(om.plot_pareto_front(study, target_names=names),
-                                                         *(map(_metric_label, names) if len(names) == 2 else ())),
-                       "Optuna Pareto front", f"Each trial by {' and '.join(names)}; highlighted: the Pareto front. "
-                       "Look for the trade-off along the front: what one objective costs in the other.")
+                plot(f"optuna-history-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}",
+                     lambda i=i, name=name: om.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name),
+                     f"Optuna optimisation history of {name}",
+                     f"{name} ({study.directions[i].name.lower()}d) of each trial, by trial number. Look for whether "
+                     "later trials (the sampler's informed guesses) do better than the first.",
+                     "trial number", _metric_label(name), integer_x=True)
+            plot("optuna-pareto", lambda: om.plot_pareto_front(study, target_names=names), "Optuna Pareto front",
+                 f"Each trial by {' and '.join(names)}; highlighted: the Pareto front. Look for the trade-off along "
+                 "the front: what one objective costs in the other.",
+                 *(map(_metric_label, names) if len(names) == 2 else ()))
         varying = [k for k in {k for t in complete for k in t.params} if len({repr(t.params.get(k)) for t in complete}) > 1]
         if len(complete) >= 2 and varying:
-            # fANOVA, seeded: Optuna 5's default (PED-ANOVA) ranks parameters by reaching *low* values,
-            # which misreads a maximised objective such as test accuracy.
+            # fANOVA, seeded: Optuna 5's default (PED-ANOVA) ranks parameters by how they reach *low*
+            # values, which misreads a maximised objective such as test accuracy.
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            doc.figure("optuna-importances",
-                       lambda: figures.optuna_figure(
-                           om.plot_param_importances(study, evaluator=evaluator),
-                           "importance: share of the objective's variance explained (fANOVA; sums to 1)", "sampled parameter"),
-                       "Optuna hyperparameter importances",
-                       "How much of each objective's variance each sampled parameter explains (fANOVA). Look for the "
-                       "parameter that moves the objective; with few trials this is a rough guide.")
+            plot("optuna-importances", lambda: om.plot_param_importances(study, evaluator=evaluator),
+                 "Optuna hyperparameter importances",
+                 "How much of each objective's variance each sampled parameter explains (fANOVA). Look for the "
+                 "parameter that moves the objective; with few trials this is a rough guide.",
+                 "importance: share of the objective's variance explained (fANOVA; sums to 1)", "sampled parameter")
         else:
             doc.add(f"*Figure not drawn (hyperparameter importances): needs at least 2 completed trials whose "
                     f"parameters vary; this study has {len(complete)} completed, {len(varying)} varying parameter(s).*", "")
@@ -680,6 +683,8 @@ def render(target: str | Path, out: str | Path | None = None, *, storage: str | 
     """Report on `target`: a run folder if it is a folder holding config.json, else a study of that name in
     `storage` (default: the SQLite file under `root`). Default out: TARGET/report for a run, ROOT/reports/NAME
     for a study. Returns the path of report.md; anything that is neither is a one-line ConfigError."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
     path = Path(target)
     if (path / CONFIG).is_file():
         if storage is not None:

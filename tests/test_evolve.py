@@ -360,3 +360,54 @@ def test_running_a_finished_folder_again_changes_nothing(reference, tiny_config,
     assert {name: (run.path / name).read_bytes() for name in before} == before
     assert {p.name: p.read_bytes() for p in (run.path / "weights").iterdir()} == weights
     assert run.read(STATUS)["state"] == "finished"
+
+
+# --- warm rebuild ----------------------------------------------------------------------------------
+WARM = dict(train={"lr_drops": 1, "max_epochs": 4}, evolve={"layers": (2,), "rebuild": "warm", "max_iterations": 3})
+
+
+@pytest.fixture(scope="module")
+def warm_run(tiny_config, run_controller, tmp_path_factory):
+    cfg = tiny_config(**WARM)
+    return cfg, run_controller(cfg, tmp_path_factory.mktemp("warm") / "run")
+
+
+def test_warm_run_records_accuracy_around_each_rebuild_and_ends_with_one_anneal(warm_run):
+    cfg, run = warm_run
+    rows = run.rows(ITERATIONS)
+    shrink, anneal = [r for r in rows if r["phase"] == "shrink"], [r for r in rows if r["phase"] == "anneal"]
+    assert len(anneal) == 1 and rows[-1] is not None and rows[-1]["phase"] == "anneal"
+    assert len(shrink) >= 2
+    for before, row in zip(shrink, shrink[1:]):
+        assert row["rebuild"] == "warm"
+        assert row["test_acc_before_rebuild"] == before["test_acc"]
+        assert row["test_acc_after_rebuild"] is not None
+    # shrink iterations stop at the first plateau (no learning-rate drop); the anneal runs at lr x 0.1
+    shrink_epochs = [r for r in run.rows(EPOCHS) if r["iteration"] < anneal[0]["iteration"]]
+    assert {r["lr"] for r in shrink_epochs} == {cfg.train.lr}
+    anneal_epochs = [r for r in run.rows(EPOCHS) if r["iteration"] == anneal[0]["iteration"]]
+    assert anneal_epochs[0]["lr"] == pytest.approx(cfg.train.lr * cfg.train.lr_drop_factor)
+    summary = run.read(DEPTHS)["2"]
+    assert summary["chosen_iteration"] == anneal[0]["iteration"] and summary["widths"] == anneal[0]["widths"]
+    final, annealed = run.load_weights(2), run.load_weights(2, anneal[0]["iteration"])
+    assert all(torch.equal(final[k], annealed[k]) for k in annealed)
+
+
+def test_warm_rebuild_keeps_accuracy_until_retraining(warm_run):
+    _cfg, run = warm_run
+    for row in run.rows(ITERATIONS):
+        if row["phase"] == "shrink" and row["iteration"] > 0:
+            # digits' 360-image test split: a warm rebuild may move accuracy by a few images, not collapse it
+            assert row["test_acc_after_rebuild"] >= row["test_acc_before_rebuild"] - 0.05
+
+
+@pytest.mark.parametrize("interrupt", [InterruptAt("epoch_done", depth=2, iteration=1, epoch=1),
+                                       InterruptAt("iteration_started", depth=2, iteration=3)],
+                         ids=["mid-shrink", "before-anneal"])
+def test_warm_resume_reproduces_the_uninterrupted_run(interrupt, warm_run, run_controller, tmp_path):
+    cfg, reference = warm_run
+    assert len(reference.rows(ITERATIONS)) == 4  # three shrink iterations and the anneal: iteration 3
+    with pytest.raises(KeyboardInterrupt):
+        run_controller(cfg, tmp_path / "run", reporter=interrupt)
+    run = run_controller(cfg, tmp_path / "run")
+    assert results(run) == results(reference)

@@ -116,6 +116,14 @@ def test_the_reference_puts_the_best_chosen_network_beside_lenet(finished):
 
 
 # --- a run that stopped partway, and one that never started --------------------------------------
+def started_run(path: Path, cfg) -> RunFolder:
+    """A run folder as the CLI leaves it before the first epoch: config.json and nothing else."""
+    run = RunFolder(path)
+    run.create(overwrite=False)
+    run.write(CONFIG, cfg.to_dict())
+    return run
+
+
 class InterruptAt:
     """A reporter that raises KeyboardInterrupt (Ctrl-C) after the given epoch, as the CLI would see it."""
 
@@ -145,12 +153,13 @@ def test_an_interrupted_run_renders_what_it_has_and_names_what_is_missing(tmp_pa
 
     report = render(path)
     names = check_figures(report)
-    # depth 2's unfinished iteration has epochs (curves, rank traces) but no spectra yet
+    # depth 2's unfinished iteration 1 has epochs (curves, rank traces, a width) but no spectra: those of
+    # its iteration 0 are drawn
     assert {"accuracy-seconds", "accuracy-flops", "widths", "ranks-depth-1", "ranks-depth-2", "spectra-depth-1",
             "spectra-depth-2"} == names
     missing = section(report, "What is missing")
     assert "interrupted at depth 2, iteration 1" in missing and "--resume" in missing
-    assert "depth 2 has not finished: iteration 0 did" in missing
+    assert "depth 2 has not finished (finished iterations: 0)" in missing
     assert "depth 2, iteration 1: 2 epoch(s) recorded but the iteration did not finish" in missing
     assert f"{EPOCHS} ends in 1 torn line(s)" in missing
     assert list(run.read(DEPTHS)) == ["1"]
@@ -164,18 +173,10 @@ def test_a_run_folder_holding_only_its_config_renders_a_report_of_what_is_missin
     assert check_figures(report) == set()
     missing = section(report, "What is missing")
     for expected in (f"no {STATUS}", "no epochs yet", "no finished iteration yet", "no spectra yet",
-                     f"no {DEPTHS} yet", "depth 1 has not finished", "depth 2 has not finished"):
+                     f"no {DEPTHS} yet", "depth 1 has not finished (no iteration finished)", "depth 2 has not finished"):
         assert expected in missing
     assert "No finished network yet" in section(report, "Reference")
     assert "data.dataset" in section(report, "Configuration")
-
-
-def started_run(path: Path, cfg) -> RunFolder:
-    """A run folder as the CLI leaves it before the first epoch: config.json and nothing else."""
-    run = RunFolder(path)
-    run.create(overwrite=False)
-    run.write(CONFIG, cfg.to_dict())
-    return run
 
 
 def test_a_running_run_is_reported_as_a_snapshot(tmp_path, tiny_config):
@@ -214,6 +215,8 @@ def test_a_path_that_is_neither_a_run_nor_a_study_is_a_one_line_config_error(tmp
             render(target, root=tmp_path)
         assert names in str(info.value) and "\n" not in str(info.value), target
     assert not (tmp_path / "studies.sqlite3").exists()  # looking for a study created no database
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        render(tmp_path / "broken", tmp_path / "file.txt")
 
 
 # --- a study ----------------------------------------------------------------------------------------
@@ -275,10 +278,36 @@ def test_a_study_report_draws_rank_figures_optuna_plots_and_the_class_table(stud
     assert f"trial #{best['number']}" in section(report, "Reference")
 
 
-def test_a_study_report_with_an_explicit_storage_and_out(study_root, tmp_path):
-    report = render("tiny", tmp_path / "out", storage=default_storage(study_root))
+def attributes(number: int, ranks: list[int], widths: list[int], test_acc: float, run_folder: Path) -> dict:
+    """A finished trial's user attributes, shaped as study.trial_attributes records them."""
+    return {
+        "initial_widths": widths, "widths": widths, "depth": len(widths), "rank_measure": "numerical:0.2",
+        "ranks": ranks, "layer_ranks": {}, "network_rank_sum": sum(ranks),
+        "network_rank_normalized": sum(ranks) / sum(widths), "network_rank_min": min(ranks),
+        "rank_parameters": 1000 + number, "parameters": 64 * widths[0] + 100 * number, "train_acc": test_acc + 0.02,
+        "val_acc": test_acc, "test_acc": test_acc, "train_loss": 0.2, "test_loss": 0.3, "generalisation_gap": 0.02,
+        "epochs": 4, "iterations": 2, "stop_reason": "fixed-point", "cumulative_seconds": 1.5,
+        "cumulative_flops": 1e8, "run_folder": str(run_folder),
+    }
+
+
+def test_a_single_objective_study_draws_its_history_and_importances(tmp_path):
+    """Trials written straight into the storage: no run folders, so the data caveat says it cannot check."""
+    url = f"sqlite:///{tmp_path / 'elsewhere.sqlite3'}"
+    study = optuna.create_study(study_name="single", storage=url, direction="maximize")
+    study.set_metric_names(["test_acc"])
+    space = {"width": optuna.distributions.IntDistribution(8, 32), "train.lr": optuna.distributions.FloatDistribution(0.01, 0.1)}
+    for number, (width, lr, ranks, acc) in enumerate([(16, 0.02, [9], 0.90), (32, 0.05, [9], 0.93), (24, 0.08, [12], 0.91)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"width": width, "train.lr": lr}, distributions=space, value=acc,
+            user_attrs=attributes(number, ranks, [width], acc, tmp_path / "gone" / f"trial-{number}")))
+    report = render("single", tmp_path / "out", storage=url)
     assert report == tmp_path / "out" / REPORT
-    check_figures(report)
+    assert check_figures(report) == {"rank-vs-test-acc", "rank-vs-gap", "optuna-history", "optuna-importances"}
+    classes = table_rows(section(report, "Equivalence classes"))
+    assert [(r[1], r[3]) for r in classes] == [("[9]", "0, 1"), ("[12]", "2")]
+    reference = section(report, "Reference")
+    assert "trial #1" in reference and "cannot be checked" in reference
 
 
 def test_a_study_without_finished_trials_renders_and_says_so(tmp_path):
