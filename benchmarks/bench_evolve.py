@@ -28,6 +28,7 @@ def main() -> int:
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/mnist10k"))
     p.add_argument("--seeds", default="0", help="comma-separated seeds, one full run each")
     p.add_argument("--results", default=str(ROOT / "benchmarks/results"))
+    p.add_argument("--no-run", action="store_true", help="only summarise the finished run folders already there")
     p.add_argument("extra", nargs="*", help="further `rankprune evolve` flags (after --)")
     args = p.parse_args()
 
@@ -38,7 +39,7 @@ def main() -> int:
                 "--seed", str(seed), "--out", str(out), "--overwrite", *args.extra]
         run = RunFolder(out)
         commands.append("rankprune " + shlex.join(argv))
-        code = rankprune_main(argv)
+        code = 0 if args.no_run else rankprune_main(argv)
         if code != 0:
             return code
         it = run.table(ITERATIONS)

@@ -348,6 +348,26 @@ def _run_trends(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report ----------------------------------------------------------------------------------
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="Markdown report with figures of a run folder or a study", description=(
+        "Write DIR/report.md and DIR/figures/*.png for PATH: a run folder (a folder holding config.json), "
+        "or else the name of a study in --storage (default: the SQLite file under --root)."))
+    p.add_argument("path", metavar="PATH", help="run folder, or study name")
+    p.add_argument("--out", help="report folder (default: PATH/report for a run, ROOT/reports/NAME for a study)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study's storage (default: sqlite:///ROOT/studies.sqlite3)")
+    p.add_argument("--root", default="runs", help="folder of the default storage, and of a study's default --out (runs)")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from rankprune.report import render
+
+    path = render(args.path, args.out, storage=args.storage, root=args.root)
+    print(f"report: {path}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rankprune", description="Shrink networks to the rank of their weight matrices.")
@@ -357,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_evolve(sub)
     _add_study(sub)
+    _add_report(sub)
     return parser
 
 

@@ -91,7 +91,8 @@ def _num(v: Any) -> str:
 
 
 def _list(v: Any) -> str:
-    return "[" + ", ".join(_num(x) for x in v) + "]" if isinstance(v, (list, tuple)) else ""
+    # a diverged network's ranks are NaN, stored as null
+    return "[" + ", ".join(_num(x) or "nan" for x in v) + "]" if isinstance(v, (list, tuple)) else ""
 
 
 def _pct(v: Any) -> str:
@@ -354,7 +355,8 @@ def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in iterations.sort_values(["depth", "iteration"]).to_dict("records"):
         rows.append({
-            "depth": r["depth"], "iteration": r["iteration"], "widths": _list(r.get("widths")),
+            "depth": r["depth"], "iteration": r["iteration"], "phase": "" if _absent(r.get("phase")) else r["phase"],
+            "widths": _list(r.get("widths")),
             "parameters": _count(r.get("parameters")), "weight decay": f"{r.get('weight_decay', float('nan')):.3g}",
             "epochs": _num(r.get("epochs")), "train stop": r.get("train_stop", ""),
             "train acc %": _pct(r.get("train_acc")), "val acc %": _pct(r.get("val_acc")),
@@ -363,7 +365,8 @@ def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
             f"ranks ({r.get('rank_measure', '?')})": _list(r.get("ranks")), "next widths": _list(r.get("next_widths")),
             "stop": "" if _absent(r.get("stop")) else r["stop"], "time (s)": f"{r.get('cumulative_seconds', float('nan')):.2f}",
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table if (table["phase"] != "").any() else table.drop(columns="phase")  # runs from before phases
 
 
 def _config_table(config: dict) -> pd.DataFrame:
@@ -454,8 +457,9 @@ def render_run(run: RunFolder, out: Path) -> Path:
 
     if depths:
         doc.add("## Depths: the chosen network of each", "",
-                "The chosen iteration is the last whose validation accuracy is within max_drop of the best; "
-                "accuracies are on the test split, gap = training minus test accuracy (percentage points).", "")
+                "The chosen iteration is the one the controller reports for the depth (the last whose validation "
+                "accuracy is within max_drop of the best, or the anneal iteration that finishes it); accuracies are "
+                "on the test split, gap = training minus test accuracy (percentage points).", "")
         doc.table(_depth_table(depths))
 
     _reference(doc, _best_of_run(depths, iterations), data)
@@ -468,9 +472,9 @@ def render_run(run: RunFolder, out: Path) -> Path:
         ):
             doc.figure(name, lambda x=x, label=label: figures.accuracy_curves(epochs, iterations, x, label),
                        f"test accuracy against {cost}",
-                       f"Test accuracy per epoch against cumulative {cost}, one line per depth; a dot ends each "
-                       "iteration. Look for dots that stay level while each iteration costs less: the narrower "
-                       "network holds accuracy.")
+                       f"Test accuracy per epoch against cumulative {cost}, a colour per depth; a dot ends each "
+                       "iteration, a hollow dot is the accuracy right after its rebuild. Look for dots that stay level "
+                       "while each iteration costs less: the narrower network holds accuracy.")
 
     widths = _widths_frame(epochs, iterations)
     if not widths.empty:

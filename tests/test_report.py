@@ -15,13 +15,14 @@ import textwrap
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from PIL import Image
 
 from rankprune.classes import trials_frame
 from rankprune.config import ConfigError
 from rankprune.report import DIGITS_IMAGES, FIGURES, PUBLISHED, REPORT, render, training_data
-from rankprune.runfolder import CONFIG, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.runfolder import CONFIG, DEPTHS, EPOCHS, ITERATIONS, STATUS, RunFolder
 from rankprune.study import default_storage, parse_spec, run_study
 
 # study.py filters these at import; pytest restores the filters for every test.
@@ -195,6 +196,24 @@ def test_rendering_into_a_used_folder_drops_stale_figures_and_leaves_no_temporar
     assert report == out / REPORT and report.read_text().startswith("# Run report")
     assert not (out / FIGURES / "old-figure.png").exists()
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_diverged_iteration_stored_as_nulls_still_draws(tmp_path):
+    """A diverged network measures as NaN, which a run folder stores as null (JSON has no NaN)."""
+    from rankprune import figures
+
+    epochs = pd.DataFrame([
+        {"depth": 1, "iteration": 0, "epoch": 1, "widths": [8], "rank_numerical": [8.0, 4.0]},
+        {"depth": 1, "iteration": 1, "epoch": 1, "widths": [8], "rank_numerical": [None, None]},
+    ])
+    spectra = pd.DataFrame([
+        {"depth": 1, "iteration": 0, "layer": 0, "singular_values": [2.0, 1.0, 0.0]},
+        {"depth": 1, "iteration": 1, "layer": 0, "singular_values": [None, None, None]},
+    ])
+    for name, fig in (("ranks", figures.ranks_across_epochs(epochs, ["numerical"], "numerical")),
+                      ("spectra", figures.spectra_per_iteration(spectra, rtol=0.1))):
+        figures.save(fig, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
 
 
 # --- what is not a run or a study -------------------------------------------------------------------
@@ -376,3 +395,11 @@ def test_report_never_imports_train(tmp_path, tiny_config):
             "assert 'rankprune.train' not in sys.modules, 'report imported train'")
     done = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_report_cli_is_one_line_and_exit_2_for_a_path_that_is_neither_run_nor_study(tmp_path, capsys):
+    from rankprune.cli import main
+
+    assert main(["report", str(tmp_path / "nope"), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rankprune report: error:")
