@@ -29,7 +29,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from rich.table import Table
 from rankprune.config import DataConfig, TrainConfig
 from rankprune.data import Split, Splits, load
 from rankprune.models import MLP, build_mlp, forward_flops
+from rankprune.runfolder import write_text_atomic
 from rankprune.train import train_to_saturation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -299,18 +299,6 @@ def render_markdown(parts, meta: dict[str, str], notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 # --------------------------------------------------------------------------------------------
 
@@ -408,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         notes.insert(0, "QUICK SMOKE RUN: not for reporting.")
     md = render_markdown(parts, meta, notes)
-    write_atomic(args.out, md)
+    write_text_atomic(args.out, md)
     console.print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
     return 0
 

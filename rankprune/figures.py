@@ -7,13 +7,13 @@ needs no display and leaves the caller's pyplot state alone; PNGs are rendered b
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from rankprune.runfolder import atomic_path
 
 __all__ = [
     "save", "accuracy_curves", "widths_per_iteration", "ranks_across_epochs", "spectra_per_iteration",
@@ -25,17 +25,10 @@ DPI = 110
 
 def save(fig: Figure, path: Path) -> None:
     """Render a PNG to a temporary file beside `path`, then rename it over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # Our figures lay themselves out (constrained); Optuna's do not, and their long tick labels get cut.
-        tight = "tight" if fig.get_layout_engine() is None else None
+    # Our figures lay themselves out (constrained); Optuna's do not, and their long tick labels get cut.
+    tight = "tight" if fig.get_layout_engine() is None else None
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches=tight)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _colours(n: int) -> list:

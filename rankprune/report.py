@@ -14,10 +14,8 @@ Never imports rankprune.train (imports point one way: report -> runfolder/classe
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -28,7 +26,9 @@ import pandas as pd
 
 from rankprune import figures
 from rankprune.config import ConfigError, RunConfig
-from rankprune.runfolder import CONFIG, DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.runfolder import (
+    CONFIG, DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, write_text_atomic,
+)
 
 __all__ = [
     "REPORT", "FIGURES", "PUBLISHED", "Published", "TrainingData", "render", "render_run", "render_study",
@@ -115,17 +115,6 @@ def _md_table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, disable_numparse=True)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 class _Document:
     """Markdown lines and the figures written for them; `write` puts report.md in place last."""
@@ -164,7 +153,7 @@ class _Document:
                 if old not in self.figures:
                     old.unlink()
         path = self.out / REPORT
-        _write_text_atomic(path, "\n".join(self.lines).rstrip() + "\n")
+        write_text_atomic(path, "\n".join(self.lines).rstrip() + "\n")
         return path
 
 

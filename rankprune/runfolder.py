@@ -15,13 +15,14 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -54,18 +55,31 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temporary file in the same folder, then rename over the target."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block succeeds.
+
+    Readers never see a half-written file, and a failed or interrupted write leaves the old one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(obj), fh, indent=2)
-            fh.write("\n")
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(_finite(obj), indent=2) + "\n")
 
 
 class RunFolder:
@@ -133,11 +147,7 @@ class RunFolder:
         """Rewrite a table keeping only rows whose (depth, iteration) is in `keep` (used by resume)."""
         keep = set(keep)
         rows = [r for r in self.rows(table) if (r["depth"], r["iteration"]) in keep]
-        p = self.path / table
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{table}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
-        os.replace(tmp, p)
+        write_text_atomic(self.path / table, "".join(json.dumps(r) + "\n" for r in rows))
 
     def table(self, table: str):
         """A table as a pandas DataFrame."""
@@ -154,11 +164,8 @@ class RunFolder:
         return self.path / WEIGHTS / f"depth-{depth}-{tag}.pt"
 
     def save_weights(self, state_dict: dict, depth: int, iteration: int | None = None) -> None:
-        path = self.weights_path(depth, iteration)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.weights_path(depth, iteration)) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
 
     def load_weights(self, depth: int, iteration: int | None = None) -> dict:
         return torch.load(self.weights_path(depth, iteration), map_location="cpu", weights_only=True)

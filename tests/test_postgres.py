@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ import optuna
 import pytest
 
 import pg
-from rankprune.config import ConfigError
 from rankprune.runfolder import EPOCHS, RunFolder
 from rankprune.study import open_storage
+from studyfiles import tiny_study_toml
 
 # A guard so a hung child fails the test instead of the suite; not a timing assertion.
 GUARD_S = 300
@@ -44,30 +43,7 @@ def postgres():
 
 
 def study_text(max_epochs: int = 2) -> str:
-    return textwrap.dedent(f"""\
-        [study]
-        name = "shared"
-        mode = "survey"
-        sampler = "random"
-        seed = 0
-
-        [base.data]
-        dataset = "digits"
-
-        [base.train]
-        max_epochs = {max_epochs}
-        patience = {max_epochs}
-        lr_drops = 0
-
-        [base.rank]
-        measure = "numerical:0.2"
-
-        [space]
-        depth = {{ low = 1, high = 2 }}
-        width = {{ low = 8, high = 32 }}
-        width_profile = {{ choices = ["constant", "funnel"] }}
-        "train.lr" = {{ low = 0.02, high = 0.1, log = true }}
-        """)
+    return tiny_study_toml("shared", max_epochs=max_epochs)
 
 
 def child_env() -> dict[str, str]:

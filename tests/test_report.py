@@ -7,11 +7,9 @@ once per module and shared by the tests that read it.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import optuna
@@ -24,6 +22,7 @@ from rankprune.config import ConfigError
 from rankprune.report import DIGITS_IMAGES, FIGURES, PUBLISHED, REPORT, render, training_data
 from rankprune.runfolder import CONFIG, DEPTHS, EPOCHS, ITERATIONS, STATUS, RunFolder
 from rankprune.study import default_storage, parse_spec, run_study
+from studyfiles import tiny_study_toml
 
 # study.py filters these at import; pytest restores the filters for every test.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -239,41 +238,13 @@ def test_a_path_that_is_neither_a_run_nor_a_study_is_a_one_line_config_error(tmp
 
 
 # --- a study ----------------------------------------------------------------------------------------
-STUDY = """\
-    [study]
-    name = "tiny"
-    mode = "survey"
-    sampler = "random"
-    seed = 0
-    n_trials = 4
-    objectives = [
-        { metric = "test_acc", direction = "maximize" },
-        { metric = "network_rank_normalized", direction = "minimize" },
-    ]
-
-    [base.data]
-    dataset = "digits"
-
-    [base.train]
-    max_epochs = 2
-    patience = 2
-    lr_drops = 0
-
-    [base.rank]
-    measure = "numerical:0.2"
-
-    [space]
-    depth = { low = 1, high = 2 }
-    width = { low = 8, high = 32 }
-    width_profile = { choices = ["constant", "funnel"] }
-    "train.lr" = { low = 0.02, high = 0.1, log = true }
-    """
+STUDY = tiny_study_toml("tiny", n_trials=4, objectives=[("test_acc", "maximize"), ("network_rank_normalized", "minimize")])
 
 
 @pytest.fixture(scope="module")
 def study_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("study")
-    (root / "tiny.toml").write_text(textwrap.dedent(STUDY))
+    (root / "tiny.toml").write_text(STUDY)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     run_study(parse_spec(root / "tiny.toml"), default_storage(root), root, n_trials=4)
     return root

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 from rankprune.classes import trials_frame
 from rankprune.config import ConfigError, RunConfig

@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import optuna
 import pytest
 
 from rankprune.cli import main
+from studyfiles import TINY_SPACE, tiny_study_toml
 
 # A guard so a hung child fails the test instead of the suite; not a timing assertion.
 GUARD_S = 300
@@ -33,33 +33,7 @@ REQUIRED_ATTRS = {
 
 
 def study_text(name: str = NAME, sampler: str = "tpe", space: str | None = None, n_trials: int = N_TRIALS) -> str:
-    space = space or textwrap.dedent("""\
-        depth = { low = 1, high = 2 }
-        width = { low = 8, high = 32 }
-        width_profile = { choices = ["constant", "funnel"] }
-        "train.lr" = { low = 0.02, high = 0.1, log = true }
-        """)
-    return textwrap.dedent(f"""\
-        [study]
-        name = "{name}"
-        mode = "survey"
-        sampler = "{sampler}"
-        seed = 0
-        n_trials = {n_trials}
-
-        [base.data]
-        dataset = "digits"
-
-        [base.train]
-        max_epochs = 2
-        patience = 2
-        lr_drops = 0
-
-        [base.rank]
-        measure = "numerical:0.2"
-
-        [space]
-        """) + space
+    return tiny_study_toml(name, sampler, n_trials, space=space or TINY_SPACE)
 
 
 def child_env() -> dict[str, str]:
