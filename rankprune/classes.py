@@ -23,13 +23,26 @@ BY = {
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """Finished trials: number, sampled params (param_*), and every user attribute as a column."""
-    rows = []
+    """Finished trials: number, sampled params (param_*), and every user attribute as a column.
+
+    A trial whose parameters equal an earlier finished trial's is the same experiment again (same
+    config, same seed: the same network on the CPU); counted twice it would inflate a class and weigh
+    double in a trend. Only the first is kept; `frame.attrs["repeats"]` maps each dropped trial
+    number to the number of the trial it repeats.
+    """
+    rows, first, repeats = [], {}, {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if "ranks" not in t.user_attrs:
             continue
+        key = repr(sorted(t.params.items()))
+        if key in first:
+            repeats[t.number] = first[key]
+            continue
+        first[key] = t.number
         rows.append({"number": t.number, **{f"param_{k}": v for k, v in t.params.items()}, **t.user_attrs})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["repeats"] = repeats
+    return frame
 
 
 def equivalence_classes(df: pd.DataFrame, by: str = "vector", tol: float = 0.0) -> pd.Series:

@@ -7,18 +7,38 @@ complaint, reshaped to one line) before anything is written.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-from rankprune.config import ConfigError, RunConfig, load_toml, parse_layers
+
+def _openmp_defaults() -> None:
+    """Idle OpenMP threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE) unless the user chose otherwise.
+
+    With OpenMP's default, two rankprune processes on 2 cores spin against each other: the pair took 1.94x
+    (up to 5.5x) as long as one process alone, 1.16x with PASSIVE, which cost one process alone nothing
+    measurable (benchmarks/results/processes.md). OpenMP reads the variable once, when torch loads it, so this runs
+    on import of the CLI, before the imports below pull torch in. RANKPRUNE_NO_OMP_DEFAULTS=1 leaves the
+    environment as it is.
+    """
+    if os.environ.get("RANKPRUNE_NO_OMP_DEFAULTS") != "1":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_openmp_defaults()
+
+from rankprune.config import ConfigError, RunConfig, load_toml, parse_layers  # noqa: E402  (after the OpenMP default)
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,11 +97,29 @@ def _add_evolve(sub) -> None:
     p.set_defaults(handler=_run_evolve)
 
 
-def _evolve_config(args: argparse.Namespace) -> RunConfig:
-    """The resolved config: defaults < --config TOML < flags."""
-    cfg = RunConfig.from_dict(load_toml(args.config)) if args.config else RunConfig()
-    changes: dict[str, dict] = {}
+def _flag_name(attr: str) -> str:
+    return "--" + attr.replace("_", "-")
+
+
+def _typed_changes(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[tuple[str | None, str], str]]:
+    """What the user asked for beyond the defaults: (section changes, top-level changes, where each came from).
+
+    `where` maps (section, key) to the flag or file that set it, so a resume conflict can be named.
+    Precedence: defaults < --config TOML < flags.
+    """
+    changes: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
+    where: dict[tuple[str | None, str], str] = {}
+    if args.config:
+        doc = load_toml(args.config)
+        RunConfig.from_dict(doc)  # unknown keys and wrong types fail here, naming the key
+        for section, value in doc.items():
+            if isinstance(value, dict):
+                changes.setdefault(section, {}).update(value)
+                where.update({(section, k): f"{section}.{k} in {args.config}" for k in value})
+            else:
+                top[section] = value
+                where[(None, section)] = f"{section} in {args.config}"
     for flag, (section, key, _kind, _help) in _EVOLVE_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is None:
@@ -90,16 +128,26 @@ def _evolve_config(args: argparse.Namespace) -> RunConfig:
             top[key] = value
         else:
             changes.setdefault(section, {})[key] = value
+        where[(section, key)] = flag
     if args.layers is not None:
         changes.setdefault("evolve", {})["layers"] = parse_layers(args.layers)
+        where[("evolve", "layers")] = "--layers"
     if args.no_download:
         changes.setdefault("data", {})["download"] = False
+        where[("data", "download")] = "--no-download"
     if args.rtol is not None:
         measure = changes.get("rank", {}).get("measure", "numerical")
         if measure.partition(":")[0] != "numerical":
             raise ConfigError(f"--rtol applies to the numerical rank, not {measure!r}")
         changes.setdefault("rank", {})["measure"] = f"numerical:{args.rtol:g}"
-    return cfg.replace(**changes, **top)
+        where[("rank", "measure")] = "--rtol" if ("rank", "measure") not in where else f"{where[('rank', 'measure')]} with --rtol"
+    return changes, top, where
+
+
+def _evolve_config(args: argparse.Namespace) -> RunConfig:
+    """The resolved config: defaults < --config TOML < flags."""
+    changes, top, _where = _typed_changes(args)
+    return RunConfig().replace(**changes, **top)
 
 
 def _resolve_device(name: str | None) -> str:
@@ -115,37 +163,102 @@ def _resolve_device(name: str | None) -> str:
     return name
 
 
-def _default_out(cfg: RunConfig) -> Path:
-    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return Path("runs") / f"evolve-{cfg.data.dataset}-{digest}"
+def _stored_config(run) -> RunConfig:
+    """A run folder's config.json as a RunConfig; a truncated, foreign or mistyped one is a ConfigError."""
+    from rankprune.runfolder import CONFIG
+
+    try:
+        stored = run.read(CONFIG)
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not valid JSON (truncated or edited?)") from None
+    if not isinstance(stored, dict):
+        raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not a rankprune config")
+    try:
+        return RunConfig.from_dict(stored).validate()
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not a usable rankprune config ({exc})") from None
+
+
+def _resume_config(args: argparse.Namespace, stored: RunConfig, path: Path) -> RunConfig:
+    """The stored config, with what the user typed again accepted where it agrees and refused where it
+    conflicts (every conflicting flag named at once). Only runfolder.RESUMABLE settings may change, and the
+    iteration cap only upwards."""
+    from rankprune.runfolder import RESUMABLE
+
+    changes, top, where = _typed_changes(args)
+    conflicts, accepted = [], {}
+    for section, values in [*changes.items(), (None, top)]:
+        for key, value in values.items():
+            now = getattr(getattr(stored, section), key) if section else getattr(stored, key)
+            given = tuple(value) if isinstance(now, tuple) else value
+            if given == now:
+                continue
+            if (section, key) == ("evolve", "max_iterations") and value < now:
+                conflicts.append(f"{where[(section, key)]} {value} (the run has {now}; it can only grow)")
+            elif (section, key) in RESUMABLE:
+                accepted.setdefault(section, {})[key] = value
+            else:
+                shown = list(now) if isinstance(now, tuple) else now
+                conflicts.append(f"{where[(section, key)]} {value if not isinstance(value, tuple) else list(value)} "
+                                 f"(the run has {shown})")
+    if conflicts:
+        raise ConfigError(f"cannot resume {path} with other settings: {'; '.join(conflicts)}; "
+                          "drop them, or start a new run with another --out")
+    return stored.replace(**accepted)
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (what batch schedulers and `kill` send) unwinds like Ctrl-C, so finished work is kept and the
+    folder says interrupted; the handler before it is back afterwards (main() may run inside a notebook)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is; the process exits 143 (128 + SIGTERM) rather than 130."""
+
+
+def _interrupted_exit(exc: BaseException) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def _run_evolve(args: argparse.Namespace) -> int:
-    from rankprune.runfolder import CONFIG, DEPTHS, ENVIRONMENT, STATUS, RunFolder
+    from rankprune.runfolder import DEPTHS, RunFolder, default_run_folder
 
     if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out, the run folder to continue")
-        typed = [f for f in (*_EVOLVE_FLAGS, "--layers", "--rtol", "--config")
-                 if getattr(args, f.lstrip("-").replace("-", "_")) is not None]
-        if typed or args.no_download:
-            raise ConfigError(f"--resume continues the stored config; drop {(typed or ['--no-download'])[0]}")
-        run = RunFolder.check(args.out, resume=True, overwrite=args.overwrite)
-        stored = run.read(CONFIG)
-        try:
-            cfg = RunConfig.from_dict(stored)
-        except (ConfigError, TypeError) as exc:
-            raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not a rankprune config ({exc})") from None
+        out = args.out or default_run_folder(_evolve_config(args).to_dict())
+        if not args.out and not Path(out).exists():
+            raise ConfigError(f"no run with these settings at {out} (the default folder); "
+                              "to continue a run made with other settings, give it with --out")
+        run = RunFolder.check(out, resume=True, overwrite=args.overwrite)
+        stored = _stored_config(run)
+        cfg = _resume_config(args, stored, run.path)
         cfg = cfg.replace(device=_resolve_device(args.device or cfg.device)).validate()
     else:
+        stored = None
         cfg = _evolve_config(args)
         cfg = cfg.replace(device=_resolve_device(args.device)).validate()
-        run = RunFolder.check(args.out or _default_out(cfg), resume=False, overwrite=args.overwrite)
+        run = RunFolder.check(args.out or default_run_folder(cfg.to_dict()), resume=False, overwrite=args.overwrite)
 
     # Load data before writing anything: missing data must leave no half-made run folder behind.
     from rankprune import data as data_mod
 
-    data = data_mod.load(cfg.data, cfg.seed, cfg.device)
+    try:
+        data = data_mod.load(cfg.data, cfg.seed, cfg.device)
+    except data_mod.DataError as exc:
+        hint = "" if cfg.data.dataset == "tensors" else "; give --data-dir DIR, or use --dataset digits offline"
+        raise ConfigError(f"{exc}{hint}") from None
 
     from rich.console import Console
 
@@ -153,31 +266,21 @@ def _run_evolve(args: argparse.Namespace) -> int:
     from rankprune.live import LiveReporter, summary_table
     from rankprune.provenance import environment
 
-    if args.resume:  # keep the original provenance; add this session's beside it
-        env = run.read(ENVIRONMENT, {})
-        env.setdefault("resumed", []).append(environment(cfg.device, cfg.seed))
-        run.write(ENVIRONMENT, env)
-    else:
-        run.create(overwrite=args.overwrite)
-        run.write(CONFIG, cfg.to_dict())
-        run.write(ENVIRONMENT, environment(cfg.device, cfg.seed))
     console = Console(stderr=True)
-    console.print(f"run folder: {run.path}")
+    session = run.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(), resume=args.resume,
+                          overwrite=args.overwrite, config_changed=args.resume and cfg != stored)
     try:
-        with LiveReporter(cfg, console) as live:
-            evolve(cfg, data, run, live)
-    except KeyboardInterrupt:
-        where = run.read(STATUS, {})
-        where.pop("state", None)
-        run.set_status("interrupted", **where)
+        with session:
+            console.print(f"run folder: {run.path}")
+            warning = data_mod.small_validation_warning(data)
+            if warning:
+                console.print(f"warning: {warning}", soft_wrap=True)
+            with LiveReporter(cfg, console) as live:
+                evolve(cfg, data, run, live)
+    except KeyboardInterrupt as exc:
         console.print(f"interrupted; finished epochs and iterations are in {run.path}. "
-                      f"Continue with: rankprune evolve --out {run.path} --resume")
-        return EXIT_INTERRUPTED
-    except BaseException as exc:
-        where = run.read(STATUS, {})
-        where.pop("state", None)
-        run.set_status("failed", error=f"{type(exc).__name__}: {exc}", **where)
-        raise
+                      f"Continue with: rankprune evolve --out {run.path} --resume", soft_wrap=True)
+        return _interrupted_exit(exc)
     out = Console()
     if not out.is_terminal:  # logs and pipes: wide enough that the table never folds
         out = Console(width=140)
@@ -264,11 +367,14 @@ def _run_study(args: argparse.Namespace) -> int:
         if args.no_download:
             data["download"] = False
         spec = dataclasses.replace(spec, base={**spec.base, "data": data})
-    url = args.storage or default_storage(args.root)
-    open_storage(url)  # a bad URL fails here, before any trial runs
     from rankprune import data as data_mod
 
-    data_mod.load(RunConfig.from_dict(spec.base).data, seed=0)  # so does missing data
+    try:  # missing data fails here, before the storage is created
+        splits = data_mod.load(RunConfig.from_dict(spec.base).data, seed=0)
+    except data_mod.DataError as exc:
+        raise ConfigError(f"{exc}; give --data-dir DIR, or set dataset = \"digits\" in the file's [base.data] table") from None
+    url = args.storage or default_storage(args.root)
+    open_storage(url)  # so does a bad URL, before any trial runs
     n_trials = args.n_trials or spec.n_trials
     name = args.study_name or spec.name
 
@@ -292,48 +398,85 @@ def _run_study(args: argparse.Namespace) -> int:
         else:
             progress.console.print(f"trial {trial.number} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}", soft_wrap=True)
 
-    from rankprune.study import sampler_seed
-
-    console.print(f"storage: {url}; sampler seed {sampler_seed(spec, url, args.seed)}")
+    console.print(f"storage: {url}")
+    warning = data_mod.small_validation_warning(splits)
+    if warning:
+        console.print(f"warning: {warning}", soft_wrap=True)
     try:
         with progress:
             study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial])
-    except KeyboardInterrupt:
-        console.print(f"interrupted; finished trials stay in the study. Continue with: rankprune study run {args.file}"
-                      + (f" --storage {args.storage}" if args.storage else ""))
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        console.print("interrupted; finished trials stay in the study, the interrupted one is marked failed. "
+                      f"Continue with: {_study_resume_command(args)}", soft_wrap=True)
+        return _interrupted_exit(exc)
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     console.print(f"study {name}: {states.count('COMPLETE')} complete, {states.count('FAIL')} failed, "
                   f"{len(states)} trials in all")
     return 0
 
 
+def _study_resume_command(args: argparse.Namespace) -> str:
+    """The `study run` command line that continues this one: every flag that changes where or what it runs."""
+    import shlex
+
+    parts = ["rankprune", "study", "run", args.file]
+    for flag, value in (("--study-name", args.study_name), ("--root", args.root), ("--storage", args.storage),
+                        ("--data-dir", args.data_dir), ("--seed", args.seed), ("--heartbeat", args.heartbeat)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.no_download:
+        parts.append("--no-download")
+    return shlex.join(parts)
+
+
 def _load_frame(args: argparse.Namespace):
     from rankprune.classes import trials_frame
     from rankprune.study import default_storage, load_study
 
-    study = load_study(args.name, args.storage or default_storage(args.root))
+    study = load_study(args.name, args.storage or default_storage(args.root), read_only=True)
     df = trials_frame(study)
     if df.empty:
         raise ConfigError(f"study {args.name!r} has no finished trials yet")
+    repeats = df.attrs.get("repeats", {})
+    if repeats:
+        shown = ", ".join(f"#{a} (= #{b})" for a, b in sorted(repeats.items()))
+        print(f"{len(repeats)} trial(s) repeat an earlier trial's parameters and are counted once: {shown}", file=sys.stderr)
     return df
+
+
+def _check_csv(path: str | None) -> None:
+    """--csv must name a file whose folder exists: checked before any work, so nothing is half-written."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--csv {path} is a folder; give a file name, e.g. {target / 'table.csv'}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--csv {path}: no folder {target.parent}")
 
 
 def _run_classes(args: argparse.Namespace) -> int:
     from rankprune.classes import class_table
 
-    if args.tol < 0:
+    if not args.tol >= 0:
         raise ConfigError(f"--tol must be non-negative, got {args.tol}")
+    _check_csv(args.csv)
     table = class_table(_load_frame(args), args.by, args.tol)
     _wide_console().print(_frame_table(table, f"equivalence classes of convergent rank in {args.name} (by {args.by}, tol {args.tol:g})"))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        from rankprune.runfolder import atomic_path
+
+        with atomic_path(Path(args.csv)) as tmp:
+            table.to_csv(tmp, index=False)
     return 0
 
 
 def _run_trends(args: argparse.Namespace) -> int:
     from rankprune.classes import overfitting_pairs, rank_trends
 
+    if not 0 <= args.train_tol <= 1:
+        raise ConfigError(f"--train-tol is a difference of accuracies, from 0 to 1; got {args.train_tol}")
+    _check_csv(args.csv)
     df = _load_frame(args)
     trends = rank_trends(df, args.rank)
     pairs = overfitting_pairs(df, args.rank, args.train_tol)
@@ -344,7 +487,10 @@ def _run_trends(args: argparse.Namespace) -> int:
     else:
         out.print(_frame_table(pairs, f"overfitting cases: higher rank, lower test accuracy, training accuracy within {args.train_tol:g} ({len(pairs)} pairs)"))
     if args.csv:
-        trends.to_csv(args.csv, index=False)
+        from rankprune.runfolder import atomic_path
+
+        with atomic_path(Path(args.csv)) as tmp:
+            trends.to_csv(tmp, index=False)
     return 0
 
 
@@ -385,13 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
     except ConfigError as exc:
         print(f"rankprune {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # before a run folder existed (e.g. while loading data): nothing to keep
+    except KeyboardInterrupt as exc:  # before a run folder existed (e.g. while loading data): nothing to keep
         print(f"rankprune {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted_exit(exc)
 
 
 if __name__ == "__main__":

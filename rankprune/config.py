@@ -29,10 +29,11 @@ __all__ = [
     "load_toml",
 ]
 
-DATASETS = ("mnist", "fashion-mnist", "kmnist", "digits")
+DATASETS = ("mnist", "fashion-mnist", "kmnist", "digits", "tensors")  # tensors: given through rankprune.run_tensors
 OPTIMIZERS = ("sgd", "adam")
 REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
+MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**63); JSON and SQLite store it exactly
 
 
 class ConfigError(ValueError):
@@ -164,6 +165,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for part in (self.data, self.model, self.train, self.rank, self.evolve):
             part.validate()
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
         return self
@@ -187,6 +190,7 @@ class RunConfig:
                     raise ConfigError(f"config section {key!r} must be a table")
                 parts[key] = _build(classes[key], value, key)
             else:
+                _check_type(key, value, {f.name: f.type for f in dataclasses.fields(cls)}[key])
                 parts[key] = value
         return cls(**parts)
 
@@ -197,8 +201,29 @@ class RunConfig:
             if isinstance(value, dict):
                 changes[key] = _build(type(getattr(self, key)), value, key, base=getattr(self, key))
             else:
+                _check_type(key, value, {f.name: f.type for f in dataclasses.fields(RunConfig)}[key])
                 changes[key] = value
         return dataclasses.replace(self, **changes)
+
+
+# What each annotation (a string: this module uses postponed annotations) accepts. An int is a valid
+# float; a bool is neither (True would silently become 1).
+_TYPE_CHECKS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+                        "a list of integers"),
+}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """ConfigError (one line) when a config value has the wrong type: `lr = "fast"`, `seed = 1.5`."""
+    accepts, what = _TYPE_CHECKS[annotation]
+    if not accepts(value):
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
 
 
 def _build(kind: type, values: dict[str, Any], section: str, base: Any = None):
@@ -206,6 +231,9 @@ def _build(kind: type, values: dict[str, Any], section: str, base: Any = None):
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown key {section}.{unknown[0]}; known: {', '.join(sorted(names))}")
+    types = {f.name: f.type for f in dataclasses.fields(kind)}
+    for key, value in values.items():
+        _check_type(f"{section}.{key}", value, types[key])
     if "layers" in values:
         values = {**values, "layers": tuple(values["layers"])}
     return dataclasses.replace(base, **values) if base is not None else kind(**values)

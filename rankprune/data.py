@@ -18,11 +18,22 @@ import torch
 
 from rankprune.config import ConfigError, DataConfig
 
-__all__ = ["DataError", "Split", "Splits", "load", "batches", "default_data_dir", "expected_files"]
+__all__ = [
+    "DataError", "Split", "Splits", "load", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
+    "MIN_VALIDATION_ROWS",
+]
+
+# Below this many validation rows one image moves validation accuracy by more than 1 point, so the
+# saturation rule and every decision that reads it are mostly noise.
+MIN_VALIDATION_ROWS = 100
 
 
 class DataError(ConfigError):
-    """Data that cannot be loaded; the message is one line naming the folder and what is missing."""
+    """Data that cannot be loaded; the message is one line naming the folder and what is missing.
+
+    The message says nothing about how to get round it, since that depends on the command (a flag of
+    `evolve`, a key of a study file): callers add their own hint.
+    """
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,33 @@ class Splits:
     test: Split  # touched only for reporting, never for a decision
     n_features: int
     n_classes: int
+    # The normalisation applied to every split, from the training split only: x = (raw - mean) / std,
+    # raw pixels scaled to [0, 1]. A saved network needs it to be used on new data.
+    mean: float = 0.0
+    std: float = 1.0
+    n_train_pool: int = 0  # the training set's size before the train fraction and validation split
+
+
+    def describe(self) -> dict:
+        """What a run folder records of its data (data.json): split sizes, shapes, normalisation."""
+        return {
+            "dataset": self.name,
+            "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
+            "n_train_pool": self.n_train_pool,
+            "n_features": self.n_features, "n_classes": self.n_classes,
+            "normalisation": {"mean": self.mean, "std": self.std,
+                              "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), flattened"},
+        }
+
+
+def small_validation_warning(splits: Splits) -> str | None:
+    """A one-line warning when the validation split is too small to decide anything on; None if it is fine."""
+    n = len(splits.val)
+    if n >= MIN_VALIDATION_ROWS:
+        return None
+    return (f"the validation split has only {n} rows (fewer than {MIN_VALIDATION_ROWS}): one image moves validation "
+            f"accuracy by {100 / max(n, 1):.1f} points, so saturation and every decision are noisy; "
+            "raise the train fraction or the validation fraction")
 
 
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -73,12 +111,9 @@ def _torchvision_arrays(cfg: DataConfig, train: bool) -> tuple[torch.Tensor, tor
     try:
         ds = cls(str(root), train=train, download=cfg.download)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... when offline
-        how = "could not be downloaded" if cfg.download else "is missing and --no-download was given"
+        how = "could not be downloaded" if cfg.download else "is missing and downloading is off"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"{cfg.dataset} {how} ({detail}): expected {', '.join(names)} in {raw}; "
-            "for an offline run use --dataset digits"
-        ) from None
+        raise DataError(f"{cfg.dataset} {how} ({detail}): expected {', '.join(names)} in {raw}") from None
     # ds.data is the whole split as one uint8 tensor (N, 28, 28): no per-sample transform needed.
     return ds.data.reshape(len(ds.data), -1).float().div_(255.0), ds.targets.long()
 
@@ -104,6 +139,9 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     as torchvision's Normalize((0.1307,), (0.3081,)) does for MNIST).
     """
     cfg.validate()
+    if cfg.dataset == "tensors":
+        raise DataError("the tensors dataset is your own data, given through the Python API (rankprune.run_tensors); "
+                        "from files choose mnist, fashion-mnist, kmnist or digits")
     if cfg.dataset == "digits":
         (x_tr, y_tr), (x_te, y_te) = _digits_arrays(seed)
     else:
@@ -130,7 +168,35 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         test=split(x_te, y_te),
         n_features=x_tr.shape[1],
         n_classes=n_classes,
+        mean=float(mean),
+        std=float(std),
+        n_train_pool=len(y_tr),
     )
+
+
+def from_tensors(train: tuple, val: tuple, test: tuple, device: str | torch.device = "cpu") -> Splits:
+    """Splits from a user's own (x, y) pairs: x of shape (N, ...) with float features (flattened), y integer
+    classes 0..C-1. Normalised as load() normalises, with the training split's scalar mean and std."""
+    parts = []
+    for name, pair in (("train", train), ("val", val), ("test", test)):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ConfigError(f"{name} must be a pair (x, y)")
+        x, y = (torch.as_tensor(v) for v in pair)
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
+            raise ConfigError(f"{name}: x must be (N, features...) and y (N,) with the same N > 0; got {tuple(x.shape)} and {tuple(y.shape)}")
+        if not x.is_floating_point() or not torch.isfinite(x).all():
+            raise ConfigError(f"{name}: x must hold finite floating-point features")
+        if y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0:
+            raise ConfigError(f"{name}: y must hold integer class labels from 0")
+        parts.append((x.reshape(len(x), -1).to(torch.float32), y.to(torch.int64)))
+    features = {x.shape[1] for x, _ in parts}
+    if len(features) != 1:
+        raise ConfigError(f"train, val and test have different feature counts: {sorted(features)}")
+    (x_train, _), n_classes = parts[0], int(max(int(y.max()) for _, y in parts)) + 1
+    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+    train_s, val_s, test_s = (Split(((x - mean) / std).contiguous().to(device), y.contiguous().to(device)) for x, y in parts)
+    return Splits(name="tensors", train=train_s, val=val_s, test=test_s, n_features=features.pop(), n_classes=n_classes,
+                  mean=float(mean), std=float(std), n_train_pool=len(train_s) + len(val_s))
 
 
 def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

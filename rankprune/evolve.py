@@ -31,7 +31,7 @@ from rankprune.models import MLP, build_mlp, parameter_count
 from rankprune.rank import parse_measure
 from rankprune.rebuild import next_widths, rebuild
 from rankprune.runfolder import DEPTHS, EPOCHS, ITERATIONS, SPECTRA, RunFolder
-from rankprune.train import evaluate, train_to_saturation
+from rankprune.train import batch_gradient, evaluate, train_to_saturation
 
 __all__ = ["Reporter", "NullReporter", "DepthResult", "evolve", "evolve_depth", "derive_seed", "DEPTH_STOP_REASONS"]
 
@@ -68,7 +68,7 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 # Keys of derive_seed's last argument, so two uses never share a stream.
-_INIT, _ORDER, _REBUILD, _SAMPLE = 0, 1, 2, 3
+_INIT, _ORDER, _REBUILD, _SAMPLE, _GRAD = 0, 1, 2, 3, 4
 
 
 def _decision_acc(row: dict) -> float:
@@ -104,6 +104,18 @@ def _rebuild_sample(data: Splits, cfg: RunConfig, depth: int, iteration: int):
     g = torch.Generator().manual_seed(derive_seed(cfg.seed, depth, iteration, _SAMPLE))
     idx = torch.randperm(n, generator=g)[: min(n, cfg.evolve.rebuild_samples)].to(data.train.x.device)
     return torch.index_select(data.train.x, 0, idx)
+
+
+def _gradient_batch(data: Splits, cfg: RunConfig, depth: int, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded, full-size batch of training rows on which every epoch's gradient rank is measured.
+
+    A gradient of B rows has rank at most B; the epoch's last batch is often short (14 rows on digits),
+    which would cap the measured rank at its size rather than at the batch size the run trains with.
+    """
+    n = len(data.train)
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, depth, iteration, _GRAD))
+    idx = torch.randperm(n, generator=g)[: min(n, cfg.train.batch_size)].to(data.train.x.device)
+    return torch.index_select(data.train.x, 0, idx), torch.index_select(data.train.y, 0, idx)
 
 
 def _restore(data: Splits, run: RunFolder, depth: int, row: dict, device) -> MLP:
@@ -171,7 +183,10 @@ def evolve_depth(
         base_seconds, base_flops = cum_seconds, cum_flops
         epoch_seconds, epoch_flops = [0.0], [0.0]
 
+        grad_x, grad_y = _gradient_batch(data, cfg, depth, iteration)
+
         def on_epoch(record: dict) -> None:
+            batch_gradient(model, grad_x, grad_y, train_cfg.precision)  # read by measure_layers' grad_rank
             spectra = measure_layers(model, measures)
             last["spectra"] = spectra
             epoch_seconds[0] += record["seconds"]
@@ -281,6 +296,36 @@ def evolve_depth(
     return DepthResult(depth, summary)
 
 
+def _reopen_if_extended(cfg: RunConfig, run: RunFolder, depth: int) -> None:
+    """A depth that stopped at the iteration cap continues when the cap has since been raised (a resume with a
+    larger --max-iterations): its last shrink iteration loses its stop, and a warm run's anneal iteration,
+    which finished the network the cap left, is dropped (a later anneal finishes the new result)."""
+    depths = run.read(DEPTHS, {})
+    done = depths.get(str(depth))
+    if not done or done["stop_reason"] != "max-iterations":
+        return
+    rows = [r for r in run.rows(ITERATIONS)]
+    mine = [r for r in rows if r["depth"] == depth]
+    shrink = [r for r in mine if r.get("phase", "shrink") == "shrink"]
+    if len(shrink) >= cfg.evolve.max_iterations:
+        return
+    dropped = {(depth, r["iteration"]) for r in mine if r.get("phase", "shrink") != "shrink"}
+    last = shrink[-1]["iteration"]
+    kept = []
+    for r in rows:
+        if (r["depth"], r["iteration"]) in dropped:
+            continue
+        if (r["depth"], r["iteration"]) == (depth, last):
+            r = {**r, "stop": None}
+        kept.append(r)
+    finished = [(r["depth"], r["iteration"]) for r in kept]
+    run.replace_rows(ITERATIONS, kept)
+    run.keep_rows(EPOCHS, finished)
+    run.keep_rows(SPECTRA, finished)
+    del depths[str(depth)]
+    run.write(DEPTHS, depths)
+
+
 def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | None = None) -> list[DepthResult]:
     """Run the controller for every depth in cfg.evolve.layers; depths already finished are kept."""
     reporter = reporter or NullReporter()
@@ -290,6 +335,8 @@ def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | No
     run.keep_rows(ITERATIONS, finished)
     run.keep_rows(EPOCHS, finished)
     run.keep_rows(SPECTRA, finished)
+    for depth in cfg.evolve.layers:
+        _reopen_if_extended(cfg, run, depth)
     results = []
     for depth in cfg.evolve.layers:
         done = run.read(DEPTHS, {}).get(str(depth))

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox, blended_transform_factory, offset_copy
 
 from rankprune.runfolder import atomic_path
 
@@ -42,6 +45,63 @@ def _layer_name(layer: int, n_matrices: int) -> str:
     return "output" if layer == n_matrices - 1 else f"hidden {layer + 1}"
 
 
+def _figure(width: float, height: float, margins: tuple[float, float, float, float]) -> Figure:
+    """A Figure of width x height inches with an Agg canvas (so text can be measured before saving) and its
+    axes' margins fixed in inches: left, right, bottom, top. Labels are placed against the final axes, so
+    no layout engine may move them afterwards; what sticks out (an outside legend) is kept by `save`."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    left, right, bottom, top = margins
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
+    return fig
+
+
+# Offsets (points) and alignments to try, in order, for a label beside a marker.
+ABOVE = ((0, 5, "center", "bottom"), (0, -5, "center", "top"), (6, 0, "left", "center"), (-6, 0, "right", "center"),
+         (5, 5, "left", "bottom"), (-5, 5, "right", "bottom"), (5, -5, "left", "top"), (-5, -5, "right", "top"),
+         (0, 14, "center", "bottom"), (0, -14, "center", "top"))
+BESIDE_UP = ((6, 0, "left", "center"), (-6, 0, "right", "center"), (0, 6, "center", "bottom"),
+             (5, 6, "left", "bottom"), (-5, 6, "right", "bottom"), (0, 15, "center", "bottom"))
+BESIDE_DOWN = tuple((dx, -dy, ha, {"bottom": "top"}.get(va, va)) for dx, dy, ha, va in BESIDE_UP)
+
+
+def _marker_box(ax, xy, width: float, height: float | None = None, transform=None) -> Bbox:
+    """The display-space box, width x height points (square by default), of markers centred on xy, with a
+    pixel to spare."""
+    cx, cy = (transform or ax.transData).transform(xy)
+    half_w = width / 2 * ax.figure.dpi / 72 + 1
+    half_h = (width if height is None else height) / 2 * ax.figure.dpi / 72 + 1
+    return Bbox.from_extents(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+
+
+def _place_labels(ax, labels: list[dict], obstacles: list[Bbox]) -> int:
+    """Annotate each label {xy, text, candidates, xycoords?, **text properties} at its first candidate
+    (dx, dy points, ha, va) whose text stays inside the axes and clear of every label placed before it and
+    of `obstacles` (markers, display space). A label with no free place is left out: a number missing
+    beside a dot reads better than two numbers printed over each other. Returns how many were left out.
+    Call it last: positions are computed in display space from the final limits and margins."""
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    taken = list(obstacles)
+    left_out = 0
+    for label in labels:
+        label = dict(label)
+        xy, text, candidates = label.pop("xy"), label.pop("text"), label.pop("candidates")
+        # a faint white ground keeps a number legible where a curve of its own colour runs through it
+        label.setdefault("bbox", {"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.85})
+        for dx, dy, ha, va in candidates:
+            ann = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, **label)
+            box = ann.get_window_extent(renderer)
+            if (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+                    and not any(box.overlaps(other) for other in taken)):
+                taken.append(box.expanded(1.0, 1.0))
+                break
+            ann.remove()
+        else:
+            left_out += 1
+    return left_out
+
+
 def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 3.3)) -> tuple[Figure, list]:
     """n panels of `size` inches in rows of ncols. Margins are fixed in inches rather than solved by a
     layout engine: constrained layout doubled the time to render a 6-panel figure (0.4 s of 0.8 s)."""
@@ -58,37 +118,93 @@ def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 3.3)) -> tup
 
 
 # --- a run ------------------------------------------------------------------------------------------
-def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlabel: str) -> Figure:
-    """Test accuracy (%) per epoch against a cumulative cost column `x`, one colour per depth and one line
-    per iteration (the network is rebuilt in between, so the line breaks); a dot, labelled with the
-    iteration number, ends every finished iteration; a hollow dot at an iteration's start is the accuracy
-    right after the rebuild, before retraining."""
-    fig = Figure(figsize=(8, 4.8), layout="constrained")
+DEPTH_LINES = ("-", "--", "-.", ":")
+DEPTH_MARKERS = ("o", "s", "D", "P", "X", "p", "h", "*")  # not "v" / "^": those mark off-scale points
+
+
+def _accuracy_limits(*accuracies: pd.Series) -> tuple[float, float] | None:
+    """y-limits (%) around trained accuracies with a margin: 8% of their span, at least 0.5 points."""
+    values = 100 * pd.concat([a.astype(float) for a in accuracies if a is not None])
+    values = values[np.isfinite(values)]
+    if values.empty:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    pad = max(0.08 * (hi - lo), 0.5)
+    return max(0.0, lo - pad), min(100.0 + pad / 2, hi + pad)
+
+
+def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlabel: str, scale: float = 1.0) -> Figure:
+    """Test accuracy (%) per epoch against a cumulative cost column `x` (times `scale`: 1e-12 draws FLOPs as
+    TFLOP), a colour, a line style and an end marker per depth, and one line per iteration (the network is
+    rebuilt in between, so the line breaks); a marker labelled with the iteration number ends every finished
+    iteration; a hollow marker at an iteration's start is the accuracy right after the rebuild, before
+    retraining.
+
+    The y-axis spans the trained accuracies (every epoch and every iteration end). A reinitialised network
+    starts at chance (about 10%), and scaling the axis to it would squeeze the trained curves into a band
+    at the top; such points are drawn as hollow triangles at the axis' edge, labelled with their value."""
+    fig = _figure(9.6, 5.0, (0.75, 2.45, 0.6, 0.25))
     ax = fig.subplots()
     depths = sorted(epochs["depth"].unique())
-    for colour, depth in zip(_colours(len(depths)), depths):
-        part = epochs[epochs["depth"] == depth]
-        for k, (_, it) in enumerate(part.groupby("iteration")):
+    ends = iterations if not iterations.empty else None
+    limits = _accuracy_limits(epochs["test_acc"], None if ends is None else ends["test_acc"])
+    edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in axes fraction
+    labels: list[dict] = []
+    markers: list[tuple] = []  # (xy, size, transform): obstacles for the labels
+    handles = []
+    off_scale: set[str] = set()  # the edges ("v": bottom, "^": top) that hold off-scale points
+    in_range = False  # whether any after-rebuild point is on the axis
+    for k, (colour, depth) in enumerate(zip(_colours(len(depths)), depths)):
+        line, marker = DEPTH_LINES[k % len(DEPTH_LINES)], DEPTH_MARKERS[k % len(DEPTH_MARKERS)]
+        handles.append(Line2D([], [], color=colour, ls=line, marker=marker, mec="black", mew=0.6, ms=6,
+                              label=f"depth {depth}"))
+        for _, it in epochs[epochs["depth"] == depth].groupby("iteration"):
             it = it.sort_values(x)
-            ax.plot(it[x], 100 * it["test_acc"], color=colour, lw=1.4, label=f"depth {depth}" if k == 0 else None)
-        ends = iterations[iterations["depth"] == depth].sort_values("iteration") if not iterations.empty else iterations
-        if ends.empty:
+            ax.plot(scale * it[x], 100 * it["test_acc"], color=colour, ls=line, lw=1.4)
+        done = ends[ends["depth"] == depth].sort_values("iteration") if ends is not None else None
+        if done is None or done.empty:
             continue
-        ax.plot(ends[x], 100 * ends["test_acc"], "o", color=colour, ms=6, mec="black", mew=0.6)
-        for _, row in ends.iterrows():
-            ax.annotate(str(int(row["iteration"])), (row[x], 100 * row["test_acc"]), xytext=(0, 6),
-                        textcoords="offset points", fontsize=8, color=colour, ha="center")
-        if "test_acc_after_rebuild" in ends:
-            # iteration i starts where iteration i-1 ended
-            starts = pd.DataFrame({"x": ends[x].to_numpy()[:-1], "acc": ends["test_acc_after_rebuild"].to_numpy()[1:]})
-            starts = starts.dropna()
-            ax.plot(starts["x"], 100 * starts["acc"].astype(float), "o", mfc="none", mec=colour, ms=6)
-    ax.plot([], [], "o", color="grey", mec="black", mew=0.6, label="end of iteration (number)")
-    ax.plot([], [], "o", mfc="none", mec="grey", label="after rebuild, before retraining")
+        ax.plot(scale * done[x], 100 * done["test_acc"], marker, color=colour, ms=6, mec="black", mew=0.6, zorder=3)
+        for _, row in done.iterrows():
+            xy = (scale * row[x], 100 * row["test_acc"])
+            markers.append((xy, 6, None))
+            labels.append({"xy": xy, "text": str(int(row["iteration"])), "candidates": ABOVE, "fontsize": 8,
+                           "color": colour, "fontweight": "bold"})
+        if "test_acc_after_rebuild" not in done:
+            continue
+        # iteration i starts where iteration i-1 ended
+        starts = pd.DataFrame({"x": scale * done[x].to_numpy()[:-1],
+                               "acc": 100 * done["test_acc_after_rebuild"].to_numpy(dtype=float)[1:]}).dropna()
+        low = starts["acc"] < limits[0] if limits else np.zeros(len(starts), bool)
+        high = starts["acc"] > limits[1] if limits else np.zeros(len(starts), bool)
+        shown = starts[~(low | high)]
+        in_range |= not shown.empty
+        ax.plot(shown["x"], shown["acc"], marker, mfc="none", mec=colour, ms=6, mew=1.1)
+        markers.extend(((xy, 6, None) for xy in zip(shown["x"], shown["acc"])))
+        for side, at, symbol, candidates in ((low, 0.025, "v", BESIDE_UP), (high, 0.975, "^", BESIDE_DOWN)):
+            for _, row in starts[side].iterrows():
+                off_scale.add(symbol)
+                ax.plot([row["x"]], [at], symbol, transform=edge, mfc="none", mec=colour, mew=1.1, ms=7, clip_on=False)
+                markers.append(((row["x"], at), 7, edge))
+                labels.append({"xy": (row["x"], at), "xycoords": edge, "text": f"{row['acc']:.0f}%",
+                               "candidates": candidates, "fontsize": 7, "color": colour})
+    handles.append(Line2D([], [], ls="none", marker="o", color="grey", mec="black", mew=0.6,
+                          label="end of iteration (number)"))
+    if in_range:
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="grey",
+                              label="after rebuild,\nbefore retraining"))
+    handles += [Line2D([], [], ls="none", marker=symbol, mfc="none", mec="grey", ms=7,
+                       label=f"after rebuild, {where}\nthe axis (its accuracy)")
+                for symbol, where in (("v", "below"), ("^", "above")) if symbol in off_scale]
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    if limits:
+        ax.set_ylim(*limits)
+    ax.autoscale_view()
+    ax.set_xlim(left=0, right=ax.get_xlim()[1])  # costs are cumulative from 0; fixed before labels are placed
+    _place_labels(ax, labels, [_marker_box(ax, xy, size, transform=transform) for xy, size, transform in markers])
     return fig
 
 
@@ -127,11 +243,13 @@ def ranks_across_epochs(epochs: pd.DataFrame, measures: list[str], drive: str | 
     n_matrices = max(len(v) for v in epochs[f"rank_{measures[0]}"])
     fig, axes = _grid(len(measures))
     colours = _colours(n_matrices)
+    widest = max((max(w) for w in epochs["widths"] if len(w)), default=0)
     for ax, spec in zip(axes, measures):
         values = epochs[f"rank_{spec}"]
+        ranks = np.array([[v[layer] if v is not None and layer < len(v) and v[layer] is not None else np.nan
+                           for layer in range(n_matrices)] for v in values], dtype=float)
         for layer, colour in enumerate(colours):
-            ax.plot(step, [v[layer] if v is not None and layer < len(v) else np.nan for v in values], color=colour,
-                    label=_layer_name(layer, n_matrices))
+            ax.plot(step, ranks[:, layer], color=colour, label=_layer_name(layer, n_matrices))
             if layer < n_matrices - 1:
                 ax.plot(step, [w[layer] for w in epochs["widths"]], "--", color=colour, lw=0.8, alpha=0.6,
                         drawstyle="steps-mid")  # the width changes between iterations, not across an epoch
@@ -140,7 +258,22 @@ def ranks_across_epochs(epochs: pd.DataFrame, measures: list[str], drive: str | 
         ax.set_title(f"rank: {spec}" + (" (drives the widths)" if spec == drive else ""))
         ax.set_xlabel("epoch (counted across iterations)")
         ax.set_ylabel("rank (singular directions)")
-        ax.set_ylim(bottom=0)
+        # Each measure on its own scale, from 0 (ranks are counts: a shared zero keeps layers comparable) to
+        # just above its largest value. The widths join the scale only where they are within a third of it
+        # (a measure that tracks the width, such as the numerical rank, is read against it); otherwise a
+        # width of 800 would flatten a stable rank of 5 to 13 into a line, so they run off the top and a
+        # note says so.
+        top = np.nanmax(ranks) if np.isfinite(ranks).any() else np.nan
+        if np.isfinite(top) and top > 0:
+            if widest <= 4 / 3 * top:
+                ax.set_ylim(0, 1.05 * max(top, widest))
+            else:
+                ax.set_ylim(0, 1.1 * top)
+                ax.text(0.98, 0.97, f"dashed widths reach {widest}, off this scale", transform=ax.transAxes,
+                        ha="right", va="top", fontsize=7, color="dimgrey",
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
+        else:
+            ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="solid: rank; dashed: width", title_fontsize=7)
     return fig
@@ -180,25 +313,45 @@ def spectra_per_iteration(spectra: pd.DataFrame, rtol: float | None) -> Figure:
 # --- a study ----------------------------------------------------------------------------------------
 def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int, str], y: str, ylabel: str,
                  scale: float = 100.0) -> Figure:
-    """Network rank (sum of hidden-layer ranks) against `y` * scale, a colour per equivalence class;
-    each point is labelled with its trial number."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    """Network rank (sum of hidden-layer ranks) against `y` * scale, a colour per equivalence class; each
+    point is labelled with its trial number. Trials at the same (rank, y) share one label listing them all
+    ("#3, #7") and their markers are spread sideways, so every class's colour shows; labels are placed clear
+    of each other and of the markers, and one with no free place is left out."""
+    fig = _figure(10.0, 4.8, (0.75, 3.1, 0.6, 0.25))
     ax = fig.subplots()
     ids = sorted(classes.unique())
-    for colour, cid in zip(_colours(len(ids)), ids):
-        part = trials[classes == cid]
-        ax.scatter(part["network_rank_sum"], scale * part[y], color=colour, s=40, edgecolor="black", lw=0.5,
-                   label=f"class {cid}: {signatures.get(cid, '?')}", zorder=3)
-    if len(trials) <= 40:
-        for _, row in trials.iterrows():
-            ax.annotate(f"#{int(row['number'])}", (row["network_rank_sum"], scale * row[y]), xytext=(4, 3),
-                        textcoords="offset points", fontsize=7)
+    colour_of = dict(zip(ids, _colours(len(ids))))
+    for cid in ids:  # legend entries, in class order
+        ax.scatter([], [], color=colour_of[cid], s=40, edgecolor="black", lw=0.5,
+                   label=f"class {cid}: {signatures.get(cid, '?')}")
+    frame = pd.DataFrame({"x": trials["network_rank_sum"].to_numpy(dtype=float),
+                          "y": scale * trials[y].to_numpy(dtype=float), "number": trials["number"].to_numpy(),
+                          "class": classes.to_numpy()})
+    frame = frame.sort_values("number", kind="stable")
+    at = frame.groupby(["x", "y"], sort=False)
+    # coincident markers side by side, 5 points apart and centred on their value
+    frame["dx"] = 5.0 * (at.cumcount() - (at["number"].transform("size") - 1) / 2)
+    for (cid, dx), part in frame.groupby(["class", "dx"]):
+        ax.scatter(part["x"], part["y"], color=colour_of[cid], s=40, edgecolor="black", lw=0.5, zorder=3,
+                   transform=offset_copy(ax.transData, fig=fig, x=dx, units="points"))
+    labels, markers = [], []
+    for (px, py), group in at:
+        markers.append(((px, py), 7 + 5 * (len(group) - 1), 7))  # a row of markers: wide, one marker high
+        if len(trials) <= 40:
+            labels.append({"xy": (px, py), "text": ", ".join(f"#{int(n)}" for n in group["number"]),
+                           "candidates": ABOVE, "fontsize": 7})
     ax.set_xlabel("network rank: sum of hidden-layer ranks (singular directions)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(ids) <= 15:
         ax.legend(fontsize=7, title="equivalence class: per-layer ranks", title_fontsize=7,
-                  loc="center left", bbox_to_anchor=(1.01, 0.5))
+                  loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    ax.update_datalim(frame[["x", "y"]].dropna().to_numpy())  # markers drawn with an offset are not counted
+    ax.margins(0.08)  # room for labels beside the outermost points
+    ax.autoscale_view()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    _place_labels(ax, labels, [_marker_box(ax, xy, width, height) for xy, width, height in markers])
     return fig
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rankprune.config import RunConfig
+from rankprune.units import tflop
 
 __all__ = ["LiveReporter", "summary_table"]
 
@@ -16,7 +18,9 @@ def _fmt_widths(widths: list[int]) -> str:
 
 
 class LiveReporter:
-    """Implements evolve.Reporter with a rich Progress: one bar per depth (iterations), one for epochs."""
+    """Implements evolve.Reporter with a rich Progress: a bar for the depth in progress (iterations) and one
+    for its epochs. A finished depth's bars are removed and replaced by a printed line, so finished bars never
+    stand between the lines of the next depth."""
 
     def __init__(self, cfg: RunConfig, console: Console | None = None):
         self.cfg = cfg
@@ -46,7 +50,7 @@ class LiveReporter:
             f"depth {depth} iterations", total=self.cfg.evolve.max_iterations, completed=iteration,
             info=f"widths {_fmt_widths(widths)}",
         )
-        if self._epoch_task is None:
+        if self._epoch_task is None:  # added after the depth's bar, so it reads as the depth's epochs
             self._epoch_task = self.progress.add_task("  epochs", total=self.cfg.train.max_epochs, info="")
 
     def iteration_started(self, depth, iteration, widths):
@@ -67,30 +71,52 @@ class LiveReporter:
             f"{row['epochs']} epochs ({row['train_stop']})  {row['cumulative_seconds']:.1f} s"
             + (f"  [{row['stop']}]" if row["stop"] else ""),
             soft_wrap=True,  # one line per iteration in logs, whatever the terminal width
+            markup=False,  # "[fixed-point]" is text, not a rich style tag (which would swallow it)
         )
 
     def depth_done(self, depth, summary):
-        task = self._depth_task[depth]
-        self.progress.update(task, total=summary["iterations"], completed=summary["iterations"],
-                             info=f"{summary['stop_reason']}: widths {_fmt_widths(summary['widths'])}")
+        # The depth's bars go and a line takes their place: the next depth's bars start below it.
+        self.progress.remove_task(self._depth_task.pop(depth))
+        if self._epoch_task is not None:
+            self.progress.remove_task(self._epoch_task)
+            self._epoch_task = None
+        self.progress.refresh()  # else the print below redraws the last frame, the removed bars in it
+        self.progress.console.print(
+            f"depth {depth} done: {summary['stop_reason']} after {summary['iterations']} iterations, widths "
+            f"{_fmt_widths(summary['widths'])} (chosen iteration {summary.get('chosen_iteration', '?')})  "
+            f"test {summary['test_acc']:.4f}  {summary['cumulative_seconds']:.1f} s  "
+            f"{tflop(summary['cumulative_flops'])} TFLOP",
+            soft_wrap=True, markup=False,
+        )
 
 
 def summary_table(depths: dict[str, dict]) -> Table:
-    table = Table(title="rank-pruning results per depth")
-    for col in ("depth", "stopped by", "iters", "widths", "hidden units", "params", "test acc first -> chosen", "train s", "TFLOP"):
-        table.add_column(col, justify="right" if col not in ("stopped by", "widths") else "left")
+    """One row of two lines per depth: the first network on top, the chosen one below ("-> ..."), beside the
+    stop reason and the depth's cumulative cost. Two short lines rather than one long one keep the table
+    within an 80-column terminal; the stop reason is never wrapped nor cut."""
+    table = Table(title="rank-pruning results per depth", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    rows = []
     for key in sorted(depths, key=int):
         d = depths[key]
-        start, end = sum(d["initial_widths"]), sum(d["widths"])
-        table.add_row(
+        initial_parameters = f"{d['initial_parameters']:,}" if d.get("initial_parameters") is not None else "?"
+        rows.append((
             str(d["depth"]),
-            d["stop_reason"],
-            str(d["iterations"]),
-            _fmt_widths(d["widths"]),
-            f"{start} -> {end} ({start / max(end, 1):.1f}x)",
-            f"{d['parameters']:,}",
-            f"{d['initial_test_acc']:.4f} -> {d['test_acc']:.4f}",
-            f"{d['cumulative_seconds']:.1f}",
-            f"{d['cumulative_flops'] / 1e12:.2f}",
-        )
+            f"{d['stop_reason']}\n{d['iterations']} iterations",
+            f"{_fmt_widths(d['initial_widths'])}\n-> {_fmt_widths(d['widths'])}",
+            f"{initial_parameters}\n-> {d['parameters']:,}",
+            f"{d['initial_test_acc']:.4f}\n-> {d['test_acc']:.4f}",
+            f"{d['cumulative_seconds']:.1f} s\n{tflop(d['cumulative_flops'])} TFLOP",
+        ))
+    headers = ("depth", "stopped by", "widths\nfirst -> chosen", "params\nfirst -> chosen",
+               "test acc\nfirst -> chosen", "cumulative\ntrain time, compute")
+    for i, header in enumerate(headers):
+        # Every column but the widths is as wide as its longest line or header word (the header wraps); the
+        # widths, which grow with depth, take the rest and fold.
+        word = max(map(len, header.split()))
+        cell = max((len(line) for row in rows for line in row[i].splitlines()), default=0)
+        table.add_column(header, justify="left" if i in (1, 2) else "right", overflow="fold",
+                         width=None if i == 2 else max(word, cell), no_wrap=i == 1)
+    for row in rows:
+        table.add_row(*row)
     return table

@@ -27,8 +27,9 @@ import pandas as pd
 from rankprune import figures
 from rankprune.config import ConfigError, RunConfig
 from rankprune.runfolder import (
-    CONFIG, DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, write_text_atomic,
+    CONFIG, DATA, DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, write_text_atomic,
 )
+from rankprune.units import TFLOP, tflop
 
 __all__ = [
     "REPORT", "FIGURES", "PUBLISHED", "Published", "TrainingData", "render", "render_run", "render_study",
@@ -146,15 +147,34 @@ class _Document:
         return True
 
     def write(self) -> Path:
-        # Figures of an earlier report that this one did not draw would be stale: remove them.
-        folder = self.out / FIGURES
-        if folder.is_dir():
-            for old in folder.glob("*.png"):
-                if old not in self.figures:
-                    old.unlink()
         path = self.out / REPORT
+        earlier = _linked_figures(path)
         write_text_atomic(path, "\n".join(self.lines).rstrip() + "\n")
+        # Figures the earlier report drew and this one did not would be stale: remove them, and only
+        # them. Anything else in figures/ (a user's own file) was never ours to delete.
+        for old in earlier - {p.name for p in self.figures}:
+            (self.out / FIGURES / old).unlink(missing_ok=True)
         return path
+
+
+_FIGURE_LINK = re.compile(rf"\]\({FIGURES}/([A-Za-z0-9_.-]+\.png)\)")
+
+
+def _linked_figures(report: Path) -> set[str]:
+    """The figure files a report.md links (what an earlier rankprune report wrote into figures/)."""
+    try:
+        return set(_FIGURE_LINK.findall(report.read_text()))
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
+def _check_out(out: Path) -> None:
+    """A report goes into a new or empty folder, or over an earlier rankprune report; never into a folder of
+    other files (it would mix with them, and stale-figure clean-up must not touch what is not ours)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT).is_file():
+        raise ConfigError(f"{out} holds other files and no {REPORT}: give an empty or new folder with --out")
 
 
 # --- the training data, against published MNIST figures ----------------------------------------------
@@ -179,13 +199,20 @@ def _idx_count(path: Path) -> int | None:
 _DATASET_NAMES = {"digits": "scikit-learn's 8x8 digits", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST", "mnist": "MNIST"}
 
 
-def training_data(data: dict) -> TrainingData:
-    """What a run's data section trained on, and whether that is the published MNIST figures' footing."""
+def training_data(data: dict, described: dict | None = None) -> TrainingData:
+    """What a run's data section trained on, and whether that is the published MNIST figures' footing.
+
+    `described` is the run's data.json (split sizes recorded when it ran); runs from before it existed
+    fall back to counting the dataset files' headers where they lie now.
+    """
     dataset = data.get("dataset", "mnist")
     fraction, val_fraction = float(data.get("train_fraction", 1.0)), float(data.get("val_fraction", 0.1))
     name = _DATASET_NAMES.get(dataset, dataset)
     where = ""
-    if dataset == "digits":
+    recorded = bool(described) and all(k in described for k in ("n_train", "n_val", "n_test", "n_train_pool"))
+    if recorded:
+        images, n_val, test, pool = (described[k] for k in ("n_train", "n_val", "n_test", "n_train_pool"))
+    elif dataset == "digits":
         test = DIGITS_IMAGES // 5  # as data._digits_arrays splits it
         pool: int | None = DIGITS_IMAGES - test
     else:
@@ -196,8 +223,9 @@ def training_data(data: dict) -> TrainingData:
         where = str(raw)
         pool = _idx_count(raw / next(n for n in names if n.startswith("train-images")))
         test = _idx_count(raw / next(n for n in names if n.startswith("t10k-images")))
-    images = n_val = None
-    if pool is not None:  # carved as data.load carves it
+    if not recorded:
+        images = n_val = None
+    if pool is not None and not recorded:  # carved as data.load carves it
         used = max(2, round(fraction * pool))
         n_val = max(1, round(val_fraction * used))
         images = used - n_val
@@ -220,7 +248,8 @@ def training_data(data: dict) -> TrainingData:
                         "validation; the published networks trained on all 60,000)", True, images, test)
 
 
-def _reference(doc: _Document, best: dict | None, data: dict | None, missing_data: str = "") -> None:
+def _reference(doc: _Document, best: dict | None, data: dict | None, missing_data: str = "",
+               described: dict | None = None) -> None:
     """The best MLP found beside LeNet-300-100 and its pruned version, with the training-data caveat."""
     doc.add("## Reference: the best MLP found beside published MNIST networks", "")
     rows = [{"network": p.network, "parameters": ("about " if p.approximate else "") + f"{p.parameters:,}",
@@ -236,7 +265,7 @@ def _reference(doc: _Document, best: dict | None, data: dict | None, missing_dat
         doc.add(f"**Caveat:** {missing_data or 'the training data is unknown'}: compare with care.", "")
     else:
         try:
-            td = training_data(data)
+            td = training_data(data, described)
         except Exception as exc:  # a data folder we cannot inspect must not cost the whole report
             doc.add(f"**Caveat:** the training data could not be checked ({_reason(exc)}): compare with care.", "")
         else:
@@ -255,10 +284,10 @@ def _read_config(run: RunFolder) -> dict:
         raise ConfigError(f"{run.path / CONFIG} is not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{run.path / CONFIG} is not a rankprune config (not a JSON object)")
-    try:  # defaults filled in; a config from another version is shown as it stands
+    try:  # defaults filled in for settings added since the run was made
         return RunConfig.from_dict(raw).to_dict()
-    except (ConfigError, TypeError):
-        return raw
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{run.path / CONFIG} is not a rankprune config ({exc})") from None
 
 
 def _torn(run: RunFolder, table: str, parsed: int) -> int:
@@ -334,8 +363,8 @@ def _depth_table(depths: dict) -> pd.DataFrame:
             "gap (pp)": _pct(s.get("generalisation_gap")),
             f"ranks ({s.get('rank_measure', '?')})": _list(s.get("ranks")),
             "epochs": _num(s.get("epochs")),
-            "time (s)": f"{s.get('cumulative_seconds', float('nan')):.1f}",
-            "compute (GFLOPs)": f"{s.get('cumulative_flops', float('nan')) / 1e9:.3g}",
+            "cumulative train time (s)": f"{s.get('cumulative_seconds', float('nan')):.1f}",
+            "cumulative compute (TFLOP)": tflop(s.get("cumulative_flops")),
         })
     return pd.DataFrame(rows)
 
@@ -352,7 +381,8 @@ def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
             "test acc %": _pct(r.get("test_acc")), "gap (pp)": _pct(r.get("generalisation_gap")),
             "test acc % after rebuild": _pct(r.get("test_acc_after_rebuild")),
             f"ranks ({r.get('rank_measure', '?')})": _list(r.get("ranks")), "next widths": _list(r.get("next_widths")),
-            "stop": "" if _absent(r.get("stop")) else r["stop"], "time (s)": f"{r.get('cumulative_seconds', float('nan')):.2f}",
+            "stop": "" if _absent(r.get("stop")) else r["stop"],
+            "cumulative time (s)": f"{r.get('cumulative_seconds', float('nan')):.2f}",
         })
     table = pd.DataFrame(rows)
     return table if (table["phase"] != "").any() else table.drop(columns="phase")  # runs from before phases
@@ -390,21 +420,29 @@ def _driving_rtol(spec: str) -> float | None:
     return m.param if m.name == "numerical" else None
 
 
+def _how_shrunk(initial_parameters: float, parameters: float, iterations: float) -> str:
+    """What the reference table says of a network: rank-pruned only if the controller shrank it."""
+    if iterations is not None and iterations <= 1 or initial_parameters == parameters:
+        return "none: trained once at its initial widths (not shrunk)"
+    return f"rank-pruned (structured: whole units), {initial_parameters / parameters:.1f}x fewer than its start ({int(initial_parameters):,})"
+
+
 def _best_of_run(depths: dict | None, iterations: pd.DataFrame) -> dict | None:
-    """The chosen network with the highest test accuracy; without a finished depth, the best finished iteration."""
+    """The chosen network with the highest *validation* accuracy (as every decision is made), reported with
+    its test accuracy; without a finished depth, the finished iteration with the highest validation accuracy."""
     if depths:
-        s = max(depths.values(), key=lambda s: s["test_acc"])
-        return {"network": f"this run: depth {s['depth']}, widths {_list(s['widths'])} (chosen iteration {s['chosen_iteration']})",
+        s = max(depths.values(), key=lambda s: s["val_acc"])
+        return {"network": f"this run: depth {s['depth']}, widths {_list(s['widths'])} (chosen iteration "
+                           f"{s['chosen_iteration']}; best validation accuracy of the depths)",
                 "parameters": s["parameters"], "test_acc": s["test_acc"], "source": "this run",
-                "pruning": f"rank-pruned (structured: whole units), {s['initial_parameters'] / s['parameters']:.1f}x fewer "
-                           f"than its start ({s['initial_parameters']:,})"}
+                "pruning": _how_shrunk(s["initial_parameters"], s["parameters"], s.get("iterations"))}
     if iterations.empty:
         return None
-    r = iterations.loc[iterations["test_acc"].idxmax()]
+    r = iterations.loc[iterations["val_acc"].idxmax()]
     first = iterations[iterations["depth"] == r["depth"]]["parameters"].iloc[0]
-    return {"network": f"this run: depth {r['depth']}, widths {_list(r['widths'])} (iteration {r['iteration']}; "
-                       "no depth has finished)", "parameters": r["parameters"], "test_acc": r["test_acc"],
-            "source": "this run", "pruning": f"rank-pruned (structured), {first / r['parameters']:.1f}x fewer than its start"}
+    return {"network": f"this run: depth {r['depth']}, widths {_list(r['widths'])} (iteration {r['iteration']}, best "
+                       "validation accuracy; no depth has finished)", "parameters": r["parameters"], "test_acc": r["test_acc"],
+            "source": "this run", "pruning": _how_shrunk(first, r["parameters"], r["iteration"] + 1)}
 
 
 def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame) -> pd.DataFrame:
@@ -451,19 +489,26 @@ def render_run(run: RunFolder, out: Path) -> Path:
                 "on the test split, gap = training minus test accuracy (percentage points).", "")
         doc.table(_depth_table(depths))
 
-    _reference(doc, _best_of_run(depths, iterations), data)
+    try:
+        described = run.read(DATA)
+    except ValueError:
+        described = None
+    _reference(doc, _best_of_run(depths, iterations), data, described=described if isinstance(described, dict) else None)
 
     if not epochs.empty:
         doc.add("## Accuracy against training cost", "")
-        for x, name, label, cost in (
-            ("cumulative_seconds", "accuracy-seconds", "cumulative training time (s)", "training time"),
-            ("cumulative_flops", "accuracy-flops", "cumulative training compute (FLOPs)", "compute (a machine-independent cost)"),
+        for x, scale, name, label, cost in (
+            ("cumulative_seconds", 1.0, "accuracy-seconds", "cumulative training time (s)", "training time"),
+            ("cumulative_flops", 1 / TFLOP, "accuracy-flops", "cumulative training compute (TFLOP)",
+             "compute (a machine-independent cost)"),
         ):
-            doc.figure(name, lambda x=x, label=label: figures.accuracy_curves(epochs, iterations, x, label),
+            doc.figure(name, lambda x=x, scale=scale, label=label: figures.accuracy_curves(epochs, iterations, x, label, scale),
                        f"test accuracy against {cost}",
-                       f"Test accuracy per epoch against cumulative {cost}, a colour per depth; a dot ends each "
-                       "iteration, a hollow dot is the accuracy right after its rebuild. Look for dots that stay level "
-                       "while each iteration costs less: the narrower network holds accuracy.")
+                       f"Test accuracy per epoch against cumulative {cost}; a colour, line style and marker per depth. "
+                       "A filled marker ends each iteration (its number beside it); a hollow one is the accuracy right "
+                       "after its rebuild, and a hollow triangle at the bottom edge one below the axis, with its value. "
+                       "Look for end markers that stay level while each iteration costs less: the narrower network "
+                       "holds accuracy.")
 
     widths = _widths_frame(epochs, iterations)
     if not widths.empty:
@@ -479,9 +524,10 @@ def render_run(run: RunFolder, out: Path) -> Path:
             part = epochs[epochs["depth"] == depth]
             doc.figure(f"ranks-depth-{depth}", lambda part=part: figures.ranks_across_epochs(part, measures, drive),
                        f"rank measures per layer across epochs, depth {depth}",
-                       f"Depth {depth}: every rank measure of each weight matrix per epoch (dashed: the layer's width; "
-                       "dotted verticals: an iteration begins). Look for ranks that settle before the iteration ends, "
-                       "and for how far the measures disagree.")
+                       f"Depth {depth}: every rank measure of each weight matrix per epoch, each panel on its own scale "
+                       "(dashed: the layer's width, where it fits the panel's scale; dotted verticals: an iteration "
+                       "begins). Look for ranks that settle before the iteration ends, and for how far the measures "
+                       "disagree.")
 
     if not spectra.empty:
         doc.add("## Singular-value spectra per iteration", "")
@@ -515,27 +561,32 @@ def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
             "rank / width": f"{r['network_rank_normalized']:.3f}", "parameters": _count(r["parameters"]),
             "train acc %": _pct(r["train_acc"]), "test acc %": _pct(r["test_acc"]), "gap (pp)": _pct(r["generalisation_gap"]),
             **{c.removeprefix("param_"): _num(r[c]) for c in params},
-            "iterations": _num(r["iterations"]), "stop": r["stop_reason"], "time (s)": f"{r['cumulative_seconds']:.1f}",
+            "iterations": _num(r["iterations"]), "stop": r["stop_reason"],
+            "cumulative time (s)": f"{r['cumulative_seconds']:.1f}",
         })
     return pd.DataFrame(rows)
 
 
-def _best_of_study(df: pd.DataFrame) -> tuple[dict | None, dict | None, str]:
-    """The finished trial with the highest test accuracy, and its run folder's data section."""
+def _best_of_study(df: pd.DataFrame, mode: str) -> tuple[dict | None, dict | None, dict | None, str]:
+    """The finished trial with the highest validation accuracy (reported with its test accuracy), and its run
+    folder's data section and data.json."""
     if df.empty:
-        return None, None, ""
-    r = df.loc[df["test_acc"].idxmax()]
-    best = {"network": f"trial #{r['number']}: depth {r['depth']}, widths {_list(r['widths'])}",
+        return None, None, None, ""
+    r = df.loc[df["val_acc"].idxmax()]
+    shrunk = mode != "survey" and list(r["widths"]) != list(r["initial_widths"])
+    best = {"network": f"trial #{r['number']}: depth {r['depth']}, widths {_list(r['widths'])} (best validation accuracy)",
             "parameters": r["parameters"], "test_acc": r["test_acc"], "source": "this study",
-            "pruning": f"rank-pruned (structured: whole units) from {_list(r['initial_widths'])}"}
+            "pruning": f"rank-pruned (structured: whole units) from {_list(r['initial_widths'])}" if shrunk else
+            "none: trained once at its initial widths (a survey trial, not shrunk)" if mode == "survey" else
+            "none: the controller kept its initial widths"}
     folder = RunFolder(r.get("run_folder", ""))
     try:
-        config = folder.read(CONFIG)
+        config, described = folder.read(CONFIG), folder.read(DATA)
     except ValueError:
-        config = None
+        config, described = None, None
     if not isinstance(config, dict):
-        return best, None, f"the trial's run folder {folder.path} is not here, so its training data cannot be checked"
-    return best, config.get("data", {}), ""
+        return best, None, None, f"the trial's run folder {folder.path} is not here, so its training data cannot be checked"
+    return best, config.get("data", {}), described, ""
 
 
 def _optuna_plots(doc: _Document, study, complete: list) -> None:
@@ -611,6 +662,7 @@ def render_study(study, out: Path, storage: str) -> Path:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     df = trials_frame(study)
     names = list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
+    mode = study.user_attrs.get("mode", "?")
 
     doc = _Document(out)
     doc.add(f"# Study report: `{study.study_name}`", "")
@@ -624,8 +676,12 @@ def render_study(study, out: Path, storage: str) -> Path:
         gaps.append("no finished trial yet: no rank figures, no classes")
     if states.get("running"):
         gaps.append(f"{states['running']} trial(s) still running (or killed without a heartbeat): a snapshot")
-    if len(df) < len(complete):
-        gaps.append(f"{len(complete) - len(df)} completed trial(s) lack the rank attributes: left out of the rank figures")
+    repeats = df.attrs.get("repeats", {})
+    if repeats:
+        gaps.append(f"{len(repeats)} completed trial(s) repeat an earlier trial's parameters and are counted once: "
+                    + ", ".join(f"#{a} (= #{b})" for a, b in sorted(repeats.items())))
+    if len(df) + len(repeats) < len(complete):
+        gaps.append(f"{len(complete) - len(df) - len(repeats)} completed trial(s) lack the rank attributes: left out of the rank figures")
     if gaps:
         doc.add("## What is missing", "")
         doc.bullets(gaps)
@@ -634,8 +690,10 @@ def render_study(study, out: Path, storage: str) -> Path:
         classes = equivalence_classes(df, "vector", 0.0)
         table = class_table(df, "vector", 0.0)
         signatures = dict(zip(table["class"], table["signature"]))
+        ranks_are = ("measured ranks at saturation (a survey: each network trained once, never shrunk)" if mode == "survey"
+                     else "convergent ranks (where the controller stopped)")
         doc.add("## Network rank against accuracy and generalisation", "",
-                "Network rank: the sum of the hidden layers' convergent ranks. Equivalence class: trials whose "
+                f"Network rank: the sum of the hidden layers' {ranks_are}. Equivalence class: trials whose "
                 "per-layer ranks are equal (same depth, tolerance 0; `rankprune study classes` takes others).", "")
         doc.figure("rank-vs-test-acc", lambda: figures.rank_scatter(df, classes, signatures, "test_acc", "test accuracy (%)"),
                    "network rank against test accuracy",
@@ -646,7 +704,7 @@ def render_study(study, out: Path, storage: str) -> Path:
                    "network rank against the generalisation gap",
                    "Each trial's network rank against its generalisation gap, coloured by equivalence class. Look for "
                    "a rising trend: higher-rank networks overfitting more.")
-        doc.add("## Equivalence classes of convergent rank", "")
+        doc.add("## Equivalence classes of measured rank" if mode == "survey" else "## Equivalence classes of convergent rank", "")
         shown = table.assign(test_acc_mean=table["test_acc_mean"].map(_pct), test_acc_std=table["test_acc_std"].map(_pct))
         doc.table(shown.rename(columns={"test_acc_mean": "test acc % (mean)", "test_acc_std": "test acc (sd, pp)"}).astype(str))
         trends = rank_trends(df)
@@ -655,8 +713,8 @@ def render_study(study, out: Path, storage: str) -> Path:
         doc.table(trends.assign(spearman_rho=trends["spearman_rho"].map(lambda v: f"{v:.3f}"),
                                 p_value=trends["p_value"].map(lambda v: f"{v:.3g}")).astype(str))
 
-    best, data, why = _best_of_study(df)
-    _reference(doc, best, data, why)
+    best, data, described, why = _best_of_study(df, mode)
+    _reference(doc, best, data, why, described)
     _optuna_plots(doc, study, complete)
 
     if not df.empty:
@@ -676,13 +734,15 @@ def render(target: str | Path, out: str | Path | None = None, *, storage: str | 
     """Report on `target`: a run folder if it is a folder holding config.json, else a study of that name in
     `storage` (default: the SQLite file under `root`). Default out: TARGET/report for a run, ROOT/reports/NAME
     for a study. Returns the path of report.md; anything that is neither is a one-line ConfigError."""
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
+    if out is not None:
+        _check_out(Path(out))
     path = Path(target)
     if (path / CONFIG).is_file():
         if storage is not None:
             raise ConfigError(f"{path} is a run folder; --storage applies to a study name")
-        return render_run(RunFolder(path), Path(out) if out is not None else path / "report")
+        out = Path(out) if out is not None else path / "report"
+        _check_out(out)
+        return render_run(RunFolder(path), out)
 
     name = str(target)
     not_run = f"{name} is not a run folder (" + (f"it holds no {CONFIG})" if path.is_dir() else
@@ -697,7 +757,9 @@ def render(target: str | Path, out: str | Path | None = None, *, storage: str | 
         raise ConfigError(f"{not_run} and no study storage is at {url.removeprefix('sqlite:///')}; "
                           "for a study pass --storage URL or --root")
     try:
-        study = load_study(name, url)
+        study = load_study(name, url, read_only=True)
     except ConfigError as exc:
         raise ConfigError(f"{not_run} nor a study: {exc}") from None
-    return render_study(study, Path(out) if out is not None else Path(root) / "reports" / name, url)
+    out = Path(out) if out is not None else Path(root) / "reports" / name
+    _check_out(out)
+    return render_study(study, out, url)

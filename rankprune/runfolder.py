@@ -9,6 +9,8 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
     iterations.jsonl       one row per controller iteration: widths, params, accuracy at saturation...
     spectra.jsonl          one row per (depth, iteration, layer): singular values at saturation
     depths.json            per depth: final widths, why it stopped, chosen iteration (written as each ends)
+    data.json              the data as trained on: split sizes, input shape, classes, normalisation
+    .lock                  held (flock) by the one process writing the folder; holds its pid
     weights/depth-L-iteration-II.pt   state_dict at saturation of every iteration
     weights/depth-L-final.pt          state_dict of the chosen iteration
 """
@@ -16,6 +18,8 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import math
 import os
@@ -28,7 +32,10 @@ import torch
 
 from rankprune.config import ConfigError
 
-__all__ = ["RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "DEPTHS"]
+__all__ = [
+    "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "DEPTHS",
+    "DATA", "LOCK", "RESUMABLE", "is_run_folder", "default_run_folder", "settings_key",
+]
 
 CONFIG = "config.json"
 ENVIRONMENT = "environment.json"
@@ -37,7 +44,12 @@ EPOCHS = "epochs.jsonl"
 ITERATIONS = "iterations.jsonl"
 SPECTRA = "spectra.jsonl"
 DEPTHS = "depths.json"
+DATA = "data.json"
 WEIGHTS = "weights"
+LOCK = ".lock"
+# The sections a rankprune config.json holds (RunConfig's fields); a JSON object with any other key
+# is somebody else's file, and --overwrite must not delete the folder around it.
+_CONFIG_KEYS = frozenset({"data", "model", "train", "rank", "evolve", "seed", "device", "format_version"})
 
 
 class RunFolderError(ConfigError):
@@ -82,9 +94,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(_finite(obj), indent=2) + "\n")
 
 
+# Settings that do not change what a run computes: where the data lies, whether it may be downloaded,
+# and how many iterations a depth may take (a larger cap continues a depth that stopped at the cap).
+# They are left out of the default folder's name, so the same command finds the same folder, and a
+# resume may change them.
+RESUMABLE = frozenset({("data", "data_dir"), ("data", "download"), ("evolve", "max_iterations")})
+
+
+def settings_key(config: dict) -> dict:
+    """A resolved config less the RESUMABLE settings: two runs with equal keys compute the same thing."""
+    d = json.loads(json.dumps(config))
+    for section, key in RESUMABLE:
+        d.get(section, {}).pop(key, None)
+    return d
+
+
+def default_run_folder(config: dict, root: str | Path = "runs") -> Path:
+    """ROOT/evolve-DATASET-HASH, the hash of the resolved config's settings_key."""
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(settings_key(config), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(root) / f"evolve-{config['data']['dataset']}-{digest}"
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether `path` is a folder rankprune made: it holds a config.json that is a rankprune config."""
+    config = Path(path) / CONFIG
+    try:
+        doc = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and bool(doc) and set(doc) <= _CONFIG_KEYS
+
+
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -98,16 +144,133 @@ class RunFolder:
             raise RunFolderError(f"{run.path} exists and is not a folder")
         nonempty = exists and any(run.path.iterdir())
         if resume:
+            if not exists:
+                raise RunFolderError(f"cannot resume {run.path}: no such folder")
             if not (run.path / CONFIG).is_file():
-                raise RunFolderError(f"cannot resume {run.path}: it holds no {CONFIG}")
+                raise RunFolderError(f"cannot resume {run.path}: it holds no {CONFIG}, so it is not a rankprune run folder")
         elif nonempty and not overwrite:
             raise RunFolderError(f"{run.path} exists and is not empty; pass --resume to continue it or --overwrite to replace it")
+        elif nonempty and not is_run_folder(run.path):
+            raise RunFolderError(f"--overwrite replaces only a rankprune run folder, and {run.path} is not one "
+                                 f"(no rankprune {CONFIG}); nothing was touched")
+        if exists:
+            run._refuse_if_held()
         return run
 
+    # -- the lock: one writer at a time -----------------------------------------------------------
+    def _holder(self) -> str:
+        try:
+            pid = (self.path / LOCK).read_text().split()[0]
+        except (OSError, IndexError):
+            return "another process"
+        return f"process {pid}"
+
+    def _refuse_if_held(self) -> None:
+        """RunFolderError if another process holds the folder's lock; takes and keeps nothing."""
+        if self._lock_fd is not None or not (self.path / LOCK).is_file():
+            return
+        fd = os.open(self.path / LOCK, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
+                                 "or stop it first") from None
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        """Take the folder's advisory lock (flock) for this process, or raise RunFolderError naming the holder.
+
+        The kernel drops a flock when its holder exits however it exits (even SIGKILL), so a lock file
+        left behind by a dead process never blocks anyone; its pid is only there to name a live holder.
+        """
+        if self._lock_fd is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
+                                 "or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
     def create(self, overwrite: bool) -> None:
-        if overwrite and self.path.exists():
-            shutil.rmtree(self.path)
+        """Make the folder and take its lock; with `overwrite`, empty it first (a run folder only).
+
+        Emptying happens under the lock, so a folder another process is writing is never cleared.
+        """
+        self.acquire()
+        others = [p for p in self.path.iterdir() if p.name != LOCK]
+        if others:
+            if not overwrite:
+                raise RunFolderError(f"{self.path} is not empty; pass --resume to continue it or --overwrite to replace it")
+            if not is_run_folder(self.path):
+                raise RunFolderError(f"--overwrite replaces only a rankprune run folder, and {self.path} is not one "
+                                     f"(no rankprune {CONFIG}); nothing was touched")
+            for p in others:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (self.path / WEIGHTS).mkdir(parents=True, exist_ok=True)
+
+    # -- the lifecycle: one place starts a run and records how it ended -----------------------------
+    @contextlib.contextmanager
+    def session(self, config: dict, environment: dict, data: dict, *, resume: bool, overwrite: bool = False,
+                config_changed: bool = False) -> Iterator["RunFolder"]:
+        """Hold the folder for one session of work: take the lock, write config.json and environment.json
+        (a resume keeps the original provenance and appends this session's), and data.json; on the way out
+        record `interrupted` (Ctrl-C, SIGTERM) or `failed` in status.json, keeping where the run stood.
+
+        Everything that is not JSON here (the config, the environment) arrives as plain dicts, so this
+        module needs no training code.
+        """
+        with self:
+            if resume:
+                self.acquire()
+                env = self.read(ENVIRONMENT, {}) or {}
+                env.setdefault("resumed", []).append(environment)
+                self.write(ENVIRONMENT, env)
+                if config_changed:
+                    self.write(CONFIG, config)  # the run continues under the settings it now has
+            else:
+                self.create(overwrite=overwrite)
+                self.write(CONFIG, config)
+                self.write(ENVIRONMENT, environment)
+            self.write(DATA, data)
+            try:
+                yield self
+            except KeyboardInterrupt:
+                self._mark("interrupted")
+                raise
+            except BaseException as exc:
+                first = str(exc).strip().splitlines()
+                self._mark("failed", error=f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": "))
+                raise
+
+    def _mark(self, state: str, **extra: Any) -> None:
+        where = self.read(STATUS, {}) or {}
+        where.pop("state", None)
+        self.set_status(state, **where, **extra)
 
     # -- JSON documents -------------------------------------------------------------------------
     def write(self, name: str, obj: Any) -> None:
@@ -143,11 +306,14 @@ class RunFolder:
                 continue
         return out
 
+    def replace_rows(self, table: str, rows: list[dict]) -> None:
+        """Rewrite a whole table atomically."""
+        write_text_atomic(self.path / table, "".join(json.dumps(_finite(r)) + "\n" for r in rows))
+
     def keep_rows(self, table: str, keep: Iterable[tuple[int, int]]) -> None:
         """Rewrite a table keeping only rows whose (depth, iteration) is in `keep` (used by resume)."""
         keep = set(keep)
-        rows = [r for r in self.rows(table) if (r["depth"], r["iteration"]) in keep]
-        write_text_atomic(self.path / table, "".join(json.dumps(r) + "\n" for r in rows))
+        self.replace_rows(table, [r for r in self.rows(table) if (r["depth"], r["iteration"]) in keep])
 
     def table(self, table: str):
         """A table as a pandas DataFrame."""

@@ -336,7 +336,10 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def load_study(name: str, storage: str) -> optuna.Study:
+def load_study(name: str, storage: str, read_only: bool = False) -> optuna.Study:
+    """An existing study. `read_only`: a SQLite file that does not exist is an error, never created."""
+    if read_only and storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"no study storage at {storage.removeprefix('sqlite:///')}; pass --storage URL or --root")
     st = open_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=st)
@@ -381,7 +384,7 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
     from rankprune import data as data_mod
     from rankprune.evolve import NullReporter, evolve_depth
     from rankprune.provenance import environment
-    from rankprune.runfolder import CONFIG, ENVIRONMENT, RunFolder
+    from rankprune.runfolder import RunFolder
 
     cache: dict[tuple, Any] = {}
 
@@ -397,13 +400,19 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
             cache[key] = data_mod.load(cfg.data, cfg.seed, cfg.device)
         data = cache[key]
         run = RunFolder(root / "studies" / study_name / f"trial-{trial.number:04d}")
-        run.create(overwrite=True)
-        run.write(CONFIG, cfg.to_dict())
-        run.write(ENVIRONMENT, environment(cfg.device, cfg.seed) | {"study": spec.name, "trial": trial.number})
         trial.set_user_attr("initial_widths", widths)
         trial.set_user_attr("run_folder", str(run.path))
-        result = evolve_depth(cfg, data, run, len(widths), NullReporter(), initial_widths=widths)
-        run.set_status("finished")
+        env = environment(cfg.device, cfg.seed) | {"study": spec.name, "trial": trial.number}
+        try:
+            with run.session(cfg.to_dict(), env, data.describe(), resume=False, overwrite=True):
+                result = evolve_depth(cfg, data, run, len(widths), NullReporter(), initial_widths=widths)
+                run.set_status("finished")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial failed and stops the study
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM) before it finished")
+            raise
+        except BaseException as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
+            raise
         summary = result.summary
         if summary["stop_reason"] == "diverged" and summary["iterations"] == 1:
             trial.set_user_attr("fail_reason", "diverged: the training loss became NaN or infinite")
@@ -418,19 +427,22 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
     return objective
 
 
-def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None) -> int:
+def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_trials: int = 0) -> int:
     """The seed this worker's sampler gets.
 
-    An explicit --seed wins, and a SQLite study (one machine, usually one worker) uses the file's seed,
-    so a study is reproducible from its file. On a server storage several workers share one study:
-    seeded alike they would draw the same architectures, so each mixes its host and process id in.
+    The base is --seed, else the file's seed, so a study is reproducible from its file and the
+    sequence of commands that ran it. A study continued in a new process mixes in how many trials it
+    already holds: re-seeded alike, the sampler would draw its first points again (random and TPE's
+    start-up trials), repeating finished trials. On a server storage several workers share one study
+    at once, so each also mixes in its host and process id.
     """
-    if seed is not None:
-        return seed
-    if storage_url.startswith("sqlite"):
-        return spec.seed
-    worker = [os.getpid(), *socket.gethostname().encode()]
-    return int(np.random.SeedSequence([spec.seed, *worker]).generate_state(1)[0] & 0x7FFFFFFF)
+    base = spec.seed if seed is None else seed
+    keys = [base, existing_trials]
+    if seed is None and not storage_url.startswith("sqlite"):
+        keys += [os.getpid(), *socket.gethostname().encode()]
+    if keys == [base, 0]:
+        return base  # a new study from its file: the file's seed as written
+    return int(np.random.SeedSequence(keys).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def run_study(
@@ -440,14 +452,13 @@ def run_study(
     """Create or resume the study and run n_trials more trials in this process."""
     storage = open_storage(storage_url, spec.heartbeat_interval, spec.grace_period)
     study_name = study_name or spec.name
-    seed = sampler_seed(spec, storage_url, seed)
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=make_sampler(spec, seed),
         directions=[o.direction for o in spec.objectives],
         load_if_exists=True,
     )
+    study.sampler = make_sampler(spec, sampler_seed(spec, storage_url, seed, len(study.get_trials(deepcopy=False))))
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)
     study.set_user_attr("space", spec.space)

@@ -21,7 +21,7 @@ from rankprune.config import TrainConfig
 from rankprune.data import Split, Splits, batches
 from rankprune.models import MLP, forward_flops
 
-__all__ = ["Evaluation", "TrainResult", "evaluate", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
+__all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
 
 # Why a training run ended.
 STOP_REASONS = ("saturated", "max-epochs", "diverged")
@@ -63,6 +63,18 @@ def evaluate(model: MLP, split: Split, precision: str = "fp32") -> Evaluation:
             correct += (logits.argmax(1) == y).sum()
     n = max(1, len(split))
     return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n)
+
+
+def batch_gradient(model: MLP, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> None:
+    """Leave in every parameter's .grad the gradient of the mean cross-entropy on (x, y).
+
+    For measurement between epochs: the training loop clears .grad before each step, so this changes
+    nothing about training.
+    """
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad(), _autocast(x.device, precision):
+        loss = F.cross_entropy(model(x).float(), y)
+    loss.backward()
 
 
 def make_optimizer(model: MLP, cfg: TrainConfig, weight_decay: float) -> torch.optim.Optimizer:

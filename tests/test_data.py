@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from rankprune.config import DataConfig
-from rankprune.data import DataError, Split, batches, expected_files, load
+from rankprune.data import DataError, Split, batches, expected_files, load, small_validation_warning
 
 DIGITS = DataConfig(dataset="digits")
 
@@ -123,7 +125,8 @@ def test_missing_data_without_download_is_one_line_naming_folder_and_files(tmp_p
     raw, names = expected_files(dataset, tmp_path)
     assert str(raw) in message and str(tmp_path) in message
     assert names and all(name in message for name in names)
-    assert "--dataset digits" in message
+    # no command's flag here: `evolve` and `study run` each add the hint that fits them
+    assert "--dataset" not in message
 
 
 def test_missing_mnist_message_names_the_four_idx_files(tmp_path):
@@ -132,3 +135,27 @@ def test_missing_mnist_message_names_the_four_idx_files(tmp_path):
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         assert name in str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in str(info.value)
+
+
+def test_splits_record_their_normalisation_and_sizes(digits):
+    described = digits.describe()
+    assert (described["n_train"], described["n_val"], described["n_test"]) == (len(digits.train), len(digits.val), len(digits.test))
+    assert described["n_train_pool"] == described["n_train"] + described["n_val"]  # train fraction 1
+    assert (described["n_features"], described["n_classes"]) == (64, 10)
+    # the recorded mean and std turn raw [0, 1] inputs into exactly what the network trained on
+    from sklearn.datasets import load_digits
+
+    raw = torch.from_numpy(load_digits().data.astype("float32") / 16.0)
+    normalised = (raw - described["normalisation"]["mean"]) / described["normalisation"]["std"]
+    rows = {tuple(r.tolist()) for r in normalised.round(decimals=4)}
+    assert all(tuple(r.tolist()) in rows for r in digits.test.x[:20].round(decimals=4))
+    assert json.loads(json.dumps(described)) == described  # JSON as it stands
+
+
+@pytest.mark.parametrize("fraction, warned", [(0.1, True), (1.0, False)])
+def test_a_tiny_validation_split_is_warned_about(fraction, warned):
+    splits = load(DataConfig(dataset="digits", train_fraction=fraction), seed=4)
+    message = small_validation_warning(splits)
+    assert (message is not None) == warned
+    if warned:
+        assert str(len(splits.val)) in message and "\n" not in message

@@ -411,3 +411,16 @@ def test_warm_resume_reproduces_the_uninterrupted_run(interrupt, warm_run, run_c
         run_controller(cfg, tmp_path / "run", reporter=interrupt)
     run = run_controller(cfg, tmp_path / "run")
     assert results(run) == results(reference)
+
+
+def test_gradient_rank_is_measured_on_a_full_batch(tmp_path, tiny_config, run_controller, digits):
+    """The epoch's last batch is short (digits: 1,294 rows, batch 64, last batch 14); a gradient of B rows has
+    rank at most B, so measured on that batch the rank could never pass 14."""
+    cfg = tiny_config(model={"width": 48}, evolve={"layers": (1,), "max_iterations": 1},
+                      train={"max_epochs": 2, "patience": 2, "weight_decay": 0.0})
+    last_batch = len(digits.train) % cfg.train.batch_size
+    assert 0 < last_batch < 20
+    run = run_controller(cfg, tmp_path / "run")
+    first_layer = [r["grad_rank"][0] for r in run.rows(EPOCHS)]
+    assert all(g <= min(48, cfg.train.batch_size) for g in first_layer)
+    assert max(first_layer) > last_batch

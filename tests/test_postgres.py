@@ -211,3 +211,19 @@ def test_workers_may_create_the_schema_together(postgres):
         raise exc
     assert len(storages) == 2
     optuna.create_study(study_name="shared", storage=url)  # and the schema works
+
+
+def test_the_readme_address_form_works(postgres, tmp_path, capsys):
+    """The README writes `postgresql://user@host/db`: SQLAlchemy 2.1 reads that scheme as psycopg 3, which
+    must be installed for the address to work as written (here and in optuna's own CLI and dashboard)."""
+    from rankprune.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "--storage postgresql://user@host/db" in readme
+    postgres.create_database("plain_form")
+    url = f"postgresql://postgres@127.0.0.1:{postgres.port}/plain_form"
+    (tmp_path / "study.toml").write_text(tiny_study_toml("plain", max_epochs=1))
+    assert main(["study", "run", str(tmp_path / "study.toml"), "--storage", url, "--root", str(tmp_path), "--n-trials", "1"]) == 0, \
+        capsys.readouterr().err
+    assert main(["study", "classes", "plain", "--storage", url]) == 0, capsys.readouterr().err
+    assert [t.state for t in optuna.load_study(study_name="plain", storage=url).trials] == [COMPLETE]

@@ -101,9 +101,23 @@ def test_a_run_report_tables_every_iteration_and_depth(finished):
     assert [r[3] for r in rows] == [str(depths[d]["chosen_iteration"]) for d in sorted(depths, key=int)]
 
 
+def test_the_depth_table_gives_cumulative_compute_in_tflop_as_the_cli_does(finished):
+    from rankprune.units import tflop
+
+    run, report = finished
+    depths = run.read(DEPTHS)
+    text = section(report, "Depths")
+    header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("|")).strip("|").split("|")]
+    assert "cumulative train time (s)" in header and not any("GFLOP" in c for c in header)
+    column = header.index("cumulative compute (TFLOP)")
+    cells = [r[column] for r in table_rows(text)]
+    assert cells == [tflop(depths[d]["cumulative_flops"]) for d in sorted(depths, key=int)]
+    assert all(float(c) > 0 for c in cells)  # a digits run (about 1e9 FLOPs) is not rounded to 0.00
+
+
 def test_the_reference_puts_the_best_chosen_network_beside_lenet(finished):
     run, report = finished
-    best = max(run.read(DEPTHS).values(), key=lambda s: s["test_acc"])
+    best = max(run.read(DEPTHS).values(), key=lambda s: s["val_acc"])  # chosen on validation, never on test
     text = section(report, "Reference")
     rows = table_rows(text)
     assert [r[1] for r in rows[: len(PUBLISHED)]] == ["266,610", "about 22,000"]
@@ -190,11 +204,24 @@ def test_rendering_into_a_used_folder_drops_stale_figures_and_leaves_no_temporar
     out = tmp_path / "elsewhere"
     (out / FIGURES).mkdir(parents=True)
     (out / FIGURES / "old-figure.png").write_bytes(PNG_MAGIC)
-    (out / REPORT).write_text("an old report")
+    (out / FIGURES / "my-own-plot.png").write_bytes(PNG_MAGIC)  # the user's, never linked by a report
+    (out / REPORT).write_text("an old report\n\n![old](figures/old-figure.png)\n")
     report = render(run.path, out)
     assert report == out / REPORT and report.read_text().startswith("# Run report")
     assert not (out / FIGURES / "old-figure.png").exists()
+    assert (out / FIGURES / "my-own-plot.png").read_bytes() == PNG_MAGIC
     assert not list(out.rglob("*.tmp"))
+
+
+def test_report_out_refuses_a_folder_of_other_files_and_touches_nothing(tmp_path, tiny_config):
+    run = started_run(tmp_path / "run", tiny_config())
+    out = tmp_path / "papers"
+    (out / FIGURES).mkdir(parents=True)
+    (out / FIGURES / "fig1.png").write_bytes(PNG_MAGIC)
+    (out / "draft.md").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        render(run.path, out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["draft.md", FIGURES, f"{FIGURES}/fig1.png"]
 
 
 def test_a_diverged_iteration_stored_as_nulls_still_draws(tmp_path):
@@ -264,8 +291,35 @@ def test_a_study_report_draws_rank_figures_optuna_plots_and_the_class_table(stud
     assert sorted(int(m) for r in classes for m in r[3].split(", ")) == sorted(df["number"])
     trials = table_rows(section(report, "Trials"))
     assert sorted(int(r[0]) for r in trials) == sorted(df["number"])
-    best = df.loc[df["test_acc"].idxmax()]
+    best = df.loc[df["val_acc"].idxmax()]
     assert f"trial #{best['number']}" in section(report, "Reference")
+    # a survey trains each network once: nothing in its report may call it shrunk or convergent
+    text = report.read_text().lower()
+    assert "rank-pruned" not in text and "convergent" not in text
+    assert "not shrunk" in section(report, "Reference")
+
+
+def test_the_best_network_is_chosen_on_validation_and_reported_on_test():
+    from rankprune.report import _best_of_run
+
+    depths = {
+        "1": {"depth": 1, "widths": [30], "chosen_iteration": 2, "parameters": 2000, "initial_parameters": 4000,
+              "iterations": 3, "val_acc": 0.95, "test_acc": 0.93},
+        "2": {"depth": 2, "widths": [30, 20], "chosen_iteration": 1, "parameters": 3000, "initial_parameters": 6000,
+              "iterations": 2, "val_acc": 0.94, "test_acc": 0.97},  # the test set would pick this one
+    }
+    best = _best_of_run(depths, pd.DataFrame())
+    assert "depth 1" in best["network"] and best["test_acc"] == 0.93
+    assert best["pruning"].startswith("rank-pruned")
+    once = {"1": {**depths["1"], "iterations": 1, "parameters": 4000}}
+    assert "not shrunk" in _best_of_run(once, pd.DataFrame())["pruning"]
+
+
+def test_training_data_reads_the_sizes_the_run_recorded(tmp_path):
+    described = {"n_train": 7_200, "n_val": 800, "n_test": 2_000, "n_train_pool": 8_000}
+    td = training_data({"dataset": "mnist", "data_dir": str(tmp_path / "gone")}, described)  # files not here
+    assert td.images == 7_200 and td.test_images == 2_000 and not td.comparable
+    assert "7,200 images of a 10k MNIST subset" in td.note
 
 
 def attributes(number: int, ranks: list[int], widths: list[int], test_acc: float, run_folder: Path) -> dict:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
 import torch
 
-from rankprune.config import ConfigError
-from rankprune.runfolder import CONFIG, EPOCHS, STATUS, RunFolder, RunFolderError
+from rankprune.config import ConfigError, RunConfig
+from rankprune.runfolder import CONFIG, EPOCHS, LOCK, STATUS, RunFolder, RunFolderError, is_run_folder
 
 
 def test_check_accepts_a_new_or_empty_folder_and_writes_nothing(tmp_path):
@@ -21,11 +22,63 @@ def test_check_accepts_a_new_or_empty_folder_and_writes_nothing(tmp_path):
 
 
 def test_check_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+    (tmp_path / CONFIG).write_text(json.dumps({"seed": 0, "model": {"width": 8}}))
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not empty"):
         RunFolder.check(tmp_path, resume=False, overwrite=False)
     RunFolder.check(tmp_path, resume=False, overwrite=True)
     assert (tmp_path / "keep.txt").read_text() == "mine"  # check never deletes; create(overwrite) does
+
+
+@pytest.mark.parametrize("config", [None, "not json", '{"name": "my notes"}', "[1, 2]"])
+def test_overwrite_refuses_a_folder_that_is_not_a_run_and_touches_nothing(tmp_path, config):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    if config is not None:
+        (tmp_path / CONFIG).write_text(config)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(RunFolderError, match="only a rankprune run folder"):
+        RunFolder.check(tmp_path, resume=False, overwrite=True)
+    with pytest.raises(RunFolderError, match="only a rankprune run folder"):
+        RunFolder(tmp_path).create(overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK) == before
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+def test_is_run_folder_accepts_only_a_rankprune_config(tmp_path):
+    assert not is_run_folder(tmp_path)
+    (tmp_path / CONFIG).write_text(json.dumps(RunConfig().to_dict()))
+    assert is_run_folder(tmp_path)
+    (tmp_path / CONFIG).write_text(json.dumps({**RunConfig().to_dict(), "author": "me"}))
+    assert not is_run_folder(tmp_path)
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    first = RunFolder(tmp_path / "run")
+    first.create(overwrite=False)
+    first.write(CONFIG, RunConfig().to_dict())
+    second = RunFolder(tmp_path / "run")
+    with pytest.raises(RunFolderError, match=rf"being written by process {os.getpid()}"):
+        second.acquire()
+    with pytest.raises(RunFolderError, match="being written"):  # --resume's check, before any work
+        RunFolder.check(tmp_path / "run", resume=True, overwrite=False)
+    with pytest.raises(RunFolderError, match="being written"):  # --overwrite must not clear a live run
+        RunFolder.check(tmp_path / "run", resume=False, overwrite=True)
+    first.release()
+    second.acquire()  # free once the holder lets go
+    second.release()
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from rankprune.runfolder import RunFolder; r = RunFolder(sys.argv[1]); r.create(overwrite=False); "
+            "os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], check=False)
+    assert (tmp_path / "run" / LOCK).is_file()
+    with RunFolder(tmp_path / "run") as run:
+        run.acquire()
+        assert (tmp_path / "run" / LOCK).read_text().split()[0] == str(os.getpid())
 
 
 @pytest.mark.parametrize("exists", [False, True])
@@ -34,7 +87,8 @@ def test_check_resume_needs_a_config(tmp_path, exists):
     if exists:
         path.mkdir()
         (path / "other.txt").write_text("x")
-    with pytest.raises(RunFolderError, match=CONFIG):
+    # a missing folder is named as missing, not as one without a config
+    with pytest.raises(RunFolderError, match=CONFIG if exists else "no such folder"):
         RunFolder.check(path, resume=True, overwrite=False)
     path.mkdir(exist_ok=True)
     (path / CONFIG).write_text("{}")
@@ -56,10 +110,15 @@ def test_run_folder_errors_are_config_errors():
     assert issubclass(RunFolderError, ConfigError)  # so the CLI reports them as one line, exit 2
 
 
-def test_create_with_overwrite_replaces_the_folder(tmp_path):
+def test_create_with_overwrite_replaces_a_run_folder(tmp_path):
+    (tmp_path / CONFIG).write_text(json.dumps(RunConfig().to_dict()))
     (tmp_path / "old.txt").write_text("x")
-    RunFolder(tmp_path).create(overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "depth-2-final.pt").write_text("x")
+    with RunFolder(tmp_path) as run:
+        run.create(overwrite=True)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK, "weights"]
+        assert list((tmp_path / "weights").iterdir()) == []
 
 
 def test_json_documents_are_atomic_and_store_nan_as_null(tmp_path):

@@ -1,0 +1,163 @@
+"""The Python API, for notebooks: run the controller on a RunConfig or on your own tensors, read a run's
+tables as pandas DataFrames, and load a saved network that takes raw inputs.
+
+    import rankprune as rp
+    run = rp.run(rp.RunConfig().replace(data={"dataset": "digits"}, evolve={"layers": (1, 2)}))
+    run.depths                              # one row per depth: widths, accuracies, cost
+    net = rp.load_network(run.path, depth=2)
+
+Every run leaves the same run folder as `rankprune evolve` (so `rankprune report` draws it), with the
+same lock, lifecycle and provenance; user errors are ConfigError with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from rankprune.config import ConfigError, RunConfig
+from rankprune.runfolder import CONFIG, DATA, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, default_run_folder, settings_key
+
+__all__ = ["Run", "NormalisedNetwork", "run", "run_tensors", "open_run", "load_network"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder's results. Tables are read when first asked for; a run still being written shows
+    what it has so far (open it again for more)."""
+
+    path: Path
+
+    @cached_property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(RunFolder(self.path).read(CONFIG))
+
+    @property
+    def status(self) -> str:
+        return (RunFolder(self.path).read(STATUS) or {}).get("state", "not started")
+
+    @cached_property
+    def depths(self) -> pd.DataFrame:
+        """One row per finished depth: why it stopped, the chosen widths, accuracies, cumulative cost."""
+        summaries = RunFolder(self.path).read(DEPTHS, {}) or {}
+        return pd.DataFrame([summaries[k] for k in sorted(summaries, key=int)])
+
+    @cached_property
+    def iterations(self) -> pd.DataFrame:
+        return RunFolder(self.path).table(ITERATIONS)
+
+    @cached_property
+    def epochs(self) -> pd.DataFrame:
+        return RunFolder(self.path).table(EPOCHS)
+
+    @cached_property
+    def spectra(self) -> pd.DataFrame:
+        return RunFolder(self.path).table(SPECTRA)
+
+    def network(self, depth: int, iteration: int | None = None) -> "NormalisedNetwork":
+        """The chosen network of a depth (or an iteration's), ready for raw inputs: see load_network."""
+        return load_network(self.path, depth, iteration)
+
+
+class NormalisedNetwork(nn.Module):
+    """A trained network with the normalisation its run trained under: feed it raw inputs (pixels scaled to
+    [0, 1], or your tensors as you gave them), of shape (N, features) or (N, C, H, W); it returns logits."""
+
+    def __init__(self, network: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.network, self.mean, self.std = network, float(mean), float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(len(x), -1).to(torch.float32)
+        return self.network((x - self.mean) / self.std)
+
+
+def _execute(cfg: RunConfig, data, out: str | Path | None, resume: bool, overwrite: bool, progress: bool) -> Run:
+    """What `rankprune evolve` does after parsing: the same folder rules, lock, lifecycle and controller."""
+    from rich.console import Console
+
+    from rankprune.evolve import NullReporter, evolve
+    from rankprune.live import LiveReporter
+    from rankprune.provenance import environment
+
+    cfg = cfg.validate()
+    folder = RunFolder.check(out if out is not None else default_run_folder(cfg.to_dict()), resume=resume, overwrite=overwrite)
+    changed = False
+    if resume:  # as the CLI: only the settings that do not change what is computed may differ
+        stored = RunConfig.from_dict(folder.read(CONFIG))
+        if settings_key(stored.to_dict()) != settings_key(cfg.to_dict()) or cfg.evolve.max_iterations < stored.evolve.max_iterations:
+            raise ConfigError(f"cannot resume {folder.path} with another config (only data_dir, download and a larger "
+                              "max_iterations may change); give another out")
+        changed = stored != cfg
+    with folder.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(), resume=resume,
+                        overwrite=overwrite, config_changed=changed):
+        if progress:
+            with LiveReporter(cfg, Console(stderr=True)) as live:
+                evolve(cfg, data, folder, live)
+        else:
+            evolve(cfg, data, folder, NullReporter())
+    return Run(folder.path)
+
+
+def run(config: RunConfig | None = None, out: str | Path | None = None, *, resume: bool = False,
+        overwrite: bool = False, progress: bool = True) -> Run:
+    """Run the controller as `rankprune evolve` does, on the config's dataset (downloaded through torchvision
+    unless config.data.download is False). `out`: the run folder (default runs/evolve-DATASET-HASH)."""
+    from rankprune import data as data_mod
+
+    cfg = (config or RunConfig()).validate()
+    return _execute(cfg, data_mod.load(cfg.data, cfg.seed, cfg.device), out, resume, overwrite, progress)
+
+
+def run_tensors(config: RunConfig | None = None, *, train: tuple, val: tuple, test: tuple,
+                out: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                progress: bool = True) -> Run:
+    """Run the controller on your own data: each of train, val and test is (x, y), x of any shape (N, ...)
+    with float features, y integer class labels from 0. Inputs are normalised with the training split's mean
+    and standard deviation (recorded with the run; load_network applies them). config.data's dataset,
+    fractions and folder do not apply and are recorded as dataset "tensors"."""
+    from rankprune import data as data_mod
+
+    cfg = (config or RunConfig()).replace(data={"dataset": "tensors", "data_dir": None, "download": False,
+                                                "train_fraction": 1.0}).validate()
+    splits = data_mod.from_tensors(train, val, test, cfg.device)
+    return _execute(cfg, splits, out, resume, overwrite, progress)
+
+
+def open_run(path: str | Path) -> Run:
+    """The results of an existing run folder (finished, interrupted or still being written)."""
+    if not (Path(path) / CONFIG).is_file():
+        raise ConfigError(f"{path} is not a run folder (no {CONFIG})")
+    return Run(Path(path))
+
+
+def load_network(path: str | Path, depth: int, iteration: int | None = None) -> NormalisedNetwork:
+    """A saved network, in eval mode on the CPU: the architecture from the run's JSON (the chosen widths in
+    depths.json, or the iteration's row), the weights from its state_dict, and the normalisation from
+    data.json, so it takes raw inputs."""
+    from rankprune.models import build_mlp
+
+    folder = RunFolder(open_run(path).path)
+    described = folder.read(DATA)
+    if not described:
+        raise ConfigError(f"{path} has no {DATA} (made before rankprune recorded it): its normalisation is unknown")
+    if iteration is None:
+        summary = (folder.read(DEPTHS, {}) or {}).get(str(depth))
+        if summary is None:
+            raise ConfigError(f"depth {depth} has not finished in {path}; give an iteration, or one of: "
+                              f"{', '.join(sorted(folder.read(DEPTHS, {}) or {}, key=int)) or 'none finished'}")
+        widths = summary["widths"]
+    else:
+        rows = [r for r in folder.rows(ITERATIONS) if r["depth"] == depth and r["iteration"] == iteration]
+        if not rows:
+            raise ConfigError(f"depth {depth} has no finished iteration {iteration} in {path}")
+        widths = rows[0]["widths"]
+    network = build_mlp(described["n_features"], widths, described["n_classes"], seed=0)
+    network.load_state_dict(folder.load_weights(depth, iteration))
+    norm = described["normalisation"]
+    return NormalisedNetwork(network, norm["mean"], norm["std"]).eval()

@@ -1,0 +1,28 @@
+"""Units that the CLI's tables, the report's tables and its figures share, so a quantity reads alike everywhere.
+
+Training compute spans three orders of magnitude across datasets (a digits run is about 1e10 FLOPs, a
+full-MNIST run 1e13 to 1e14), so FLOPs are shown in one unit, TFLOP, to 3 significant figures, rather
+than in a fixed number of decimals that rounds a digits run to 0.00.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["TFLOP", "tflop"]
+
+TFLOP = 1e12  # floating-point operations in one TFLOP
+
+
+def tflop(flops: float | None) -> str:
+    """FLOPs as TFLOP to 3 significant figures, never in exponent notation: 1.36e10 FLOPs -> '0.0136',
+    1.23e13 -> '12.3', 4.56e14 -> '456'; '' when absent (None or NaN)."""
+    if flops is None or (isinstance(flops, float) and math.isnan(flops)):
+        return ""
+    value = flops / TFLOP
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return f"{value:.{decimals}f}"
