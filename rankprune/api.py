@@ -85,7 +85,14 @@ def _execute(cfg: RunConfig, data, out: str | Path | None, resume: bool, overwri
     from rankprune.live import LiveReporter
     from rankprune.provenance import environment
 
+    import warnings
+
+    from rankprune.data import small_validation_warning
+
     cfg = cfg.validate()
+    message = small_validation_warning(data)
+    if message:
+        warnings.warn(message, stacklevel=3)
     folder = RunFolder.check(out if out is not None else default_run_folder(cfg.to_dict()), resume=resume, overwrite=overwrite)
     changed = False
     if resume:  # as the CLI: only the settings that do not change what is computed may differ

@@ -114,3 +114,10 @@ def test_import_rankprune_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", "import sys, rankprune; print('torch' in sys.modules)"],
                           capture_output=True, text=True, timeout=GUARD_S)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_tiny_validation_split_warns_in_python_too(tmp_path, tiny_config):
+    x, y = torch.randn(200, 5), torch.randint(0, 2, (200,))
+    with pytest.warns(UserWarning, match="validation split has only 40 rows"):
+        rp.run_tensors(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), train=(x[:120], y[:120]),
+                       val=(x[120:160], y[120:160]), test=(x[160:], y[160:]), out=tmp_path / "r", progress=False)
