@@ -66,14 +66,15 @@ class Run:
 
 class NormalisedNetwork(nn.Module):
     """A trained network with the normalisation its run trained under: feed it raw inputs (pixels scaled to
-    [0, 1], or your tensors as you gave them), of shape (N, features) or (N, C, H, W); it returns logits."""
+    [0, 1], or your tensors as you gave them), any shape with the sample's number of values (flat rows are
+    reshaped to the run's input shape); it returns logits."""
 
     def __init__(self, network: nn.Module, mean: float, std: float):
         super().__init__()
         self.network, self.mean, self.std = network, float(mean), float(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(len(x), -1).to(torch.float32)
+        x = x.reshape(len(x), *self.network.input_shape).to(torch.float32)
         return self.network((x - self.mean) / self.std)
 
 
@@ -89,7 +90,10 @@ def _execute(cfg: RunConfig, data, out: str | Path | None, resume: bool, overwri
 
     from rankprune.data import small_validation_warning
 
-    cfg = cfg.validate()
+    from rankprune.models import get_family
+
+    cfg = cfg.validate().resolved()
+    get_family(cfg.model.family).check_input(data.input_shape)  # a CNN needs images: fail before writing
     message = small_validation_warning(data)
     if message:
         warnings.warn(message, stacklevel=3)
@@ -147,9 +151,10 @@ def load_network(path: str | Path, depth: int, iteration: int | None = None) -> 
     """A saved network, in eval mode on the CPU: the architecture from the run's JSON (the chosen widths in
     depths.json, or the iteration's row), the weights from its state_dict, and the normalisation from
     data.json, so it takes raw inputs."""
-    from rankprune.models import build_mlp
+    from rankprune.models import get_family
 
-    folder = RunFolder(open_run(path).path)
+    run = open_run(path)
+    folder = RunFolder(run.path)
     described = folder.read(DATA)
     if not described:
         raise ConfigError(f"{path} has no {DATA} (made before rankprune recorded it): its normalisation is unknown")
@@ -164,7 +169,9 @@ def load_network(path: str | Path, depth: int, iteration: int | None = None) -> 
         if not rows:
             raise ConfigError(f"depth {depth} has no finished iteration {iteration} in {path}")
         widths = rows[0]["widths"]
-    network = build_mlp(described["n_features"], widths, described["n_classes"], seed=0)
+    # runs from before input_shape was recorded were MLPs on flattened inputs
+    input_shape = tuple(described.get("input_shape") or (described["n_features"],))
+    network = get_family(run.config.model.family).build(input_shape, widths, described["n_classes"], seed=0)
     network.load_state_dict(folder.load_weights(depth, iteration))
     norm = described["normalisation"]
     return NormalisedNetwork(network, norm["mean"], norm["std"]).eval()

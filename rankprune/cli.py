@@ -52,7 +52,9 @@ class _Parser(argparse.ArgumentParser):
 # flag -> (section, key, type, help). A flag left out keeps the config's value (default, TOML, or
 # the resumed run's), so only what the user typed overrides anything.
 _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
-    "--width": ("model", "width", int, "initial width of every hidden layer (784)"),
+    "--model": ("model", "family", str, "model family: mlp | cnn (mlp)"),
+    "--width": ("model", "width", int, "initial width of every hidden layer: units (mlp, 784) or channels per conv block (cnn, 64)"),
+    "--params": ("model", "params", int, "parameter-matched start: every depth's initial width is the one with about this many parameters (excludes --width)"),
     "--dataset": ("data", "dataset", str, "mnist | fashion-mnist | kmnist | digits (mnist)"),
     "--data-dir": ("data", "data_dir", str, "dataset folder (default: ~/.cache/rankprune/data, or $RANKPRUNE_DATA)"),
     "--train-fraction": ("data", "train_fraction", float, "seeded fraction of the training set to use (1.0)"),
@@ -74,7 +76,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--max-drop": ("evolve", "max_drop", float, "stop when validation accuracy is this far below the best iteration (0.015)"),
     "--width-tol": ("evolve", "width_tol", float, "converged once the total hidden width shrinks by at most this fraction (0.05; 0 = exact fixed point)"),
     "--wd-decay": ("evolve", "wd_decay", float, "multiply weight decay by this before each next iteration (1 = off)"),
-    "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: reinit (fresh weights) | warm (keeps what the network computes)"),
+    "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: warm (keeps what the network computes; default) | reinit (fresh weights, as the original experiment)"),
     "--rebuild-samples": ("evolve", "rebuild_samples", int, "training rows the warm rebuild and the activation ranks use (4096)"),
     "--seed": (None, "seed", int, "seed of everything random (0)"),
 }
@@ -82,8 +84,8 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
 
 def _add_evolve(sub) -> None:
     p = sub.add_parser("evolve", help="run the rank-pruning controller for each depth", description=(
-        "Train a wide MLP to saturation, shrink each hidden layer to its measured rank, retrain, and "
-        "repeat until the widths stop changing; once per depth in --layers."))
+        "Train a wide network (an MLP, or a CNN with --model cnn) to saturation, shrink each hidden layer to "
+        "its measured rank, retrain, and repeat until the widths stop changing; once per depth in --layers."))
     p.add_argument("--layers", help="depths to run: 2..5, 2,3,5 or 4 (2..5)")
     for flag, (_section, _key, kind, help_) in _EVOLVE_FLAGS.items():
         p.add_argument(flag, type=kind, help=help_)
@@ -147,7 +149,7 @@ def _typed_changes(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
 def _evolve_config(args: argparse.Namespace) -> RunConfig:
     """The resolved config: defaults < --config TOML < flags."""
     changes, top, _where = _typed_changes(args)
-    return RunConfig().replace(**changes, **top)
+    return RunConfig().replace(**changes, **top).validate().resolved()
 
 
 def _resolve_device(name: str | None) -> str:
@@ -259,6 +261,9 @@ def _run_evolve(args: argparse.Namespace) -> int:
     except data_mod.DataError as exc:
         hint = "" if cfg.data.dataset == "tensors" else "; give --data-dir DIR, or use --dataset digits offline"
         raise ConfigError(f"{exc}{hint}") from None
+    from rankprune.models import get_family
+
+    get_family(cfg.model.family).check_input(data.input_shape)  # a CNN needs images: fail before writing
 
     from rich.console import Console
 

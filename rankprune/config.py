@@ -59,11 +59,25 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    width: int = 784  # initial width of every hidden layer, as in the original experiment
+    family: str = "mlp"  # a name in models.FAMILIES
+    # Initial width of every hidden layer (units, or channels per conv block); None: the family's default
+    # (784 for the MLP, as in the original experiment; 64 for the CNN), or the width --params implies.
+    width: int | None = None
+    # A parameter-matched start: every depth's initial (equal) width is the one whose network has about this
+    # many parameters, as the jamming experiments match networks of different depths. Excludes width.
+    params: int | None = None
 
     def validate(self) -> None:
-        if self.width < 1:
+        from rankprune.models import FAMILIES  # the registry is the one list of names; deferred: models imports config
+
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown model family {self.family!r}; choose from {', '.join(FAMILIES)}")
+        if self.width is not None and self.params is not None:
+            raise ConfigError("--params sets the initial width; give --params or --width, not both")
+        if self.width is not None and self.width < 1:
             raise ConfigError(f"width must be at least 1, got {self.width}")
+        if self.params is not None and self.params < 1:
+            raise ConfigError(f"--params must be at least 1, got {self.params}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +143,10 @@ class EvolveConfig:
     # (0: only an exact fixed point counts). Retraining from fresh weights makes the ranks of deep
     # nets creep down by a few units per iteration long after accuracy and shape have settled.
     width_tol: float = 0.05
-    rebuild: str = "reinit"  # reinit: fresh weights; warm: function-preserving (rebuild.warm)
+    # warm: function-preserving (rebuild.warm), the default since it ends at the same widths whatever the
+    # start and is more accurate and cheaper (benchmarks/results/rebuild_warm_vs_reinit.md); reinit: fresh
+    # weights at the new widths, the original experiment's behaviour.
+    rebuild: str = "warm"
     # Training rows the warm rebuild decomposes, and the activation ranks are measured on.
     rebuild_samples: int = 4096
 
@@ -169,6 +186,15 @@ class RunConfig:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
+        return self
+
+    def resolved(self) -> "RunConfig":
+        """Every default filled in that depends on another setting: the family's default width, unless
+        --params chooses the width per depth."""
+        if self.model.width is None and self.model.params is None:
+            from rankprune.models import get_family
+
+            return self.replace(model={"width": get_family(self.model.family).default_width})
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +237,7 @@ class RunConfig:
 _TYPE_CHECKS = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "str | None": (lambda v: v is None or isinstance(v, str), "a string"),
+    "int | None": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),

@@ -1,13 +1,15 @@
 """Datasets loaded once into memory as tensors, with seeded splits and a batch iterator.
 
-No DataLoader and no per-sample transform: a whole dataset is one float32 tensor of shape
-(N, features) on the training device, normalised once, and a batch is `index_select` of a
+No DataLoader and no per-sample transform: a whole dataset is one float32 tensor on the training
+device, images as (N, C, H, W) and other data as (N, features), normalised once (a family that wants
+flat rows, the MLP, flattens them itself), and a batch is `index_select` of a
 slice of a seeded permutation (1.0-1.4x faster than fancy indexing on this CPU, and it keeps the
 loop free of Python per-sample work; see ../shared/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ class DataError(ConfigError):
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor  # (N, features) float32, normalised
+    x: torch.Tensor  # (N, C, H, W) images or (N, features), float32, normalised
     y: torch.Tensor  # (N,) int64 class labels
 
     def __len__(self) -> int:
@@ -51,7 +53,7 @@ class Splits:
     train: Split
     val: Split
     test: Split  # touched only for reporting, never for a decision
-    n_features: int
+    input_shape: tuple[int, ...]  # one sample's shape: (C, H, W) for images, (features,) otherwise
     n_classes: int
     # The normalisation applied to every split, from the training split only: x = (raw - mean) / std,
     # raw pixels scaled to [0, 1]. A saved network needs it to be used on new data.
@@ -60,15 +62,19 @@ class Splits:
     n_train_pool: int = 0  # the training set's size before the train fraction and validation split
 
 
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.input_shape)
+
     def describe(self) -> dict:
         """What a run folder records of its data (data.json): split sizes, shapes, normalisation."""
         return {
             "dataset": self.name,
             "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
             "n_train_pool": self.n_train_pool,
-            "n_features": self.n_features, "n_classes": self.n_classes,
+            "input_shape": list(self.input_shape), "n_features": self.n_features, "n_classes": self.n_classes,
             "normalisation": {"mean": self.mean, "std": self.std,
-                              "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), flattened"},
+                              "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), of shape input_shape"},
         }
 
 
@@ -115,7 +121,7 @@ def _torchvision_arrays(cfg: DataConfig, train: bool) -> tuple[torch.Tensor, tor
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{cfg.dataset} {how} ({detail}): expected {', '.join(names)} in {raw}") from None
     # ds.data is the whole split as one uint8 tensor (N, 28, 28): no per-sample transform needed.
-    return ds.data.reshape(len(ds.data), -1).float().div_(255.0), ds.targets.long()
+    return ds.data.unsqueeze(1).float().div_(255.0), ds.targets.long()  # (N, 1, 28, 28)
 
 
 def _digits_arrays(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -123,7 +129,7 @@ def _digits_arrays(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.from_numpy(bunch.data.astype(np.float32) / 16.0)
+    x = torch.from_numpy(bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)  # images, as torchvision's
     y = torch.from_numpy(bunch.target.astype(np.int64))
     # The test split is fixed by a constant seed so that runs with different --seed share it.
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1797))
@@ -166,7 +172,7 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         train=split(x_train, y_tr[train_idx]),
         val=split(x_tr[val_idx], y_tr[val_idx]),
         test=split(x_te, y_te),
-        n_features=x_tr.shape[1],
+        input_shape=tuple(x_tr.shape[1:]),
         n_classes=n_classes,
         mean=float(mean),
         std=float(std),
@@ -175,8 +181,8 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
 
 
 def from_tensors(train: tuple, val: tuple, test: tuple, device: str | torch.device = "cpu") -> Splits:
-    """Splits from a user's own (x, y) pairs: x of shape (N, ...) with float features (flattened), y integer
-    classes 0..C-1. Normalised as load() normalises, with the training split's scalar mean and std."""
+    """Splits from a user's own (x, y) pairs: x of shape (N, features) or (N, C, H, W) with float values, y
+    integer classes 0..C-1. Normalised as load() normalises, with the training split's scalar mean and std."""
     parts = []
     for name, pair in (("train", train), ("val", val), ("test", test)):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
@@ -188,14 +194,14 @@ def from_tensors(train: tuple, val: tuple, test: tuple, device: str | torch.devi
             raise ConfigError(f"{name}: x must hold finite floating-point features")
         if y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0:
             raise ConfigError(f"{name}: y must hold integer class labels from 0")
-        parts.append((x.reshape(len(x), -1).to(torch.float32), y.to(torch.int64)))
-    features = {x.shape[1] for x, _ in parts}
-    if len(features) != 1:
-        raise ConfigError(f"train, val and test have different feature counts: {sorted(features)}")
+        parts.append((x.to(torch.float32), y.to(torch.int64)))
+    shapes = {tuple(x.shape[1:]) for x, _ in parts}
+    if len(shapes) != 1:
+        raise ConfigError(f"train, val and test have different sample shapes: {sorted(shapes)}")
     (x_train, _), n_classes = parts[0], int(max(int(y.max()) for _, y in parts)) + 1
     mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
     train_s, val_s, test_s = (Split(((x - mean) / std).contiguous().to(device), y.contiguous().to(device)) for x, y in parts)
-    return Splits(name="tensors", train=train_s, val=val_s, test=test_s, n_features=features.pop(), n_classes=n_classes,
+    return Splits(name="tensors", train=train_s, val=val_s, test=test_s, input_shape=shapes.pop(), n_classes=n_classes,
                   mean=float(mean), std=float(std), n_train_pool=len(train_s) + len(val_s))
 
 

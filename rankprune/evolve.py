@@ -23,11 +23,12 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from rankprune.config import RunConfig
 from rankprune.data import Splits
 from rankprune.measure import measure_activations, measure_layers, recorded_measures
-from rankprune.models import MLP, build_mlp, parameter_count
+from rankprune.models import get_family, width_for_parameters
 from rankprune.rank import parse_measure
 from rankprune.rebuild import next_widths, rebuild
 from rankprune.runfolder import DEPTHS, EPOCHS, ITERATIONS, SPECTRA, RunFolder
@@ -118,11 +119,20 @@ def _gradient_batch(data: Splits, cfg: RunConfig, depth: int, iteration: int) ->
     return torch.index_select(data.train.x, 0, idx), torch.index_select(data.train.y, 0, idx)
 
 
-def _restore(data: Splits, run: RunFolder, depth: int, row: dict, device) -> MLP:
+def _restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict, device) -> nn.Module:
     """The network an earlier (finished) iteration ended with, from its saved state_dict."""
-    model = build_mlp(data.n_features, row["widths"], data.n_classes, seed=0, device=device)
+    model = get_family(cfg.model.family).build(data.input_shape, row["widths"], data.n_classes, seed=0, device=device)
     model.load_state_dict(run.load_weights(depth, row["iteration"]))
     return model
+
+
+def starting_widths(cfg: RunConfig, data: Splits, depth: int) -> list[int]:
+    """A depth's starting widths: cfg.model.width in every hidden layer, or with --params the equal width
+    whose network has about that many parameters."""
+    family = get_family(cfg.model.family)
+    if cfg.model.params is not None:
+        return [width_for_parameters(family, data.input_shape, depth, data.n_classes, cfg.model.params)] * depth
+    return [cfg.model.width or family.default_width] * depth
 
 
 def evolve_depth(
@@ -142,13 +152,14 @@ def evolve_depth(
         widths, start = history[-1]["next_widths"], history[-1]["iteration"] + 1
         cum_seconds, cum_flops = history[-1]["cumulative_seconds"], history[-1]["cumulative_flops"]
     else:
-        widths = list(initial_widths) if initial_widths is not None else [cfg.model.width] * depth
+        widths = list(initial_widths) if initial_widths is not None else starting_widths(cfg, data, depth)
         start, cum_seconds, cum_flops = 0, 0.0, 0.0
     reporter.depth_started(depth, widths, start)
     for h in history:  # rows written before phases existed
         h.setdefault("phase", "shrink")
 
-    previous: MLP | None = None
+    family = get_family(cfg.model.family)
+    previous: nn.Module | None = None
     reason = history[-1]["stop"] if history else None
     iteration = start
     # The warm rebuild keeps what the network computes, so it need not anneal every iteration:
@@ -163,16 +174,16 @@ def evolve_depth(
         if reason is not None:  # anneal the chosen network: same widths, a lower learning rate
             base = _chosen(history, cfg.evolve.max_drop)
             widths, phase = base["widths"], "anneal"
-            model = _restore(data, run, depth, base, device)
+            model = _restore(cfg, data, run, depth, base, device)
             train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.train.lr_drop_factor, lr_drops=cfg.train.lr_drops - 1)
             weight_decay = base["weight_decay"]
         elif iteration == 0:
             phase, train_cfg = "shrink", shrink_train
-            model = build_mlp(data.n_features, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, _INIT), device)
+            model = family.build(data.input_shape, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, _INIT), device)
         else:
             phase, train_cfg = "shrink", shrink_train
             if previous is None:
-                previous = _restore(data, run, depth, history[-1], device)
+                previous = _restore(cfg, data, run, depth, history[-1], device)
             model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, _REBUILD), sample)
             # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
             val, test = evaluate(model, data.val, cfg.train.precision), evaluate(model, data.test, cfg.train.precision)
@@ -218,7 +229,7 @@ def evolve_depth(
             "iteration": iteration,
             "phase": phase,
             "widths": widths,
-            "parameters": parameter_count(data.n_features, widths, data.n_classes),
+            "parameters": family.parameter_count(data.input_shape, widths, data.n_classes),
             "weight_decay": weight_decay,
             "epochs": result.epochs,
             "train_stop": result.stop_reason,
@@ -267,6 +278,8 @@ def evolve_depth(
     chosen, first = annealed or _chosen(history, cfg.evolve.max_drop), history[0]
     summary = {
         "depth": depth,
+        "family": cfg.model.family,
+        "params_requested": cfg.model.params,
         "stop_reason": reason,
         "iterations": len(history),
         "chosen_iteration": chosen["iteration"],

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rankprune.models import MLP
+from torch import nn
+
+from rankprune.models import activation_rows
 from rankprune.rank import DEFAULT_RECORDED, RankMeasure, parse_measure, singular_values
 
 _NUMPY_RULE = RankMeasure("numerical")
@@ -42,10 +44,17 @@ def recorded_measures(driving: str) -> list[RankMeasure]:
     return measures
 
 
-def measure_layers(model: MLP, measures: list[RankMeasure]) -> LayerSpectra:
+def _matrix(w: torch.Tensor) -> torch.Tensor:
+    """A weight as the matrix its rank is measured on: (out, in) as it is, a conv weight (out, in, k, k) as
+    (out, in*k*k), as WeightWatcher and Torch-Pruning measure convolutions."""
+    return w.reshape(w.shape[0], -1)
+
+
+def measure_layers(model: nn.Module, measures: list[RankMeasure]) -> LayerSpectra:
+    """Every weight matrix of a network of any family (network.weights(): hidden layers, then the output)."""
     svals, ranks, spectral, frobenius, grad_rank = [], {m.spec: [] for m in measures}, [], [], []
-    for linear in model.linears:
-        w = linear.weight
+    for weight in model.weights():
+        w = _matrix(weight)
         # numpy's rule uses the eps of the dtype the weights are stored in, though the SVD is float64.
         eps = float(torch.finfo(w.dtype).eps)
         s = singular_values(w)
@@ -54,20 +63,21 @@ def measure_layers(model: MLP, measures: list[RankMeasure]) -> LayerSpectra:
             ranks[m.spec].append(m(s, tuple(w.shape), eps))
         spectral.append(float(s[0]) if s.size else 0.0)
         frobenius.append(float(np.sqrt((s**2).sum())))
-        g = w.grad
+        g = None if weight.grad is None else _matrix(weight.grad)
         grad_rank.append(None if g is None else _NUMPY_RULE(singular_values(g), tuple(g.shape), eps))
     return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)
 
 
 @torch.no_grad()
-def measure_activations(model: MLP, inputs: torch.Tensor, measures: list[RankMeasure]) -> dict[str, list[float]]:
-    """Every measure of each hidden layer's post-ReLU activation matrix (N x width) on `inputs`.
+def measure_activations(model: nn.Module, inputs: torch.Tensor, measures: list[RankMeasure]) -> dict[str, list[float]]:
+    """Every measure of each hidden layer's activation matrix (M x width, network.hidden) on `inputs`.
 
     The other side of a layer from its weights: W_l can have full rank while few directions of its
     output are ever used (dead or duplicated units), and the warm rebuild works on this side.
     """
     out: dict[str, list[float]] = {m.spec: [] for m in measures}
     for z in model.hidden(inputs):
+        z = activation_rows(z)
         s = singular_values(z)
         for m in measures:
             out[m.spec].append(m(s, tuple(z.shape), float(torch.finfo(torch.float32).eps)))

@@ -1,27 +1,31 @@
 """Rebuild a network at new hidden widths. Pure: (network, new widths, seed, inputs) -> new network.
 
 A rebuild method is a function registered in REBUILDS under the name `--rebuild` takes. Each returns
-a complete network whose every shape agrees with the new widths, so a caller never patches shapes.
+a complete network whose every shape agrees with the new widths, so a caller never patches shapes, and
+each works for every model family through the family's seam (models.base).
 
+- `warm` (the default): keep what the network computes, by the interpolative decomposition of each
+  hidden layer's activations (Chee, Renz, Damle & De Sa, "Model Preserving Compression for Neural
+  Networks", NeurIPS 2022; for convolutions they decompose channel activations the same way). For
+  layer l, in order from the input, with Z (M x n_l) the activations layer l+1 reads (network.hidden,
+  through the already-shrunk earlier layers, on a sample of training inputs): a column-pivoted QR picks
+  the r units S whose columns best span Z, and gives T (r x n_l) with Z ~= Z[:, S] T. Layer l keeps
+  units S; layer l+1 reads them through T (network.keep_units), so it sees nearly the same input. At
+  r = n_l, T is a permutation of the identity and nothing changes.
 - `reinit`: fresh weights at the new widths (the original experiment's behaviour).
-- `warm`: keep what the network computes, by the interpolative decomposition of each hidden layer's
-  activations (Chee, Renz, Damle & De Sa, "Model Preserving Compression for Neural Networks",
-  NeurIPS 2022). For layer l, in order from the input, with Z (N x n_l) its post-ReLU outputs on a
-  sample of training inputs (through the already-shrunk earlier layers): a column-pivoted QR picks
-  the r neurons S whose columns best span Z, and gives T (r x n_l) with Z ~= Z[:, S] T. Layer l
-  keeps the rows S of its weights and biases; layer l+1's weights become W_{l+1} T^T, so it sees
-  nearly the same input. At r = n_l, T is a permutation of the identity and nothing changes.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
 import scipy.linalg
 import torch
+from torch import nn
 
-from rankprune.models import MLP, build_mlp
+from rankprune.models import activation_rows, family_of
 from rankprune.rank import width_from_rank
 
 __all__ = ["next_widths", "rebuild", "REBUILDS", "reinit", "warm", "interpolative_decomposition"]
@@ -37,9 +41,9 @@ def next_widths(widths: list[int], ranks: list[float], min_width: int) -> list[i
     return [width_from_rank(r, w, min_width) for w, r in zip(widths, ranks)]
 
 
-def reinit(model: MLP, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> MLP:
-    """A freshly initialised network at the new widths: the original experiment's rebuild."""
-    return build_mlp(model.n_in, widths, model.n_out, seed=seed, device=next(model.parameters()).device)
+def reinit(model: nn.Module, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> nn.Module:
+    """A freshly initialised network of the same family at the new widths: the original experiment's rebuild."""
+    return family_of(model).build(model.input_shape, widths, model.n_out, seed=seed, device=next(model.parameters()).device)
 
 
 def interpolative_decomposition(z: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,36 +71,29 @@ def interpolative_decomposition(z: np.ndarray, rank: int) -> tuple[np.ndarray, n
 
 
 @torch.no_grad()
-def warm(model: MLP, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> MLP:
+def warm(model: nn.Module, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> nn.Module:
     """A narrower network that computes nearly what `model` computes on `inputs` (see module doc).
 
     `inputs` is a sample of training inputs (a few thousand rows); the result is deterministic for
-    given inputs. `seed` is unused: the decomposition has no randomness.
+    given inputs. `seed` is unused: the decomposition has no randomness. Works in float64 on the CPU.
     """
     if inputs is None:
         raise ValueError("the warm rebuild needs a sample of training inputs")
-    device = next(model.parameters()).device
-    weights = [lin.weight.detach().to("cpu", torch.float64).numpy().copy() for lin in model.linears]
-    biases = [lin.bias.detach().to("cpu", torch.float64).numpy().copy() for lin in model.linears]
-    h = inputs.detach().to("cpu", torch.float64).numpy()
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    new = copy.deepcopy(model).to("cpu", torch.float64)
+    x = inputs.detach().to("cpu", torch.float64)
     for layer, r in enumerate(widths):
-        z = np.maximum(h @ weights[layer].T + biases[layer], 0.0)  # post-ReLU outputs, N x n_l
+        z = activation_rows(new.hidden(x)[layer]).numpy()
         selected, t = interpolative_decomposition(z, r)
-        weights[layer], biases[layer] = weights[layer][selected], biases[layer][selected]
-        weights[layer + 1] = weights[layer + 1] @ t.T  # next layer reads Z[:, S] T instead of Z
-        h = z[:, selected]
-    new = MLP(model.n_in, list(widths), model.n_out)
-    for lin, w, b in zip(new.linears, weights, biases):
-        lin.weight.copy_(torch.from_numpy(w))
-        lin.bias.copy_(torch.from_numpy(b))
-    return new.to(device)
+        new.keep_units(layer, torch.from_numpy(selected), torch.from_numpy(t))
+    return new.to(device, dtype)
 
 
-RebuildMethod = Callable[[MLP, list[int], int, torch.Tensor | None], MLP]
-REBUILDS: dict[str, RebuildMethod] = {"reinit": reinit, "warm": warm}
+RebuildMethod = Callable[[nn.Module, list[int], int, torch.Tensor | None], nn.Module]
+REBUILDS: dict[str, RebuildMethod] = {"warm": warm, "reinit": reinit}
 
 
-def rebuild(model: MLP, widths: list[int], method: str, seed: int, inputs: torch.Tensor | None = None) -> MLP:
+def rebuild(model: nn.Module, widths: list[int], method: str, seed: int, inputs: torch.Tensor | None = None) -> nn.Module:
     if any(new > old for new, old in zip(widths, model.widths)):
         raise ValueError(f"widths never grow: {model.widths} -> {widths}")
     return REBUILDS[method](model, widths, seed, inputs)

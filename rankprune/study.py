@@ -34,7 +34,6 @@ import numpy as np
 import optuna
 
 from rankprune.config import ConfigError, RunConfig, load_toml
-from rankprune.models import parameter_count
 
 __all__ = [
     "StudySpec",
@@ -180,6 +179,8 @@ def parse_spec(path: str | Path) -> StudySpec:
 
     if "depth" not in space:
         raise ConfigError(f"{where}: space.depth is required (a number or a distribution)")
+    if ("width" in space or "width_profile" in space) and ("model.params" in space or base.get("model", {}).get("params") is not None):
+        raise ConfigError(f"{where}: model.params sets the initial width; drop space.width and space.width_profile")
     for key, spec in space.items():
         if key not in ARCHITECTURE_KEYS:
             _check_config_path(key, where)
@@ -227,12 +228,13 @@ def _widths(depth: int, width: int, profile: str, trial: optuna.Trial, space: di
     return [int(_suggest(trial, f"width_{i}", space.get("width", width))) for i in range(depth)]
 
 
-def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[int]]:
-    """A trial's run config and initial widths. TrialFailed if the sampled network is invalid."""
+def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[int] | None]:
+    """A trial's run config and initial widths (None: model.params picks them per depth). TrialFailed if the
+    sampled network is invalid. Parameters are suggested in a fixed order (depth, profile, width, then the
+    file's keys), so a seeded sampler draws the same trials."""
     depth = int(_suggest(trial, "depth", spec.space["depth"]))
     profile = _suggest(trial, "width_profile", spec.space.get("width_profile", "constant"))
-    width = int(_suggest(trial, "width", spec.space.get("width", RunConfig.from_dict(spec.base).model.width)))
-    widths = _widths(depth, width, profile, trial, spec.space)
+    width = int(_suggest(trial, "width", spec.space["width"])) if "width" in spec.space else None
     changes: dict[str, dict] = {}
     top: dict[str, Any] = {}
     for key, value in spec.space.items():
@@ -248,12 +250,18 @@ def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[
     if spec.mode == "survey":
         changes.setdefault("evolve", {})["max_iterations"] = 1
     changes.setdefault("evolve", {})["layers"] = (depth,)
-    if depth < 1 or min(widths) < 1:
-        raise TrialFailed(f"invalid architecture: depth {depth}, widths {widths}")
     try:
         cfg = cfg.replace(**changes, **top).validate()
     except ConfigError as exc:
         raise TrialFailed(f"invalid configuration: {exc}") from None
+    if cfg.model.params is not None:
+        if depth < 1:
+            raise TrialFailed(f"invalid architecture: depth {depth}")
+        return cfg, None
+    cfg = cfg.resolved()
+    widths = _widths(depth, width if width is not None else cfg.model.width, profile, trial, spec.space)
+    if depth < 1 or min(widths) < 1:
+        raise TrialFailed(f"invalid architecture: depth {depth}, widths {widths}")
     return cfg, widths
 
 
@@ -349,10 +357,14 @@ def load_study(name: str, storage: str, read_only: bool = False) -> optuna.Study
 
 
 # --- the objective ----------------------------------------------------------------------------
-def trial_attributes(summary: dict, initial_widths: list[int], n_in: int, n_out: int, run_folder: Path) -> dict:
+def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n_out: int, run_folder: Path) -> dict:
     """What a finished trial records: the convergent rank in forms comparable across architectures."""
+    from rankprune.models import get_family
+
     ranks = [int(math.ceil(r - 1e-9)) for r in summary["ranks"]]
+    initial_widths = summary["initial_widths"]
     return {
+        "family": family,
         "initial_widths": initial_widths,
         "widths": summary["widths"],
         "depth": len(initial_widths),
@@ -363,7 +375,7 @@ def trial_attributes(summary: dict, initial_widths: list[int], n_in: int, n_out:
         # as the original experiment printed it: the share of the hidden units the ranks account for
         "network_rank_normalized": sum(ranks) / sum(summary["widths"]),
         "network_rank_min": min(ranks),
-        "rank_parameters": parameter_count(n_in, [max(r, 1) for r in ranks], n_out),
+        "rank_parameters": get_family(family).parameter_count(input_shape, [max(r, 1) for r in ranks], n_out),
         "parameters": summary["parameters"],
         "train_acc": summary["train_acc"],
         "val_acc": summary["val_acc"],
@@ -400,6 +412,15 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
             cache[key] = data_mod.load(cfg.data, cfg.seed, cfg.device)
         data = cache[key]
         run = RunFolder(root / "studies" / study_name / f"trial-{trial.number:04d}")
+        from rankprune.evolve import starting_widths
+        from rankprune.models import get_family
+
+        try:  # a CNN on inputs without an image shape fails the trial, not the study
+            get_family(cfg.model.family).check_input(data.input_shape)
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailed(str(exc)) from None
+        widths = widths or starting_widths(cfg, data, cfg.evolve.layers[0])
         trial.set_user_attr("initial_widths", widths)
         trial.set_user_attr("run_folder", str(run.path))
         env = environment(cfg.device, cfg.seed) | {"study": spec.name, "trial": trial.number}
@@ -417,7 +438,7 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
         if summary["stop_reason"] == "diverged" and summary["iterations"] == 1:
             trial.set_user_attr("fail_reason", "diverged: the training loss became NaN or infinite")
             raise TrialFailed("diverged: the training loss became NaN or infinite")
-        attrs = trial_attributes(summary, widths, data.n_features, data.n_classes, run.path)
+        attrs = trial_attributes(summary, cfg.model.family, data.input_shape, data.n_classes, run.path)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if on_trial is not None:

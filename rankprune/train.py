@@ -16,10 +16,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rankprune.config import TrainConfig
 from rankprune.data import Split, Splits, batches
-from rankprune.models import MLP, forward_flops
+from rankprune.models import family_of
 
 __all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
 
@@ -51,7 +52,7 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(model: MLP, split: Split, precision: str = "fp32") -> Evaluation:
+def evaluate(model: nn.Module, split: Split, precision: str = "fp32") -> Evaluation:
     """Mean cross-entropy and accuracy over a whole split."""
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.x.device, dtype=torch.int64)
@@ -65,7 +66,7 @@ def evaluate(model: MLP, split: Split, precision: str = "fp32") -> Evaluation:
     return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n)
 
 
-def batch_gradient(model: MLP, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> None:
+def batch_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> None:
     """Leave in every parameter's .grad the gradient of the mean cross-entropy on (x, y).
 
     For measurement between epochs: the training loop clears .grad before each step, so this changes
@@ -77,7 +78,7 @@ def batch_gradient(model: MLP, x: torch.Tensor, y: torch.Tensor, precision: str 
     loss.backward()
 
 
-def make_optimizer(model: MLP, cfg: TrainConfig, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, weight_decay: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         # fused: weight decay and momentum in one kernel per tensor instead of a fresh grad + wd*param
         # tensor per matrix; 1.13x at width 64 and 1.06x at 784 (benchmarks/bench_trainer.py).
@@ -87,7 +88,7 @@ def make_optimizer(model: MLP, cfg: TrainConfig, weight_decay: float) -> torch.o
 
 
 def train_to_saturation(
-    model: MLP,
+    model: nn.Module,
     data: Splits,
     cfg: TrainConfig,
     weight_decay: float,
@@ -107,7 +108,7 @@ def train_to_saturation(
     device = data.train.x.device
     optimizer = make_optimizer(model, cfg, weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    flops_per_sample = 3 * forward_flops(model.n_in, model.widths, model.n_out)
+    flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
     # `reference` moves only on a gain > min_delta (as Keras' EarlyStopping); `best` is the maximum seen.
     reference, best, since_best, total_seconds, total_flops = -1.0, -1.0, 0, 0.0, 0.0
     reason, epoch, drops_left = "max-epochs", 0, cfg.lr_drops

@@ -118,6 +118,9 @@ BAD = {
     "existing-out": (["--dataset", "digits"], _nonempty_out),
     "resume-without-config": (["--resume"], None),
     "resume-with-a-flag": (["--resume", "--width", "8"], None),
+    "model-unknown": (["--dataset", "digits", "--model", "nosuch"], None),
+    "params-zero": (["--dataset", "digits", "--params", "0"], None),
+    "params-with-width": (["--dataset", "digits", "--params", "5000", "--width", "8"], None),
 }
 
 

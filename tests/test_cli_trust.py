@@ -268,3 +268,47 @@ def test_ctrl_c_in_a_study_fails_the_trial_with_a_reason_and_repeats_every_flag(
     assert trial.state == optuna.trial.TrialState.FAIL
     assert "interrupted" in trial.user_attrs["fail_reason"]
     assert json.loads((folder / STATUS).read_text())["state"] == "interrupted"
+
+
+# --- model families (issue 9) ------------------------------------------------------------------------------
+def test_a_cnn_runs_on_digits_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "cnn"
+    assert main(["evolve", "--dataset", "digits", "--model", "cnn", "--width", "12", "--layers", "1..2",
+                 "--max-epochs", "3", "--patience", "2", "--max-iterations", "2", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert "TFLOP" in capsys.readouterr().out
+    config = json.loads((out / CONFIG).read_text())
+    assert config["model"] == {"family": "cnn", "width": 12, "params": None}
+    assert config["evolve"]["rebuild"] == "warm"  # the default now
+    depths = json.loads((out / DEPTHS).read_text())
+    assert [depths[d]["initial_widths"] for d in ("1", "2")] == [[12], [12, 12]]
+    assert all(depths[d]["family"] == "cnn" and max(depths[d]["widths"]) <= 12 for d in depths)
+    rows = RunFolder(out).rows(EPOCHS)
+    # a conv weight (out, in, 3, 3) is measured as an (out, in*9) matrix: rank at most its channels
+    assert all(r["rank_numerical"][0] <= r["widths"][0] for r in rows)
+    assert json.loads((out / DATA).read_text())["input_shape"] == [1, 8, 8]
+
+
+def test_params_starts_every_depth_at_about_that_many_parameters(tmp_path, capsys):
+    out = tmp_path / "matched"
+    assert main(["evolve", *TINY[:-2], "--layers", "1..3", "--params", "6000", "--max-iterations", "1",
+                 "--width", "16", "--out", str(out)]) == 2  # --width and --params exclude each other
+    capsys.readouterr()
+    flags = [f for f in TINY if f not in ("--width", "16")][:-2]
+    assert main(["evolve", *flags, "--layers", "1..3", "--params", "6000", "--max-iterations", "1", "--out", str(out)]) == 0
+    depths = json.loads((out / DEPTHS).read_text())
+    for d in ("1", "2", "3"):
+        assert depths[d]["params_requested"] == 6000
+        assert abs(depths[d]["initial_parameters"] - 6000) < 0.1 * 6000  # one width step at most
+    assert len({tuple(depths[d]["initial_widths"]) for d in depths}) == 3  # deeper: narrower
+
+
+def test_a_cnn_on_inputs_without_an_image_shape_is_refused(tmp_path, tiny_config):
+    import torch
+
+    import rankprune as rp
+
+    x, y = torch.randn(300, 20), torch.randint(0, 3, (300,))
+    with pytest.raises(rp.ConfigError, match="needs images"):
+        rp.run_tensors(tiny_config(model={"family": "cnn", "width": 8}), train=(x[:200], y[:200]),
+                       val=(x[200:250], y[200:250]), test=(x[250:], y[250:]), out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

@@ -111,7 +111,8 @@ def test_mnist10k_loads(mnist10k):
     splits = load(DataConfig(dataset="mnist", data_dir=str(mnist10k), download=False), seed=0)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (7200, 800, 2000)
     assert (splits.n_features, splits.n_classes) == (784, 10)
-    assert splits.train.x.shape == (7200, 784) and splits.train.x.dtype == torch.float32
+    assert splits.train.x.shape == (7200, 1, 28, 28) and splits.train.x.dtype == torch.float32  # images keep their shape
+    assert splits.input_shape == (1, 28, 28)
     assert float(splits.train.x.mean()) == pytest.approx(0.0, abs=1e-4)
     assert set(splits.test.y.unique().tolist()) == set(range(10))
 
@@ -148,7 +149,8 @@ def test_splits_record_their_normalisation_and_sizes(digits):
     raw = torch.from_numpy(load_digits().data.astype("float32") / 16.0)
     normalised = (raw - described["normalisation"]["mean"]) / described["normalisation"]["std"]
     rows = {tuple(r.tolist()) for r in normalised.round(decimals=4)}
-    assert all(tuple(r.tolist()) in rows for r in digits.test.x[:20].round(decimals=4))
+    assert all(tuple(r.flatten().tolist()) in rows for r in digits.test.x[:20].round(decimals=4))
+    assert described["input_shape"] == [1, 8, 8]
     assert json.loads(json.dumps(described)) == described  # JSON as it stands
 
 

@@ -36,7 +36,8 @@ TO_FIXED_POINT = dict(
     model={"width": 64},
     train={"max_epochs": 5, "patience": 4, "lr_drops": 1, "weight_decay": 5e-3},
     rank={"measure": "numerical:0.05"},
-    evolve={"layers": (1,), "max_iterations": 14, "max_drop": 1.0, "width_tol": 0.0},
+    # reinit, the rebuild these settings were found with (warm, the default, ends each depth with an anneal)
+    evolve={"layers": (1,), "max_iterations": 14, "max_drop": 1.0, "width_tol": 0.0, "rebuild": "reinit"},
 )
 RUNS = {
     "two-depths": {},

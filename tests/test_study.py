@@ -302,9 +302,9 @@ def test_trial_attributes_derive_the_network_rank_forms():
         "layer_ranks": {"effective": [3.2, 5.0, 4.1]}, "parameters": 651,
         "train_acc": 0.9, "val_acc": 0.85, "test_acc": 0.8, "train_loss": 0.3, "test_loss": 0.5,
         "generalisation_gap": 0.1, "epochs": 7, "iterations": 2, "stop_reason": "fixed-point",
-        "cumulative_seconds": 1.5, "cumulative_flops": 1e6,
+        "cumulative_seconds": 1.5, "cumulative_flops": 1e6, "initial_widths": [16, 16],
     }
-    attrs = trial_attributes(summary, [16, 16], 64, 10, Path("/runs/trial-0003"))
+    attrs = trial_attributes(summary, "mlp", (64,), 10, Path("/runs/trial-0003"))
     assert REQUIRED_ATTRS <= set(attrs)
     assert attrs["ranks"] == [4, 5]  # fractional ranks round up; 5.0 stays 5
     assert attrs["network_rank_sum"] == 9
@@ -314,7 +314,7 @@ def test_trial_attributes_derive_the_network_rank_forms():
     assert (attrs["depth"], attrs["initial_widths"], attrs["run_folder"]) == (2, [16, 16], "/runs/trial-0003")
     json.dumps(attrs)  # Optuna stores user attributes as JSON
 
-    dead = trial_attributes({**summary, "ranks": [0.0, 2.0]}, [16, 16], 64, 10, Path("/x"))
+    dead = trial_attributes({**summary, "ranks": [0.0, 2.0]}, "mlp", (64,), 10, Path("/x"))
     assert dead["network_rank_min"] == 0
     assert dead["rank_parameters"] == parameter_count(64, [1, 2], 10)  # a dead layer still passes one unit
 

@@ -1,0 +1,122 @@
+"""The model-family seam: what every family of networks provides, and the registry of families.
+
+A family builds a network from a list of hidden widths (units of an MLP layer, channels of a conv
+block) and knows its parameter and FLOP counts in closed form. Its networks expose what the controller
+measures and rebuilds, so nothing outside a family's module knows its layers:
+
+    network.weights()            weight tensors, hidden layers in order then the output layer; the
+                                 controller measures each as the matrix w.reshape(w.shape[0], -1)
+                                 (a conv weight (out, in, k, k) as (out, in*k*k), as WeightWatcher
+                                 and Torch-Pruning do)
+    network.hidden(x)            per hidden layer, the activations the next layer reads, as an
+                                 (M, width) matrix: rows are samples (and positions, for conv)
+    network.keep_units(l, S, T)  keep units S of hidden layer l and fold the dropped ones into layer
+                                 l+1 through T (r x width), so that layer l+1 reads hidden[:, S] @ T
+
+FAMILIES is the only list of family names.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from rankprune.config import ConfigError
+
+__all__ = ["Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
+           "activation_rows", "MAX_ACTIVATION_ROWS"]
+
+# A conv layer's activation matrix has a row per sample and position (4,096 images of 28x28: 3.2 million
+# rows); its decompositions need far fewer rows than that to see every channel's direction.
+MAX_ACTIVATION_ROWS = 32_768
+
+
+@runtime_checkable
+class Network(Protocol):
+    family: str
+    input_shape: tuple[int, ...]
+    widths: list[int]
+    n_out: int
+
+    def weights(self) -> list[torch.Tensor]: ...
+    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]: ...
+    def keep_units(self, layer: int, keep: torch.Tensor, fold: torch.Tensor) -> None: ...
+
+
+class Family(Protocol):
+    name: str
+    default_width: int
+
+    def check_input(self, input_shape: tuple[int, ...]) -> None:
+        """ConfigError (one line) when this family cannot take inputs of this shape."""
+
+    def build(self, input_shape: tuple[int, ...], widths: list[int], n_out: int, seed: int,
+              device: str | torch.device = "cpu") -> nn.Module: ...
+
+    def parameter_count(self, input_shape: tuple[int, ...], widths: list[int], n_out: int) -> int: ...
+
+    def forward_flops(self, input_shape: tuple[int, ...], widths: list[int], n_out: int) -> int:
+        """FLOPs of one sample's forward pass: 2 per multiply-add (biases, activations, pooling ignored)."""
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown model family {name!r}; choose from {', '.join(FAMILIES)}") from None
+
+
+def family_of(network: nn.Module) -> Family:
+    return get_family(network.family)
+
+
+def seeded(make, seed: int, device) -> nn.Module:
+    """Build with torch's default initialisation under `seed`, forking the global RNG so that building a
+    network never shifts the stream of anything else."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make()
+    return model.to(device)
+
+
+def width_for_parameters(family: Family, input_shape: tuple[int, ...], depth: int, n_out: int, params: int) -> int:
+    """The width h (equal for every hidden layer) whose network has the parameter count nearest `params`,
+    as the jamming experiments match networks of different depths (Geiger et al. 2019). Counts grow with h,
+    so a bisection finds it for any family; for an MLP it agrees with the root of
+    N = h*d + (L-1)*h^2 + n*h (+ biases)."""
+    if params < 1:
+        raise ConfigError(f"--params must be at least 1, got {params}")
+    count = lambda h: family.parameter_count(input_shape, [h] * depth, n_out)  # noqa: E731
+    lo, hi = 1, 1
+    while count(hi) < params:
+        lo, hi = hi, hi * 2
+        if hi > 2**31:
+            raise ConfigError(f"--params {params} is beyond any width")
+    while lo < hi:  # smallest h with count(h) >= params
+        mid = (lo + hi) // 2
+        if count(mid) >= params:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min((h for h in (lo - 1, lo) if h >= 1), key=lambda h: (abs(count(h) - params), h))
+    if not math.isfinite(count(best)):
+        raise ConfigError(f"--params {params}: no width fits")
+    return best
+
+
+def activation_rows(z: torch.Tensor, limit: int = MAX_ACTIVATION_ROWS) -> torch.Tensor:
+    """At most `limit` rows of an activation matrix, evenly strided (deterministic, and spread over samples
+    and positions alike); an MLP's matrix of at most `limit` samples is returned whole."""
+    step = -(-z.shape[0] // limit)
+    return z if step <= 1 else z[::step]

@@ -1,0 +1,153 @@
+"""One contract suite run against every model family (models.FAMILIES): build, measure, keep units, the
+warm rebuild, parameter and FLOP counts against closed forms; and --params against its closed form."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rankprune.config import ConfigError
+from rankprune.models import FAMILIES, get_family, width_for_parameters
+from rankprune.rebuild import rebuild
+
+# Input shapes each family is checked on: images of two sizes and channel counts, and flat features for the MLP.
+SHAPES = {"mlp": [(1, 8, 8), (20,)], "cnn": [(1, 8, 8), (3, 12, 12)]}
+CASES = [(name, shape, widths) for name in FAMILIES for shape in SHAPES[name] for widths in ([6], [7, 5], [5, 6, 4])]
+
+
+def test_every_registered_family_is_covered():
+    assert set(SHAPES) == set(FAMILIES)
+
+
+def inputs(shape, n=50, seed=0):
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def counted_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of every Conv2d and Linear, counted from the shapes a forward pass really has, x2."""
+    total = []
+
+    def conv(mod, args, out):
+        total.append(2 * out[0].numel() * mod.in_channels * math.prod(mod.kernel_size))
+
+    def linear(mod, args, out):
+        total.append(2 * mod.in_features * mod.out_features)
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    model(x[:1])
+    for h in hooks:
+        h.remove()
+    return sum(total)
+
+
+@pytest.mark.parametrize(("name", "shape", "widths"), CASES)
+def test_build_forward_hidden_and_weights_follow_the_widths(name, shape, widths):
+    family = get_family(name)
+    model = family.build(shape, widths, 10, seed=0)
+    x = inputs(shape)
+    assert model(x).shape == (50, 10)
+    assert (model.family, model.input_shape, model.widths, model.n_out) == (name, shape, widths, 10)
+    hidden = model.hidden(x)
+    assert [h.shape[1] for h in hidden] == widths and all(h.shape[0] >= 50 for h in hidden)
+    assert all(bool((h >= 0).all()) for h in hidden)  # post-ReLU
+    weights = model.weights()
+    assert len(weights) == len(widths) + 1
+    assert [w.shape[0] for w in weights] == [*widths, 10]  # a matrix row per unit (or channel), then the classes
+
+
+@pytest.mark.parametrize(("name", "shape", "widths"), CASES)
+def test_parameter_and_flop_counts_match_the_built_network(name, shape, widths):
+    family = get_family(name)
+    model = family.build(shape, widths, 10, seed=0)
+    assert family.parameter_count(shape, widths, 10) == sum(p.numel() for p in model.parameters())
+    assert family.forward_flops(shape, widths, 10) == counted_flops(model, inputs(shape))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_same_seed_same_network_and_the_global_rng_is_untouched(name):
+    family, shape = get_family(name), SHAPES[name][0]
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    a, b, c = (family.build(shape, [6, 5], 10, seed=s) for s in (1, 1, 2))
+    assert torch.equal(torch.rand(3), expected)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+@pytest.mark.parametrize(("name", "shape", "widths"), CASES)
+def test_the_warm_rebuild_at_full_width_reproduces_outputs_on_held_out_inputs(name, shape, widths):
+    model = get_family(name).build(shape, widths, 10, seed=0).double()
+    fitted = rebuild(model, widths, "warm", seed=0, inputs=inputs(shape, 200, seed=1).double())
+    held_out = inputs(shape, 100, seed=2).double()
+    torch.testing.assert_close(fitted(held_out), model(held_out), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "shape", "widths"), CASES)
+def test_rebuilds_shrink_to_the_new_widths_with_every_shape_agreeing(name, shape, widths):
+    model = get_family(name).build(shape, widths, 10, seed=0)
+    smaller = [max(1, w - 2) for w in widths]
+    for method in ("warm", "reinit"):
+        new = rebuild(model, smaller, method, seed=3, inputs=inputs(shape, 200, seed=1))
+        assert new.widths == smaller and model.widths == widths  # the original is untouched
+        assert new(inputs(shape)).shape == (50, 10) and torch.isfinite(new(inputs(shape))).all()
+        assert sum(p.numel() for p in new.parameters()) == get_family(name).parameter_count(shape, smaller, 10)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_keep_units_folds_the_dropped_units_into_the_next_layer(name):
+    """Duplicate a unit (two identical rows): dropping one copy and folding it into the other's weight in the
+    next layer must leave the function unchanged, exactly as the rebuild's T does."""
+    shape = SHAPES[name][0]
+    model = get_family(name).build(shape, [4, 3], 10, seed=0).double()
+    with torch.no_grad():
+        first = model.weights()[0]
+        first[1].copy_(first[0])
+        bias = next(p for n, p in model.named_parameters() if n.endswith("bias"))
+        bias[1] = bias[0]
+    x = inputs(shape).double()
+    before = model(x)
+    keep = torch.tensor([0, 2, 3])
+    fold = torch.zeros(3, 4, dtype=torch.float64)
+    fold[0, 0] = fold[0, 1] = fold[1, 2] = fold[2, 3] = 1.0  # unit 1 is read as a copy of unit 0
+    model.keep_units(0, keep, fold)
+    assert model.widths == [3, 3]
+    torch.testing.assert_close(model(x), before, atol=1e-10, rtol=0)
+
+
+# --- --params: a parameter-matched initial width ----------------------------------------------------------
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("params", [10_000, 266_610, 1_000_000])
+def test_params_picks_the_mlp_width_of_the_closed_form(depth, params):
+    """An MLP with d inputs, L hidden layers of width h and n outputs has
+    N = h*d + (L-1)*h^2 + n*h + (L*h + n) parameters (the last bracket: biases); h is its positive root."""
+    d, n = 784, 10
+    a, b, c = depth - 1, d + n + depth, n - params
+    root = -c / b if a == 0 else (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+    h = width_for_parameters(get_family("mlp"), (1, 28, 28), depth, n, params)
+    assert h in (math.floor(root), math.ceil(root))
+    count = get_family("mlp").parameter_count((1, 28, 28), [h] * depth, n)
+    assert abs(count - params) <= abs(get_family("mlp").parameter_count((1, 28, 28), [h + 1] * depth, n) - params)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_params_picks_the_nearest_cnn_width(depth):
+    family = get_family("cnn")
+    h = width_for_parameters(family, (1, 28, 28), depth, 10, 50_000)
+    counts = {w: family.parameter_count((1, 28, 28), [w] * depth, 10) for w in (h - 1, h, h + 1)}
+    assert abs(counts[h] - 50_000) == min(abs(v - 50_000) for v in counts.values())
+
+
+def test_bad_family_and_params_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown model family 'nosuch'"):
+        get_family("nosuch")
+    with pytest.raises(ConfigError, match="at least 1"):
+        width_for_parameters(get_family("mlp"), (64,), 2, 10, 0)
+    with pytest.raises(ConfigError, match="needs images"):
+        get_family("cnn").check_input((20,))
+    with pytest.raises(ConfigError, match="at least 4x4"):
+        get_family("cnn").check_input((1, 3, 3))
