@@ -9,7 +9,7 @@ import torch
 
 from torch import nn
 
-from rankprune.models import activation_rows
+from rankprune.models import activation_inputs, activation_rows
 from rankprune.rank import DEFAULT_RECORDED, RankMeasure, parse_measure, singular_values
 
 _NUMPY_RULE = RankMeasure("numerical")
@@ -76,7 +76,7 @@ def measure_activations(model: nn.Module, inputs: torch.Tensor, measures: list[R
     output are ever used (dead or duplicated units), and the warm rebuild works on this side.
     """
     out: dict[str, list[float]] = {m.spec: [] for m in measures}
-    for z in model.hidden(inputs):
+    for z in model.hidden(activation_inputs(model, inputs)):
         z = activation_rows(z)
         s = singular_values(z)
         for m in measures:

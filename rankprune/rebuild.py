@@ -25,7 +25,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from rankprune.models import activation_rows, family_of
+from rankprune.models import activation_inputs, activation_rows, family_of
 from rankprune.rank import width_from_rank
 
 __all__ = ["next_widths", "rebuild", "REBUILDS", "reinit", "warm", "interpolative_decomposition"]
@@ -81,7 +81,7 @@ def warm(model: nn.Module, widths: list[int], seed: int, inputs: torch.Tensor | 
         raise ValueError("the warm rebuild needs a sample of training inputs")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     new = copy.deepcopy(model).to("cpu", torch.float64)
-    x = inputs.detach().to("cpu", torch.float64)
+    x = activation_inputs(new, inputs.detach().to("cpu", torch.float64))
     for layer, r in enumerate(widths):
         z = activation_rows(new.hidden(x)[layer]).numpy()
         selected, t = interpolative_decomposition(z, r)

@@ -151,3 +151,15 @@ def test_bad_family_and_params_are_config_errors():
         get_family("cnn").check_input((20,))
     with pytest.raises(ConfigError, match="at least 4x4"):
         get_family("cnn").check_input((1, 3, 3))
+
+
+def test_activation_inputs_take_only_the_images_the_row_cap_needs():
+    from rankprune.models import activation_inputs
+
+    cnn = get_family("cnn").build((1, 28, 28), [4, 4], 10, seed=0)
+    x = torch.randn(4096, 1, 28, 28)
+    few = activation_inputs(cnn, x, limit=4900)
+    assert len(few) == 100  # the last block reads 7x7 = 49 positions an image: 100 images give 4,900 rows
+    assert min(z.shape[0] for z in cnn.hidden(few)) >= 4900
+    mlp = get_family("mlp").build((20,), [4], 10, seed=0)
+    assert len(activation_inputs(mlp, torch.randn(300, 20), limit=4900)) == 300  # a row per sample: all of them

@@ -27,7 +27,7 @@ from torch import nn
 from rankprune.config import ConfigError
 
 __all__ = ["Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
-           "activation_rows", "MAX_ACTIVATION_ROWS"]
+           "activation_rows", "activation_inputs", "MAX_ACTIVATION_ROWS"]
 
 # A conv layer's activation matrix has a row per sample and position (4,096 images of 28x28: 3.2 million
 # rows); its decompositions need far fewer rows than that to see every channel's direction.
@@ -120,3 +120,12 @@ def activation_rows(z: torch.Tensor, limit: int = MAX_ACTIVATION_ROWS) -> torch.
     and positions alike); an MLP's matrix of at most `limit` samples is returned whole."""
     step = -(-z.shape[0] // limit)
     return z if step <= 1 else z[::step]
+
+
+@torch.no_grad()
+def activation_inputs(model: nn.Module, x: torch.Tensor, limit: int = MAX_ACTIVATION_ROWS) -> torch.Tensor:
+    """The first inputs of `x` that give every hidden layer at least `limit` activation rows (all of them when
+    fewer do). A conv layer yields a row per position, so a few hundred images fill it: passing 4,096
+    images through a CNN in float64 for rows that activation_rows then drops cost most of a warm rebuild."""
+    per_sample = min(z.shape[0] for z in model.hidden(x[:1])) if len(x) else 1
+    return x[: -(-limit // max(per_sample, 1))]
