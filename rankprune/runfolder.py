@@ -12,6 +12,7 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
     data.json              the data as trained on: split sizes, input shape, classes, normalisation
     .lock                  held (flock) by the one process writing the folder; holds its pid
     weights/depth-L-iteration-II.pt   state_dict at saturation of every iteration
+    weights/depth-L-iteration-II-start.pt   state_dict where every iteration began (fresh or rebuilt)
     weights/depth-L-final.pt          state_dict of the chosen iteration
 """
 
@@ -325,13 +326,15 @@ class RunFolder:
         return pd.read_json(p, lines=True)
 
     # -- weights --------------------------------------------------------------------------------
-    def weights_path(self, depth: int, iteration: int | None = None) -> Path:
-        tag = "final" if iteration is None else f"iteration-{iteration:02d}"
+    def weights_path(self, depth: int, iteration: int | None = None, start: bool = False) -> Path:
+        """weights/depth-L-iteration-II.pt (at saturation), ...-II-start.pt (where the iteration began: the
+        fresh or rebuilt network, for measuring how far training moved it), or depth-L-final.pt."""
+        tag = "final" if iteration is None else f"iteration-{iteration:02d}" + ("-start" if start else "")
         return self.path / WEIGHTS / f"depth-{depth}-{tag}.pt"
 
-    def save_weights(self, state_dict: dict, depth: int, iteration: int | None = None) -> None:
-        with atomic_path(self.weights_path(depth, iteration)) as tmp:
+    def save_weights(self, state_dict: dict, depth: int, iteration: int | None = None, start: bool = False) -> None:
+        with atomic_path(self.weights_path(depth, iteration, start)) as tmp:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
 
-    def load_weights(self, depth: int, iteration: int | None = None) -> dict:
-        return torch.load(self.weights_path(depth, iteration), map_location="cpu", weights_only=True)
+    def load_weights(self, depth: int, iteration: int | None = None, start: bool = False) -> dict:
+        return torch.load(self.weights_path(depth, iteration, start), map_location="cpu", weights_only=True)

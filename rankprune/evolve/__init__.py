@@ -1,0 +1,25 @@
+"""The rank-pruning controller: train -> measure -> rebuild -> retrain, until the widths stop changing.
+
+For each depth L: start from L hidden layers of the initial width, train to saturation, measure every
+layer's rank, give hidden layer l the width of rank(W_l) (never more than it has), multiply the weight
+decay by wd_decay, and repeat. A depth ends at a fixed point (the widths did not change: the network's
+convergent rank), when they converged (the total hidden width shrank by at most width_tol of itself), at
+max_iterations, when validation accuracy falls more than max_drop below the best iteration so far, or when
+training diverges; with the warm rebuild one anneal iteration then finishes the chosen network.
+
+The depth's result is its *chosen* iteration: the last one whose validation accuracy is within max_drop of
+the best, so an accuracy drop reports the narrowest network that still held accuracy. Every decision uses
+validation data; the test split is only recorded. Every iteration's seeds derive from (seed, depth,
+iteration), so a resumed run continues exactly as an uninterrupted one would have.
+
+    phases.py     the rules: pure functions of a depth's iteration history
+    iteration.py  one iteration: make the network, train it with the probes measuring, its row
+    loop.py       per depth: resume, `while next phase: run one iteration`, the summary
+"""
+
+from rankprune.evolve.loop import DepthResult, NullReporter, Reporter, evolve, evolve_depth, starting_widths
+from rankprune.evolve.phases import DEPTH_STOP_REASONS
+from rankprune.seeds import derive_seed
+
+__all__ = ["Reporter", "NullReporter", "DepthResult", "evolve", "evolve_depth", "starting_widths", "derive_seed",
+           "DEPTH_STOP_REASONS"]

@@ -1,0 +1,130 @@
+"""One controller iteration: make the network its phase calls for, train it to saturation with the probes
+measuring, and return its row of iterations.jsonl (the caller decides the stop and writes it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from rankprune.config import RunConfig
+from rankprune.data import Splits
+from rankprune.evolve.phases import ANNEAL, SHRINK, anneals, chosen
+from rankprune.models import get_family
+from rankprune.probes import PROBES, ProbeContext
+from rankprune.rank import parse_measure
+from rankprune.rebuild import next_widths, rebuild
+from rankprune.runfolder import EPOCHS, RunFolder
+from rankprune.seeds import INIT, ORDER, REBUILD, SAMPLE, derive_seed
+from rankprune.train import evaluate, train_to_saturation
+
+__all__ = ["run_iteration", "restore"]
+
+
+def restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict) -> nn.Module:
+    """The network an earlier (finished) iteration ended with, from its saved state_dict."""
+    model = get_family(cfg.model.family).build(data.input_shape, row["widths"], data.n_classes, seed=0,
+                                               device=data.train.x.device)
+    model.load_state_dict(run.load_weights(depth, row["iteration"]))
+    return model
+
+
+def _sample(data: Splits, cfg: RunConfig, depth: int, iteration: int) -> torch.Tensor:
+    """A seeded sample of training inputs (never validation or test) for the rebuild and the probes."""
+    n = len(data.train)
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, depth, iteration, SAMPLE))
+    idx = torch.randperm(n, generator=g)[: min(n, cfg.evolve.rebuild_samples)].to(data.train.x.device)
+    return torch.index_select(data.train.x, 0, idx)
+
+
+def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iteration: int, phase: str,
+                  history: list[dict], widths: list[int], previous: nn.Module | None, reporter) -> tuple[dict, nn.Module]:
+    """Train one iteration of `phase` at `widths` and return (its row without `stop`, the trained network).
+
+    `previous` is the last iteration's network when it is still in memory (else it is restored from disk)."""
+    family = get_family(cfg.model.family)
+    annealing = anneals(cfg)
+    train_cfg = dataclasses.replace(cfg.train, lr_drops=0) if annealing else cfg.train
+    weight_decay = cfg.train.weight_decay * cfg.evolve.wd_decay**iteration
+    sample = _sample(data, cfg, depth, iteration)
+    after_rebuild: dict = {}
+    if phase == ANNEAL:  # the chosen network again: same widths, a lower learning rate
+        base = chosen(history, cfg.evolve.max_drop)
+        widths, weight_decay = base["widths"], base["weight_decay"]
+        model = restore(cfg, data, run, depth, base)
+        train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.train.lr_drop_factor, lr_drops=cfg.train.lr_drops - 1)
+    elif iteration == 0:
+        model = family.build(data.input_shape, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, INIT), data.train.x.device)
+    else:
+        previous = previous if previous is not None else restore(cfg, data, run, depth, history[-1])
+        model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, REBUILD), sample)
+        # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
+        val, test = evaluate(model, data.val, cfg.train.precision), evaluate(model, data.test, cfg.train.precision)
+        after_rebuild = {"val_acc_after_rebuild": val.acc, "test_acc_after_rebuild": test.acc}
+    run.save_weights(model.state_dict(), depth, iteration, start=True)  # where the iteration began
+    reporter.iteration_started(depth, iteration, widths)
+
+    ctx = ProbeContext(cfg, data, run, model, depth, iteration, train_cfg.precision, sample)
+    probes = [make() for make in PROBES.values()]
+    base_seconds, base_flops = (history[-1]["cumulative_seconds"], history[-1]["cumulative_flops"]) if history else (0.0, 0.0)
+    spent = {"seconds": 0.0, "flops": 0.0}
+    last: dict = {}
+
+    def on_epoch(record: dict) -> None:
+        spent["seconds"] += record["seconds"]
+        spent["flops"] += record["flops"]
+        row = {"depth": depth, "iteration": iteration, **record, "widths": widths, "weight_decay": weight_decay,
+               "cumulative_seconds": base_seconds + spent["seconds"], "cumulative_flops": base_flops + spent["flops"]}
+        for probe in probes:
+            row.update(probe.epoch(ctx))
+        run.append(EPOCHS, row)
+        last["row"] = row
+        reporter.epoch_done(depth, iteration, row)
+
+    result = train_to_saturation(model, data, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch)
+    final_epoch = last["row"]
+    train_eval = evaluate(model, data.train, cfg.train.precision)
+    measured: dict = {}
+    for probe in probes:
+        measured.update(probe.iteration(ctx))
+    drive = parse_measure(cfg.rank.measure).spec
+    ranks = measured[f"rank_{drive}"][:-1]  # hidden layers' incoming matrices; the output layer is not shrunk
+    row = {
+        "depth": depth,
+        "iteration": iteration,
+        "phase": phase,
+        "widths": widths,
+        "parameters": family.parameter_count(data.input_shape, widths, data.n_classes),
+        "weight_decay": weight_decay,
+        "epochs": result.epochs,
+        "train_stop": result.stop_reason,
+        "train_loss": train_eval.loss,
+        "train_acc": train_eval.acc,
+        "val_loss": final_epoch["val_loss"],
+        "val_acc": final_epoch["val_acc"],
+        # An annealed iteration is judged by its last epoch. A warm shrink iteration stops at its first
+        # plateau at the full learning rate, where the last epoch is one noisy sample (+-1.5 points on
+        # 800 images): it is judged by its best epoch, which the anneal reaches.
+        "decision_acc": result.best_val_acc if annealing and phase == SHRINK else final_epoch["val_acc"],
+        "test_loss": final_epoch["test_loss"],
+        "test_acc": final_epoch["test_acc"],
+        "generalisation_gap": train_eval.acc - final_epoch["test_acc"],
+        "seconds": result.seconds,
+        "flops": result.flops,
+        "cumulative_seconds": base_seconds + result.seconds,
+        "cumulative_flops": base_flops + result.flops,
+        "rebuild": cfg.evolve.rebuild if phase == SHRINK and iteration > 0 else None,
+        # before the rebuild = the previous iteration's accuracy at saturation
+        "val_acc_before_rebuild": history[-1]["val_acc"] if after_rebuild else None,
+        "test_acc_before_rebuild": history[-1]["test_acc"] if after_rebuild else None,
+        "val_acc_after_rebuild": after_rebuild.get("val_acc_after_rebuild"),
+        "test_acc_after_rebuild": after_rebuild.get("test_acc_after_rebuild"),
+        "rank_measure": drive,
+        "ranks": ranks,
+        **measured,
+        "next_widths": widths if result.stop_reason == "diverged" or phase == ANNEAL
+        else next_widths(widths, ranks, cfg.rank.min_width),
+    }
+    run.save_weights(model.state_dict(), depth, iteration)
+    return row, model

@@ -1,0 +1,79 @@
+"""The controller's rules, as pure functions of a depth's iteration history (rows of iterations.jsonl).
+
+A depth runs shrink iterations until a stop rule fires; with the warm rebuild and at least one learning-rate
+drop, one anneal iteration then finishes the chosen network (shrink iterations stop at their first plateau,
+since the warm rebuild throws nothing away). No I/O, no training: tested on hand-made histories.
+"""
+
+from __future__ import annotations
+
+from rankprune.config import RunConfig
+
+__all__ = [
+    "DEPTH_STOP_REASONS", "SHRINK", "ANNEAL", "anneals", "phase", "decision_acc", "chosen", "stop_reason", "next_phase",
+    "result_iteration",
+]
+
+DEPTH_STOP_REASONS = ("fixed-point", "converged", "max-iterations", "accuracy-drop", "diverged")
+SHRINK, ANNEAL = "shrink", "anneal"
+
+
+def anneals(cfg: RunConfig) -> bool:
+    """Whether a depth ends with an anneal iteration: the warm rebuild keeps what the network computes, so
+    its shrink iterations stop at the first plateau and one anneal (learning rate x lr_drop_factor) finishes
+    the result; reinit retrains from scratch and anneals within every iteration instead."""
+    return cfg.evolve.rebuild == "warm" and cfg.train.lr_drops > 0
+
+
+def phase(row: dict) -> str:
+    return row.get("phase", SHRINK)  # rows written before phases existed were all shrink iterations
+
+
+def decision_acc(row: dict) -> float:
+    """The validation accuracy an iteration is judged by (rows from before decision_acc: val_acc)."""
+    return row.get("decision_acc", row["val_acc"])
+
+
+def chosen(history: list[dict], max_drop: float) -> dict:
+    """The last shrink iteration whose validation accuracy is within max_drop of the best (diverged ones aside)."""
+    shrink = [h for h in history if phase(h) == SHRINK]
+    finite = [h for h in shrink if h.get("stop") != "diverged"] or shrink
+    best = max(decision_acc(h) for h in finite)
+    return [h for h in finite if decision_acc(h) >= best - max_drop][-1]
+
+
+def stop_reason(row: dict, shrink_history: list[dict], cfg: RunConfig) -> str | None:
+    """Why a depth stops after the shrink iteration `row` (the last of `shrink_history`), or None to go on."""
+    if row["train_stop"] == "diverged":
+        return "diverged"
+    best = max(decision_acc(h) for h in shrink_history)
+    if decision_acc(row) < best - cfg.evolve.max_drop:
+        return "accuracy-drop"
+    if row["next_widths"] == row["widths"]:
+        return "fixed-point"
+    if sum(row["widths"]) - sum(row["next_widths"]) <= cfg.evolve.width_tol * sum(row["widths"]):
+        return "converged"
+    if row["iteration"] + 1 >= cfg.evolve.max_iterations:
+        return "max-iterations"
+    return None
+
+
+def next_phase(history: list[dict], cfg: RunConfig) -> str | None:
+    """What the depth does next: SHRINK, ANNEAL, or None when it is done.
+
+    A diverged depth is not annealed: there is nothing sound to finish, and its result is the last finite
+    iteration as it stands. The rule reads only the history, so a resumed depth decides exactly as an
+    uninterrupted one."""
+    if not history:
+        return SHRINK
+    last = history[-1]
+    if phase(last) == ANNEAL:
+        return None
+    if last.get("stop") is None:
+        return SHRINK
+    return ANNEAL if anneals(cfg) and last["stop"] != "diverged" else None
+
+
+def result_iteration(history: list[dict], max_drop: float) -> dict:
+    """The iteration a finished depth reports: its anneal if it has one, else the chosen shrink iteration."""
+    return history[-1] if phase(history[-1]) == ANNEAL else chosen(history, max_drop)

@@ -1,0 +1,14 @@
+"""Measurements the controller runs during a depth, each adding columns to the rows it writes.
+
+A probe is registered once (PROBES, in the order they run) and made anew for every iteration; the
+controller calls `epoch(ctx)` after every epoch and `iteration(ctx)` once the iteration has trained, and
+merges the dicts they return into the epoch and iteration rows. A new measurement is a new module here
+that calls `register`; the controller is not edited.
+"""
+
+from rankprune.probes.base import PROBES, Probe, ProbeContext, register
+# Importing a probe's module registers it; they run in this order.
+from rankprune.probes import spectra  # noqa: E402,F401  isort: skip
+from rankprune.probes import activations  # noqa: E402,F401  isort: skip
+
+__all__ = ["PROBES", "Probe", "ProbeContext", "register"]

@@ -1,0 +1,48 @@
+"""The probe seam: what a measurement sees (ProbeContext) and what it provides (Probe), and the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from rankprune.config import RunConfig
+from rankprune.data import Splits
+from rankprune.runfolder import RunFolder
+
+__all__ = ["ProbeContext", "Probe", "PROBES", "register"]
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    cfg: RunConfig
+    data: Splits
+    run: RunFolder  # for probes that keep a table of their own (spectra.jsonl)
+    model: nn.Module  # the network being trained; its weights move between calls
+    depth: int
+    iteration: int
+    precision: str  # the iteration's training precision
+    sample: torch.Tensor  # the iteration's seeded sample of training inputs (as the warm rebuild uses)
+
+
+class Probe(Protocol):
+    def epoch(self, ctx: ProbeContext) -> dict:
+        """Columns for the epoch's row (called after every epoch)."""
+
+    def iteration(self, ctx: ProbeContext) -> dict:
+        """Columns for the iteration's row (called once, after training, before the row is written)."""
+
+
+PROBES: dict[str, Callable[[], Probe]] = {}
+
+
+def register(name: str):
+    """Class decorator: add a probe to the registry under `name`; it runs after those registered before it."""
+
+    def add(cls):
+        PROBES[name] = cls
+        return cls
+
+    return add

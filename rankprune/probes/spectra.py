@@ -1,0 +1,45 @@
+"""The weight spectra: every weight matrix's singular values and every rank measure, its norms, and the rank
+of the loss gradient on one full batch, after every epoch; at the iteration's end the ranks of the last
+epoch become the iteration's columns and the singular values a row each of spectra.jsonl."""
+
+from __future__ import annotations
+
+import torch
+
+from rankprune.measure import measure_layers, recorded_measures
+from rankprune.probes.base import ProbeContext, register
+from rankprune.runfolder import SPECTRA
+from rankprune.seeds import GRAD, derive_seed
+from rankprune.train import batch_gradient
+
+__all__ = ["SpectraProbe"]
+
+
+@register("spectra")
+class SpectraProbe:
+    def __init__(self):
+        self._last = None  # the last epoch's LayerSpectra
+        self._batch = None
+
+    def _gradient_batch(self, ctx: ProbeContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """A seeded, full-size batch of training rows on which every epoch's gradient rank is measured.
+
+        A gradient of B rows has rank at most B; the epoch's last batch is often short (14 rows on digits),
+        which would cap the measured rank at its size rather than at the batch size the run trains with.
+        """
+        if self._batch is None:
+            train = ctx.data.train
+            g = torch.Generator().manual_seed(derive_seed(ctx.cfg.seed, ctx.depth, ctx.iteration, GRAD))
+            idx = torch.randperm(len(train), generator=g)[: min(len(train), ctx.cfg.train.batch_size)].to(train.x.device)
+            self._batch = (torch.index_select(train.x, 0, idx), torch.index_select(train.y, 0, idx))
+        return self._batch
+
+    def epoch(self, ctx: ProbeContext) -> dict:
+        batch_gradient(ctx.model, *self._gradient_batch(ctx), ctx.precision)  # read by measure_layers' grad_rank
+        self._last = measure_layers(ctx.model, recorded_measures(ctx.cfg.rank.measure))
+        return self._last.row()
+
+    def iteration(self, ctx: ProbeContext) -> dict:
+        for layer, s in enumerate(self._last.singular_values):
+            ctx.run.append(SPECTRA, {"depth": ctx.depth, "iteration": ctx.iteration, "layer": layer, "singular_values": s.tolist()})
+        return {f"rank_{spec}": values for spec, values in self._last.ranks.items()}

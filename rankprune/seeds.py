@@ -1,0 +1,15 @@
+"""Seeds derived from (seed, depth, iteration, use), stable across runs and resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["derive_seed", "INIT", "ORDER", "REBUILD", "SAMPLE", "GRAD"]
+
+# Keys of derive_seed's last argument, so two uses never share a stream.
+INIT, ORDER, REBUILD, SAMPLE, GRAD = 0, 1, 2, 3, 4
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 31-bit seed for a (seed, key...) tuple, stable across runs and resumes."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] & 0x7FFFFFFF)

@@ -1,0 +1,67 @@
+"""The controller's rules on hand-made iteration histories: next phase, stop reasons, the chosen iteration."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankprune.config import RunConfig
+from rankprune.evolve.phases import ANNEAL, SHRINK, chosen, next_phase, result_iteration, stop_reason
+
+WARM = RunConfig().replace(evolve={"rebuild": "warm", "max_iterations": 5, "max_drop": 0.02, "width_tol": 0.05},
+                           train={"lr_drops": 1})
+REINIT = WARM.replace(evolve={"rebuild": "reinit"})
+
+
+def row(iteration, widths, next_widths, acc=0.9, stop=None, phase=SHRINK, train_stop="saturated"):
+    return {"iteration": iteration, "widths": widths, "next_widths": next_widths, "val_acc": acc, "decision_acc": acc,
+            "stop": stop, "phase": phase, "train_stop": train_stop, "weight_decay": 5e-3}
+
+
+@pytest.mark.parametrize(("widths", "next_widths", "expected"), [
+    ([100, 50], [100, 50], "fixed-point"),
+    ([100, 50], [98, 49], "converged"),  # 3 of 150 units: within 5%
+    ([100, 50], [90, 45], None),  # 15 of 150: more than 5%
+])
+def test_width_rules(widths, next_widths, expected):
+    r = row(1, widths, next_widths)
+    assert stop_reason(r, [row(0, [200, 200], widths), r], WARM) == expected
+
+
+def test_an_accuracy_drop_beats_the_width_rules_and_the_chosen_is_the_last_within_it():
+    history = [row(0, [200], [100], acc=0.95), row(1, [100], [60], acc=0.94), row(2, [60], [60], acc=0.90)]
+    assert stop_reason(history[-1], history, WARM) == "accuracy-drop"  # 5 points below the best, though a fixed point
+    assert chosen(history, WARM.evolve.max_drop)["iteration"] == 1
+
+
+def test_the_iteration_cap_stops_a_depth_still_shrinking():
+    r = row(4, [100], [50])
+    assert stop_reason(r, [row(i, [100], [50]) for i in range(4)] + [r], WARM) == "max-iterations"
+    assert stop_reason(row(3, [100], [50]), [row(3, [100], [50])], WARM) is None
+
+
+def test_next_phase_shrinks_until_a_stop_then_anneals_once_under_warm():
+    assert next_phase([], WARM) == SHRINK
+    going = [row(0, [200], [100])]
+    assert next_phase(going, WARM) == SHRINK
+    stopped = going + [row(1, [100], [98], stop="converged")]
+    assert next_phase(stopped, WARM) == ANNEAL
+    assert next_phase(stopped, REINIT) is None  # reinit anneals inside every iteration instead
+    assert next_phase(stopped, WARM.replace(train={"lr_drops": 0})) is None
+    done = stopped + [row(2, [100], [100], stop="converged", phase=ANNEAL)]
+    assert next_phase(done, WARM) is None
+    assert result_iteration(done, WARM.evolve.max_drop)["phase"] == ANNEAL
+    assert result_iteration(stopped, WARM.evolve.max_drop)["iteration"] == 1
+
+
+def test_a_divergence_after_iteration_0_under_warm_is_not_annealed():
+    history = [row(0, [200], [100], acc=0.95), row(1, [100], [100], acc=0.1, train_stop="diverged")]
+    assert stop_reason(history[-1], history, WARM) == "diverged"
+    history[-1]["stop"] = "diverged"
+    assert next_phase(history, WARM) is None  # nothing sound to anneal, on a resume too
+    assert result_iteration(history, WARM.evolve.max_drop)["iteration"] == 0  # the last finite iteration
+
+
+def test_rows_from_before_phases_and_decision_acc_are_read_as_shrink_iterations():
+    old = [{k: v for k, v in row(i, [100], [100 - i]).items() if k not in ("phase", "decision_acc")} for i in range(2)]
+    assert next_phase(old, WARM) == SHRINK
+    assert chosen(old, 0.0)["iteration"] == 1
