@@ -198,13 +198,24 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as config.json records it, with the run-folder format it is written in."""
+        from rankprune.records import FORMAT_VERSION
+
         d = dataclasses.asdict(self)
         d["evolve"]["layers"] = list(self.evolve.layers)
-        return d
+        return {"format_version": FORMAT_VERSION, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """Build from a nested dict (a config.json or TOML table); unknown keys are an error."""
+        from rankprune.records import FORMAT_VERSION, config_format
+
+        if not isinstance(d.get("format_version", 1), int) or isinstance(d.get("format_version"), bool):
+            raise ConfigError(f"format_version must be an integer, got {d['format_version']!r}")
+        if config_format(d) > FORMAT_VERSION:
+            raise ConfigError(f"this config is format {config_format(d)}, written by a newer rankprune than this one "
+                              f"(which reads up to format {FORMAT_VERSION}): upgrade rankprune")
+        d = {k: v for k, v in d.items() if k != "format_version"}
         parts = {}
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rank": RankConfig, "evolve": EvolveConfig}

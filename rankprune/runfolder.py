@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from rankprune.config import ConfigError
+from rankprune.records import upgrade_row
 
 __all__ = [
     "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "DEPTHS",
@@ -302,7 +303,7 @@ class RunFolder:
         out = []
         for line in p.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                out.append(upgrade_row(table, json.loads(line)))  # older formats read as the current one
             except json.JSONDecodeError:
                 continue
         return out

@@ -61,7 +61,13 @@ def test_a_divergence_after_iteration_0_under_warm_is_not_annealed():
     assert result_iteration(history, WARM.evolve.max_drop)["iteration"] == 0  # the last finite iteration
 
 
-def test_rows_from_before_phases_and_decision_acc_are_read_as_shrink_iterations():
-    old = [{k: v for k, v in row(i, [100], [100 - i]).items() if k not in ("phase", "decision_acc")} for i in range(2)]
-    assert next_phase(old, WARM) == SHRINK
-    assert chosen(old, 0.0)["iteration"] == 1
+def test_rows_from_before_phases_and_decision_acc_are_upgraded_to_shrink_iterations():
+    from rankprune.records import upgrade_row
+
+    old = [{k: v for k, v in row(i, [100], [100 - i], acc=0.9 - i / 100).items() if k not in ("phase", "decision_acc")}
+           for i in range(2)]
+    upgraded = [upgrade_row("iterations.jsonl", dict(r)) for r in old]
+    assert [r["phase"] for r in upgraded] == [SHRINK, SHRINK]
+    assert [r["decision_acc"] for r in upgraded] == [r["val_acc"] for r in old]
+    assert next_phase(upgraded, WARM) == SHRINK
+    assert chosen(upgraded, 0.0)["iteration"] == 0

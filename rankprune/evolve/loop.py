@@ -120,10 +120,10 @@ def _reopen_if_extended(cfg: RunConfig, run: RunFolder, depth: int) -> None:
         return
     rows = [r for r in run.rows(ITERATIONS)]
     mine = [r for r in rows if r["depth"] == depth]
-    shrink = [r for r in mine if r.get("phase", "shrink") == "shrink"]
+    shrink = [r for r in mine if phase(r) == SHRINK]
     if len(shrink) >= cfg.evolve.max_iterations:
         return
-    dropped = {(depth, r["iteration"]) for r in mine if r.get("phase", "shrink") != "shrink"}
+    dropped = {(depth, r["iteration"]) for r in mine if phase(r) != SHRINK}
     last = shrink[-1]["iteration"]
     kept = []
     for r in rows:

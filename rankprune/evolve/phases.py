@@ -26,12 +26,12 @@ def anneals(cfg: RunConfig) -> bool:
 
 
 def phase(row: dict) -> str:
-    return row.get("phase", SHRINK)  # rows written before phases existed were all shrink iterations
+    return row["phase"]
 
 
 def decision_acc(row: dict) -> float:
-    """The validation accuracy an iteration is judged by (rows from before decision_acc: val_acc)."""
-    return row.get("decision_acc", row["val_acc"])
+    """The validation accuracy an iteration is judged by (records.upgrade_row fills it in for older rows)."""
+    return row["decision_acc"]
 
 
 def chosen(history: list[dict], max_drop: float) -> dict:

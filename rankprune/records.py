@@ -1,0 +1,34 @@
+"""The run folder's format version, and the one place where rows and configs of older formats are upgraded.
+
+    format 1  runs made before config.json carried `format_version`: MLPs only (no model.family), flat
+              inputs, no data.json, no starting weights; iteration rows from before the warm rebuild
+              also lack `phase` and `decision_acc`
+    format 2  config.json has `format_version`; model.family and model.params; data.json with
+              input_shape; weights/...-start.pt; depths.json entries name their family and params_requested
+
+RunFolder.rows passes every row through `upgrade_row`, and RunConfig.from_dict reads any format up to
+FORMAT_VERSION, so the controller, the report and the API see only the current shapes.
+tests/data/run-format-1 is a real format-1 run folder that report and resume are tested on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FORMAT_VERSION", "upgrade_row", "config_format"]
+
+FORMAT_VERSION = 2
+
+
+def config_format(config: dict[str, Any]) -> int:
+    """The format a config.json was written in (1 when it does not say)."""
+    return int(config.get("format_version", 1))
+
+
+def upgrade_row(table: str, row: dict) -> dict:
+    """A row of `table` (a run folder's .jsonl file name) with the fields later formats added filled in as the
+    older format meant them. Idempotent; a current row comes back unchanged."""
+    if table == "iterations.jsonl":
+        row.setdefault("phase", "shrink")  # before the warm rebuild's anneal, every iteration shrank
+        row.setdefault("decision_acc", row.get("val_acc"))  # and was judged by its last epoch
+    return row
