@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from rankprune.cli import main as rankprune_main
-from rankprune.runfolder import DEPTHS, ITERATIONS, RunFolder
+from rankprune.runfolder import DEPTHS, ITERATIONS, RunFolder, atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +29,14 @@ def main() -> int:
     p.add_argument("--seeds", default="0", help="comma-separated seeds, one full run each")
     p.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     p.add_argument("--no-run", action="store_true", help="only summarise the finished run folders already there")
+    p.add_argument("--name", default="evolve_mnist10k",
+                   help="stem of the results files and run folders (evolve_mnist10k; e.g. cnn_mnist10k with -- --model cnn)")
     p.add_argument("extra", nargs="*", help="further `rankprune evolve` flags (after --)")
     args = p.parse_args()
 
     iterations, depths, commands = [], [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        out = ROOT / "runs" / f"bench-evolve-seed{seed}"
+        out = ROOT / "runs" / (f"bench-evolve-seed{seed}" if args.name == "evolve_mnist10k" else f"bench-{args.name}-seed{seed}")
         argv = ["evolve", "--layers", "2..5", "--data-dir", args.data_dir, "--no-download",
                 "--seed", str(seed), "--out", str(out), "--overwrite", *args.extra]
         run = RunFolder(out)
@@ -56,11 +58,12 @@ def main() -> int:
     results.mkdir(parents=True, exist_ok=True)
     cols = ["seed", "depth", "iteration", "widths", "parameters", "epochs", "train_acc", "val_acc", "test_acc",
             "cumulative_seconds", "cumulative_flops", "next_widths", "stop"]
-    it[cols].to_csv(results / "evolve_mnist10k_iterations.csv", index=False)
+    with atomic_path(results / f"{args.name}_iterations.csv") as tmp:
+        it[cols].to_csv(tmp, index=False)
     summary_cols = ["seed", "depth", "stop_reason", "iterations", "widths", "shrink", "parameters",
                     "initial_test_acc", "test_acc", "acc_change_points", "cumulative_seconds"]
     text = [
-        "# `rankprune evolve --layers 2..5` on the 10k MNIST subset",
+        f"# `rankprune evolve --layers 2..5 {' '.join(args.extra)}` on the 10k MNIST subset".replace("  ", " "),
         "",
         f"{dt.date.today().isoformat()}, torch {torch.__version__}, {torch.get_num_threads()} threads. Commands:",
         "",
@@ -77,8 +80,9 @@ def main() -> int:
         it[cols].to_markdown(index=False, floatfmt=".4g"),
         "",
     ]
-    (results / "evolve_mnist10k.md").write_text("\n".join(text))
-    print(f"wrote {results / 'evolve_mnist10k.md'}")
+    with atomic_path(results / f"{args.name}.md") as tmp:
+        tmp.write_text("\n".join(text))
+    print(f"wrote {results / f'{args.name}.md'}")
     return 0
 
 
