@@ -1,5 +1,5 @@
 """Figures of a report: pure functions from tables (pandas DataFrames of run-folder rows or trials) to
-matplotlib Figures. No file names and no I/O except `save`; report.py decides what is drawn where.
+matplotlib Figures. No file names and no I/O except `save`; rankprune.report decides what is drawn where.
 
 Figures are built with the object-oriented API (`matplotlib.figure.Figure`), never pyplot, so drawing
 needs no display and leaves the caller's pyplot state alone; PNGs are rendered by Agg.

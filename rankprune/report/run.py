@@ -1,0 +1,291 @@
+"""The report of one run folder: one function per section, in the order the report shows them.
+
+Each section takes the document and the RunData gathered before it, and adds nothing when it has
+nothing to show (the "What is missing" section says why).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from rankprune import figures
+from rankprune.report.document import _absent, _count, _Document, _list, _num, _pct
+from rankprune.report.gather import RunData, read_run
+from rankprune.report.reference import _reference
+from rankprune.runfolder import DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.units import TFLOP, tflop
+
+
+def _where(status: dict) -> str:
+    parts = [f"{k} {status[k]}" for k in ("depth", "iteration") if k in status]
+    return f" at {', '.join(parts)}" if parts else ""
+
+
+# --- header and what is missing --------------------------------------------------------------------
+def _header(doc: _Document, run: RunData) -> None:
+    doc.add(f"# Run report: `{run.path}`", "")
+    state = (run.status or {}).get("state", "not started")
+    config, data = run.config, run.data
+    doc.add(f"**State:** {state}{_where(run.status or {})}. Dataset {data.get('dataset', '?')}, depths "
+            f"{_list(config.get('evolve', {}).get('layers', []))}, initial width {config.get('model', {}).get('width', '?')}, "
+            f"rank measure `{run.measure}`, seed {config.get('seed', '?')}.", "")
+
+
+def _run_gaps(run: RunData) -> list[str]:
+    """What a finished run has and this one lacks, one sentence each."""
+    gaps = []
+    status = run.status
+    state = (status or {}).get("state")
+    if status is None:
+        gaps.append(f"no {STATUS}: the controller has not started in this folder")
+    elif state == "running":
+        gaps.append(f"{STATUS} says running{_where(status)}: a snapshot of a run still being written "
+                    "(or of one killed before it could record that)")
+    elif state == "interrupted":
+        gaps.append(f"the run was interrupted{_where(status)}; continue it with "
+                    f"`rankprune evolve --out {run.path} --resume`")
+    elif state == "failed":
+        gaps.append(f"the run failed{_where(status)}: {status.get('error', 'no error recorded')}")
+    elif state != "finished":
+        gaps.append(f"{STATUS} holds an unknown state {state!r}")
+    epochs, iterations, depths = run.epochs, run.iterations, run.depths
+    if epochs.empty:
+        gaps.append(f"no epochs yet ({EPOCHS} is missing or empty): no accuracy curves and no rank traces")
+    if iterations.empty:
+        gaps.append(f"no finished iteration yet ({ITERATIONS} is missing or empty): no iteration table")
+    if run.spectra.empty:
+        gaps.append(f"no spectra yet ({SPECTRA} is missing or empty): no singular-value plots")
+    if depths is None:
+        gaps.append(f"no {DEPTHS} yet: no depth has finished, so no depth has a chosen network")
+    finished = set() if iterations.empty else set(zip(iterations["depth"], iterations["iteration"]))
+    for depth in run.config.get("evolve", {}).get("layers", []):
+        if str(depth) in (depths or {}):
+            continue
+        done = sorted(i for d, i in finished if d == depth)
+        gaps.append(f"depth {depth} has not finished (" + (f"finished iterations: {', '.join(map(str, done))})" if done
+                                                           else "no iteration finished)"))
+    if not epochs.empty:
+        for (depth, iteration), part in epochs.groupby(["depth", "iteration"]):
+            if (depth, iteration) not in finished:
+                gaps.append(f"depth {depth}, iteration {iteration}: {len(part)} epoch(s) recorded but the iteration "
+                            "did not finish (its curves are drawn; a resume redoes it from its start)")
+    for table, n in run.torn.items():
+        if n:
+            gaps.append(f"{table} ends in {n} torn line(s) (a write killed midway): ignored")
+    return gaps
+
+
+def _missing(doc: _Document, run: RunData) -> None:
+    gaps = _run_gaps(run)
+    if gaps:
+        doc.add("## What is missing", "")
+        doc.bullets(gaps)
+
+
+# --- depths and the reference ----------------------------------------------------------------------
+def _depth_table(depths: dict) -> pd.DataFrame:
+    rows = []
+    for key in sorted(depths, key=int):
+        s = depths[key]
+        shrink = s["initial_parameters"] / s["parameters"] if s.get("parameters") else float("nan")
+        rows.append({
+            "depth": key,
+            "stop": s.get("stop_reason", ""),
+            "iterations": _num(s.get("iterations")),
+            "chosen": _num(s.get("chosen_iteration")),
+            "widths: initial -> chosen": f"{_list(s.get('initial_widths'))} -> {_list(s.get('widths'))}",
+            "parameters: initial -> chosen": f"{_count(s.get('initial_parameters'))} -> {_count(s.get('parameters'))} ({shrink:.1f}x fewer)",
+            "test acc %: initial -> chosen": f"{_pct(s.get('initial_test_acc'))} -> {_pct(s.get('test_acc'))}",
+            "gap (pp)": _pct(s.get("generalisation_gap")),
+            f"ranks ({s.get('rank_measure', '?')})": _list(s.get("ranks")),
+            "epochs": _num(s.get("epochs")),
+            "cumulative train time (s)": f"{s.get('cumulative_seconds', float('nan')):.1f}",
+            "cumulative compute (TFLOP)": tflop(s.get("cumulative_flops")),
+        })
+    return pd.DataFrame(rows)
+
+
+def _depths(doc: _Document, run: RunData) -> None:
+    if run.depths:
+        doc.add("## Depths: the chosen network of each", "",
+                "The chosen iteration is the one the controller reports for the depth (the last whose validation "
+                "accuracy is within max_drop of the best, or the anneal iteration that finishes it); accuracies are "
+                "on the test split, gap = training minus test accuracy (percentage points).", "")
+        doc.table(_depth_table(run.depths))
+
+
+def _how_shrunk(initial_parameters: float, parameters: float, iterations: float) -> str:
+    """What the reference table says of a network: rank-pruned only if the controller shrank it."""
+    if iterations is not None and iterations <= 1 or initial_parameters == parameters:
+        return "none: trained once at its initial widths (not shrunk)"
+    return f"rank-pruned (structured: whole units), {initial_parameters / parameters:.1f}x fewer than its start ({int(initial_parameters):,})"
+
+
+def _best_of_run(depths: dict | None, iterations: pd.DataFrame) -> dict | None:
+    """The chosen network with the highest *validation* accuracy (as every decision is made), reported with
+    its test accuracy; without a finished depth, the finished iteration with the highest validation accuracy."""
+    if depths:
+        s = max(depths.values(), key=lambda s: s["val_acc"])
+        return {"network": f"this run: depth {s['depth']}, widths {_list(s['widths'])} (chosen iteration "
+                           f"{s['chosen_iteration']}; best validation accuracy of the depths)",
+                "parameters": s["parameters"], "test_acc": s["test_acc"], "source": "this run",
+                "pruning": _how_shrunk(s["initial_parameters"], s["parameters"], s.get("iterations"))}
+    if iterations.empty:
+        return None
+    r = iterations.loc[iterations["val_acc"].idxmax()]
+    first = iterations[iterations["depth"] == r["depth"]]["parameters"].iloc[0]
+    return {"network": f"this run: depth {r['depth']}, widths {_list(r['widths'])} (iteration {r['iteration']}, best "
+                       "validation accuracy; no depth has finished)", "parameters": r["parameters"], "test_acc": r["test_acc"],
+            "source": "this run", "pruning": _how_shrunk(first, r["parameters"], r["iteration"] + 1)}
+
+
+def _run_reference(doc: _Document, run: RunData) -> None:
+    _reference(doc, _best_of_run(run.depths, run.iterations), run.data, described=run.described)
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def _accuracy(doc: _Document, run: RunData) -> None:
+    if run.epochs.empty:
+        return
+    doc.add("## Accuracy against training cost", "")
+    for x, scale, name, label, cost in (
+        ("cumulative_seconds", 1.0, "accuracy-seconds", "cumulative training time (s)", "training time"),
+        ("cumulative_flops", 1 / TFLOP, "accuracy-flops", "cumulative training compute (TFLOP)",
+         "compute (a machine-independent cost)"),
+    ):
+        doc.figure(name, lambda x=x, scale=scale, label=label: figures.accuracy_curves(run.epochs, run.iterations, x, label, scale),
+                   f"test accuracy against {cost}",
+                   f"Test accuracy per epoch against cumulative {cost}; a colour, line style and marker per depth. "
+                   "A filled marker ends each iteration (its number beside it); a hollow one is the accuracy right "
+                   "after its rebuild, and a hollow triangle at the bottom edge one below the axis, with its value. "
+                   "Look for end markers that stay level while each iteration costs less: the narrower network "
+                   "holds accuracy.")
+
+
+def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame) -> pd.DataFrame:
+    """(depth, iteration, widths, ranks) for finished iterations and, ranks None, one still running."""
+    rows = [] if iterations.empty else iterations[["depth", "iteration", "widths", "ranks"]].to_dict("records")
+    seen = {(r["depth"], r["iteration"]) for r in rows}
+    if not epochs.empty:
+        for r in epochs.drop_duplicates(["depth", "iteration"]).to_dict("records"):
+            if (r["depth"], r["iteration"]) not in seen:
+                rows.append({"depth": r["depth"], "iteration": r["iteration"], "widths": r["widths"], "ranks": None})
+    return pd.DataFrame(rows)
+
+
+def _widths(doc: _Document, run: RunData) -> None:
+    widths = _widths_frame(run.epochs, run.iterations)
+    if not widths.empty:
+        doc.add("## Widths per iteration", "")
+        doc.figure("widths", lambda: figures.widths_per_iteration(widths), "hidden-layer widths per iteration",
+                   f"Width of each hidden layer per iteration (solid) and its rank `{run.measure}` measured at saturation "
+                   "(dotted), which sets the next width. Look for the lines meeting and flattening: a fixed point.")
+
+
+def _rank_traces(doc: _Document, run: RunData) -> None:
+    epochs = run.epochs
+    measures = [c.removeprefix("rank_") for c in epochs.columns if c.startswith("rank_")]
+    if measures:
+        doc.add("## Rank measures across epochs", "")
+        for depth in sorted(epochs["depth"].unique()):
+            part = epochs[epochs["depth"] == depth]
+            doc.figure(f"ranks-depth-{depth}", lambda part=part: figures.ranks_across_epochs(part, measures, run.measure),
+                       f"rank measures per layer across epochs, depth {depth}",
+                       f"Depth {depth}: every rank measure of each weight matrix per epoch, each panel on its own scale "
+                       "(dashed: the layer's width, where it fits the panel's scale; dotted verticals: an iteration "
+                       "begins). Look for ranks that settle before the iteration ends, and for how far the measures "
+                       "disagree.")
+
+
+def _driving_rtol(spec: str) -> float | None:
+    from rankprune.rank import parse_measure
+
+    try:
+        m = parse_measure(spec)
+    except ValueError:
+        return None
+    return m.param if m.name == "numerical" else None
+
+
+def _spectra(doc: _Document, run: RunData) -> None:
+    spectra = run.spectra
+    if not spectra.empty:
+        doc.add("## Singular-value spectra per iteration", "")
+        rtol = _driving_rtol(run.measure)
+        for depth in sorted(spectra["depth"].unique()):
+            part = spectra[spectra["depth"] == depth]
+            doc.figure(f"spectra-depth-{depth}", lambda part=part: figures.spectra_per_iteration(part, rtol),
+                       f"singular-value spectra per iteration, depth {depth}",
+                       f"Depth {depth}: singular values of each weight matrix at the end of each iteration, relative "
+                       "to the largest (dark: early, light: late)." + (
+                           f" Look for the knee: values under the red line (rtol {rtol:g}) are what the numerical rank cuts."
+                           if rtol is not None else " Look for the knee where the spectrum drops: the directions a layer uses."))
+
+
+# --- tables ----------------------------------------------------------------------------------------
+def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in iterations.sort_values(["depth", "iteration"]).to_dict("records"):
+        rows.append({
+            "depth": r["depth"], "iteration": r["iteration"], "phase": "" if _absent(r.get("phase")) else r["phase"],
+            "widths": _list(r.get("widths")),
+            "parameters": _count(r.get("parameters")), "weight decay": f"{r.get('weight_decay', float('nan')):.3g}",
+            "epochs": _num(r.get("epochs")), "train stop": r.get("train_stop", ""),
+            "train acc %": _pct(r.get("train_acc")), "val acc %": _pct(r.get("val_acc")),
+            "test acc %": _pct(r.get("test_acc")), "gap (pp)": _pct(r.get("generalisation_gap")),
+            "test acc % after rebuild": _pct(r.get("test_acc_after_rebuild")),
+            f"ranks ({r.get('rank_measure', '?')})": _list(r.get("ranks")), "next widths": _list(r.get("next_widths")),
+            "stop": "" if _absent(r.get("stop")) else r["stop"],
+            "cumulative time (s)": f"{r.get('cumulative_seconds', float('nan')):.2f}",
+        })
+    table = pd.DataFrame(rows)
+    return table if (table["phase"] != "").any() else table.drop(columns="phase")  # runs from before phases
+
+
+def _iterations(doc: _Document, run: RunData) -> None:
+    if not run.iterations.empty:
+        doc.add("## Iterations", "")
+        doc.table(_iteration_table(run.iterations))
+
+
+def _config_table(config: dict) -> pd.DataFrame:
+    rows = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            rows += [{"setting": f"{key}.{k}", "value": _list(v) if isinstance(v, list) else str(v)} for k, v in value.items()]
+        else:
+            rows.append({"setting": key, "value": str(value)})
+    return pd.DataFrame(rows)
+
+
+def _provenance(env: dict | None) -> str:
+    if not env:
+        return f"No {ENVIRONMENT}: versions and git revision unknown."
+    v = env.get("versions", {})
+    parts = [f"created {env.get('created', '?')}", f"git {env.get('git_revision') or 'unknown'}",
+             f"python {v.get('python', '?')}", f"torch {v.get('torch', '?')}", f"optuna {v.get('optuna', '?')}",
+             f"device {env.get('device', '?')} ({env.get('device_name', '?')})"]
+    if env.get("resumed"):
+        parts.append(f"resumed {len(env['resumed'])} time(s)")
+    return "Provenance: " + "; ".join(parts) + "."
+
+
+def _configuration(doc: _Document, run: RunData) -> None:
+    doc.add("## Configuration", "", _provenance(run.environment), "")
+    doc.table(_config_table(run.config))
+
+
+# The report, top to bottom.
+SECTIONS = (_header, _missing, _depths, _run_reference, _accuracy, _widths, _rank_traces, _spectra, _iterations,
+            _configuration)
+
+
+def render_run(run: RunFolder, out: Path) -> Path:
+    """Write the report of a run folder to out/report.md (figures in out/figures); return its path."""
+    gathered = read_run(run)
+    doc = _Document(out)
+    for section in SECTIONS:
+        section(doc, gathered)
+    return doc.write()

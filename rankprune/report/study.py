@@ -1,0 +1,232 @@
+"""The report of an Optuna study: one function per section, in the order the report shows them.
+
+Optuna, scipy (via rankprune.classes) and rankprune.study are imported inside the functions that need
+them: a run report must not pay for them at import.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from rankprune import figures
+from rankprune.report.document import _count, _Document, _list, _num, _pct
+from rankprune.report.gather import StudyData, read_study
+from rankprune.report.reference import _reference
+
+# Units of the metrics a study can optimise (study.METRICS), for axis labels.
+METRIC_UNITS = {
+    "test_acc": "fraction correct", "val_acc": "fraction correct", "train_acc": "fraction correct",
+    "test_loss": "cross-entropy, nats", "train_loss": "cross-entropy, nats",
+    "generalisation_gap": "train - test accuracy, fraction", "network_rank_sum": "singular directions",
+    "network_rank_normalized": "rank / hidden width", "network_rank_min": "singular directions",
+    "rank_parameters": "count", "parameters": "count", "cumulative_seconds": "s", "cumulative_flops": "FLOPs",
+    "epochs": "count",
+}
+
+
+def _metric_label(name: str) -> str:
+    return f"{name} ({METRIC_UNITS[name]})" if name in METRIC_UNITS else name
+
+
+# --- header and what is missing --------------------------------------------------------------------
+def _header(doc: _Document, s: StudyData) -> None:
+    from rankprune.study import _redact
+
+    study = s.study
+    doc.add(f"# Study report: `{study.study_name}`", "")
+    objectives = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(s.names, study.directions))
+    doc.add(f"**Storage:** `{_redact(s.storage)}`. Mode {s.mode}; objectives: {objectives}. "
+            f"Trials: {len(s.trials)} in all ({', '.join(f'{n} {st}' for st, n in sorted(s.states.items())) or 'none'}).", "")
+
+
+def _missing(doc: _Document, s: StudyData) -> None:
+    df, states, repeats = s.frame, s.states, s.repeats
+    gaps = []
+    if not s.trials:
+        gaps.append("no trials yet")
+    elif df.empty:
+        gaps.append("no finished trial yet: no rank figures, no classes")
+    if states.get("running"):
+        gaps.append(f"{states['running']} trial(s) still running (or killed without a heartbeat): a snapshot")
+    if repeats:
+        gaps.append(f"{len(repeats)} completed trial(s) repeat an earlier trial's parameters and are counted once: "
+                    + ", ".join(f"#{a} (= #{b})" for a, b in sorted(repeats.items())))
+    if len(df) + len(repeats) < len(s.complete):
+        gaps.append(f"{len(s.complete) - len(df) - len(repeats)} completed trial(s) lack the rank attributes: left out of the rank figures")
+    if gaps:
+        doc.add("## What is missing", "")
+        doc.bullets(gaps)
+
+
+# --- rank against outcomes -------------------------------------------------------------------------
+def _rank_scatter(doc: _Document, s: StudyData) -> None:
+    if s.frame.empty:
+        return
+    df, classes = s.frame, s.classes
+    signatures = dict(zip(s.class_table["class"], s.class_table["signature"]))
+    ranks_are = ("measured ranks at saturation (a survey: each network trained once, never shrunk)" if s.mode == "survey"
+                 else "convergent ranks (where the controller stopped)")
+    doc.add("## Network rank against accuracy and generalisation", "",
+            f"Network rank: the sum of the hidden layers' {ranks_are}. Equivalence class: trials whose "
+            "per-layer ranks are equal (same depth, tolerance 0; `rankprune study classes` takes others).", "")
+    doc.figure("rank-vs-test-acc", lambda: figures.rank_scatter(df, classes, signatures, "test_acc", "test accuracy (%)"),
+               "network rank against test accuracy",
+               "Each trial's network rank against its test accuracy, coloured by equivalence class. Look for "
+               "whether more rank buys accuracy, and whether a class shares an accuracy.")
+    doc.figure("rank-vs-gap", lambda: figures.rank_scatter(df, classes, signatures, "generalisation_gap",
+                                                           "generalisation gap: train - test accuracy (pp)"),
+               "network rank against the generalisation gap",
+               "Each trial's network rank against its generalisation gap, coloured by equivalence class. Look for "
+               "a rising trend: higher-rank networks overfitting more.")
+
+
+def _classes(doc: _Document, s: StudyData) -> None:
+    if s.frame.empty:
+        return
+    table = s.class_table
+    doc.add("## Equivalence classes of measured rank" if s.mode == "survey" else "## Equivalence classes of convergent rank", "")
+    shown = table.assign(test_acc_mean=table["test_acc_mean"].map(_pct), test_acc_std=table["test_acc_std"].map(_pct))
+    doc.table(shown.rename(columns={"test_acc_mean": "test acc % (mean)", "test_acc_std": "test acc (sd, pp)"}).astype(str))
+
+
+def _trends(doc: _Document, s: StudyData) -> None:
+    if s.frame.empty:
+        return
+    from rankprune.classes import rank_trends
+
+    trends = rank_trends(s.frame)
+    doc.add("## Rank trends", "", "Spearman correlation of the network rank with each outcome (nan: too few trials "
+            "or no spread).", "")
+    doc.table(trends.assign(spearman_rho=trends["spearman_rho"].map(lambda v: f"{v:.3f}"),
+                            p_value=trends["p_value"].map(lambda v: f"{v:.3g}")).astype(str))
+
+
+# --- the reference ---------------------------------------------------------------------------------
+def _best_of_study(s: StudyData) -> dict | None:
+    """The reference row of the finished trial with the highest validation accuracy, reported with its test
+    accuracy."""
+    r = s.best
+    if r is None:
+        return None
+    shrunk = s.mode != "survey" and list(r["widths"]) != list(r["initial_widths"])
+    return {"network": f"trial #{r['number']}: depth {r['depth']}, widths {_list(r['widths'])} (best validation accuracy)",
+            "parameters": r["parameters"], "test_acc": r["test_acc"], "source": "this study",
+            "pruning": f"rank-pruned (structured: whole units) from {_list(r['initial_widths'])}" if shrunk else
+            "none: trained once at its initial widths (a survey trial, not shrunk)" if s.mode == "survey" else
+            "none: the controller kept its initial widths"}
+
+
+def _study_reference(doc: _Document, s: StudyData) -> None:
+    _reference(doc, _best_of_study(s), s.best_data, s.best_missing, s.best_described)
+
+
+# --- Optuna's own plots ----------------------------------------------------------------------------
+def _optuna_plots(doc: _Document, s: StudyData) -> None:
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # headless; never switch a backend the caller chose
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())  # Optuna draws with pyplot: close what it opens, drawn or not
+    try:
+        _optuna_figures(doc, s)
+    finally:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+
+
+def _optuna_figures(doc: _Document, s: StudyData) -> None:
+    import optuna
+    from optuna.visualization import matplotlib as om
+
+    def plot(name: str, make: Callable[[], Any], alt: str, caption: str, *labels: str | None, integer_x: bool = False):
+        doc.figure(name, lambda: figures.optuna_figure(make(), *labels, integer_x=integer_x), alt, caption)
+
+    study, names, complete = s.study, s.names, s.complete
+    doc.add("## Optuna's plots", "")
+    if not complete:
+        doc.add("*No completed trial: Optuna has nothing to plot.*", "")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if len(names) == 1:
+            plot("optuna-history", lambda: om.plot_optimization_history(study, target_name=names[0]),
+                 f"Optuna optimisation history of {names[0]}",
+                 f"{names[0]} of each trial and the best so far, by trial number. Look for the best value "
+                 "levelling off: more trials would buy little.", "trial number", _metric_label(names[0]), integer_x=True)
+        else:
+            for i, name in enumerate(names):
+                plot(f"optuna-history-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}",
+                     lambda i=i, name=name: om.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name),
+                     f"Optuna optimisation history of {name}",
+                     f"{name} ({study.directions[i].name.lower()}d) of each trial, by trial number. Look for whether "
+                     "later trials (the sampler's informed guesses) do better than the first.",
+                     "trial number", _metric_label(name), integer_x=True)
+            plot("optuna-pareto", lambda: om.plot_pareto_front(study, target_names=names), "Optuna Pareto front",
+                 f"Each trial by {' and '.join(names)}; highlighted: the Pareto front. Look for the trade-off along "
+                 "the front: what one objective costs in the other.",
+                 *(map(_metric_label, names) if len(names) == 2 else ()))
+        varying = [k for k in {k for t in complete for k in t.params} if len({repr(t.params.get(k)) for t in complete}) > 1]
+        if len(complete) >= 2 and varying:
+            # fANOVA, seeded: Optuna 5's default (PED-ANOVA) ranks parameters by how they reach *low*
+            # values, which misreads a maximised objective such as test accuracy.
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+            plot("optuna-importances", lambda: om.plot_param_importances(study, evaluator=evaluator),
+                 "Optuna hyperparameter importances",
+                 "How much of each objective's variance each sampled parameter explains (fANOVA). Look for the "
+                 "parameter that moves the objective; with few trials this is a rough guide.",
+                 "importance: share of the objective's variance explained (fANOVA; sums to 1)", "sampled parameter")
+        else:
+            doc.add(f"*Figure not drawn (hyperparameter importances): needs at least 2 completed trials whose "
+                    f"parameters vary; this study has {len(complete)} completed, {len(varying)} varying parameter(s).*", "")
+
+
+# --- trials ----------------------------------------------------------------------------------------
+def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
+    params = [c for c in df.columns if c.startswith("param_") and c not in ("param_depth", "param_width", "param_width_profile")]
+    rows = []
+    for (_, r), cid in zip(df.iterrows(), classes):
+        rows.append({
+            "trial": r["number"], "class": cid, "initial widths": _list(r["initial_widths"]), "widths": _list(r["widths"]),
+            "rank measure": r["rank_measure"], "ranks": _list(r["ranks"]), "rank sum": _num(r["network_rank_sum"]),
+            "rank / width": f"{r['network_rank_normalized']:.3f}", "parameters": _count(r["parameters"]),
+            "train acc %": _pct(r["train_acc"]), "test acc %": _pct(r["test_acc"]), "gap (pp)": _pct(r["generalisation_gap"]),
+            **{c.removeprefix("param_"): _num(r[c]) for c in params},
+            "iterations": _num(r["iterations"]), "stop": r["stop_reason"],
+            "cumulative time (s)": f"{r['cumulative_seconds']:.1f}",
+        })
+    return pd.DataFrame(rows)
+
+
+def _trials(doc: _Document, s: StudyData) -> None:
+    if not s.frame.empty:
+        doc.add("## Trials", "", "Each finished trial's run folder holds its epochs and spectra: "
+                "`rankprune report RUN_FOLDER` draws them.", "")
+        doc.table(_trial_table(s.frame, s.classes))
+
+
+def _failed(doc: _Document, s: StudyData) -> None:
+    if s.failed:
+        doc.add("## Failed trials", "")
+        doc.table(pd.DataFrame([{"trial": str(t.number), "reason": t.user_attrs.get("fail_reason", "not recorded")}
+                                for t in s.failed]))
+
+
+# The report, top to bottom.
+SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _study_reference, _optuna_plots, _trials, _failed)
+
+
+def render_study(study, out: Path, storage: str) -> Path:
+    """Write the report of an Optuna study to out/report.md (figures in out/figures); return its path."""
+    gathered = read_study(study, storage)
+    doc = _Document(out)
+    for section in SECTIONS:
+        section(doc, gathered)
+    return doc.write()
