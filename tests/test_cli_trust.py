@@ -312,3 +312,24 @@ def test_a_cnn_on_inputs_without_an_image_shape_is_refused(tmp_path, tiny_config
         rp.run_tensors(tiny_config(model={"family": "cnn", "width": 8}), train=(x[:200], y[:200]),
                        val=(x[200:250], y[200:250]), test=(x[250:], y[250:]), out=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_study_samples_the_family_and_a_parameter_budget(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = 'depth = { low = 1, high = 2 }\n"model.family" = { choices = ["mlp", "cnn"] }\n"model.params" = { choices = [3000, 6000] }\n'
+    (tmp_path / "s.toml").write_text(tiny_study_toml("fam", sampler="random", max_epochs=1, space=space))
+    assert main(["study", "run", "s.toml", "--n-trials", "4", "--root", "runs"]) == 0, capsys.readouterr().err
+    trials = optuna.load_study(study_name="fam", storage="sqlite:///runs/studies.sqlite3").trials
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    from rankprune.models import get_family
+
+    for t in trials:
+        family, params = t.params["model.family"], t.params["model.params"]
+        assert t.user_attrs["family"] == family
+        count = get_family(family).parameter_count((1, 8, 8), t.user_attrs["initial_widths"], 10)
+        assert abs(count - params) < 0.25 * params  # the width the budget implies, for that family and depth
+    # a width beside a parameter budget is a contradiction in the file: refused before any trial
+    (tmp_path / "bad.toml").write_text(tiny_study_toml("bad", space=space + "width = 8\n"))
+    capsys.readouterr()
+    line = one_line_error(capsys, main(["study", "run", "bad.toml", "--root", "runs"]))
+    assert "model.params sets the initial width" in line
