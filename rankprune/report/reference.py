@@ -111,8 +111,8 @@ def training_data(data: dict, described: dict | None = None) -> TrainingData:
 # --- the section -------------------------------------------------------------------------------------
 def _reference(doc: _Document, best: dict | None, data: dict | None, missing_data: str = "",
                described: dict | None = None) -> None:
-    """The best MLP found beside LeNet-300-100 and its pruned version, with the training-data caveat."""
-    doc.add("## Reference: the best MLP found beside published MNIST networks", "")
+    """The best network found (MLP or CNN) beside LeNet-300-100 and its pruned version, with the training-data caveat."""
+    doc.add("## Reference: the best network found beside published MNIST networks", "")
     rows = [{"network": p.network, "parameters": ("about " if p.approximate else "") + f"{p.parameters:,}",
              "test error (%)": f"{p.error:.2f}", "pruning": p.pruning, "source": p.source} for p in PUBLISHED]
     if best is not None:
