@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankprune.errors import ConfigError
+from rankprune.models import FAMILIES, get_family
 from rankprune.rank import parse_measure
 
 __all__ = [
@@ -34,10 +36,6 @@ OPTIMIZERS = ("sgd", "adam")
 REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
 MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**63); JSON and SQLite store it exactly
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; its message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +66,7 @@ class ModelConfig:
     params: int | None = None
 
     def validate(self) -> None:
-        from rankprune.models import FAMILIES  # the registry is the one list of names; deferred: models imports config
-
-        if self.family not in FAMILIES:
+        if self.family not in FAMILIES:  # the registry is the one list of names
             raise ConfigError(f"unknown model family {self.family!r}; choose from {', '.join(FAMILIES)}")
         if self.width is not None and self.params is not None:
             raise ConfigError("--params sets the initial width; give --params or --width, not both")
@@ -192,8 +188,6 @@ class RunConfig:
         """Every default filled in that depends on another setting: the family's default width, unless
         --params chooses the width per depth."""
         if self.model.width is None and self.model.params is None:
-            from rankprune.models import get_family
-
             return self.replace(model={"width": get_family(self.model.family).default_width})
         return self
 

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from rankprune.config import ConfigError
+from rankprune.errors import ConfigError
 
 __all__ = ["Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
            "activation_rows", "activation_inputs", "MAX_ACTIVATION_ROWS"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rankprune.config import ConfigError
+from rankprune.errors import ConfigError
 from rankprune.models.base import register, seeded
 
 __all__ = ["CNN", "CNNFamily", "POOLED_BLOCKS", "KERNEL"]
