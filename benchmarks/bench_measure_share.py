@@ -1,0 +1,101 @@
+"""Rank measurement's share of an `evolve` run's wall time, for the MLP and the CNN.
+
+    python benchmarks/bench_measure_share.py [--data-dir ../shared/data/mnist10k] [--out benchmarks/results/measure_share.md]
+
+Runs the real controller (rankprune.evolve.evolve, the probes as registered) on the MNIST subset, one
+depth per family, with the measurements the probes make wrapped in timers: the weight spectra after every
+epoch (`measure_layers`, float64 SVD of every weight matrix), the full-batch gradient they read
+(`batch_gradient`), and the activation ranks once per iteration (`measure_activations`). The share is
+their summed seconds over the run's wall time, in this one process. The issue's target: under 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rankprune.config import RunConfig
+from rankprune.data import load
+from rankprune.evolve import NullReporter, evolve
+from rankprune.probes import activations, spectra
+from rankprune.runfolder import RunFolder, atomic_path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+    "MLP, width 784, depth 2": dict(model={"family": "mlp", "width": 784}, evolve={"layers": (2,)}),
+    "CNN, 64 channels, depth 2": dict(model={"family": "cnn", "width": 64}, evolve={"layers": (2,)}),
+}
+# Short runs: the share per epoch is what matters, and it is the same in a long run.
+SHORT = dict(train={"max_epochs": 4, "patience": 4}, evolve={"max_iterations": 2})
+
+
+def timed(module, name: str, clock: dict):
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock[name] = clock.get(name, 0.0) + time.perf_counter() - start
+
+    setattr(module, name, wrapper)
+    return original
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/mnist10k"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/measure_share.md"))
+    args = p.parse_args()
+    rows = []
+    for label, sections in CASES.items():
+        cfg = RunConfig().replace(data={"dataset": "mnist", "data_dir": args.data_dir, "download": False})
+        for key, value in {**sections}.items():
+            cfg = cfg.replace(**{key: value})
+        cfg = cfg.replace(train=SHORT["train"], evolve=SHORT["evolve"]).validate()
+        data = load(cfg.data, cfg.seed)
+        clock: dict[str, float] = {}
+        originals = [(spectra, "measure_layers", timed(spectra, "measure_layers", clock)),
+                     (spectra, "batch_gradient", timed(spectra, "batch_gradient", clock)),
+                     (activations, "measure_activations", timed(activations, "measure_activations", clock))]
+        try:
+            with tempfile.TemporaryDirectory() as tmp, RunFolder(Path(tmp) / "run") as run:
+                run.create(overwrite=False)
+                start = time.perf_counter()
+                evolve(cfg, data, run, NullReporter())
+                wall = time.perf_counter() - start
+                epochs = len(run.rows("epochs.jsonl"))
+        finally:
+            for module, name, original in originals:
+                setattr(module, name, original)
+        measured = sum(clock.values())
+        rows.append((label, wall, epochs, clock.get("measure_layers", 0.0), clock.get("batch_gradient", 0.0),
+                     clock.get("measure_activations", 0.0), measured / wall))
+        print(f"{label}: wall {wall:.1f} s, {epochs} epochs, measurement {measured:.2f} s = {100 * measured / wall:.1f}%", flush=True)
+
+    lines = [
+        "# Rank measurement's share of an evolve run", "",
+        f"`python {' '.join(sys.argv)}`; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Each case: the MNIST subset, "
+        "seed 0, warm rebuild, at most 4 epochs an iteration and 2 shrink iterations (then the anneal), one process.", "",
+        "| case | wall (s) | epochs | weight spectra (s) | full-batch gradient (s) | activation ranks (s) | share of wall |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {r[0]} | {r[1]:.1f} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {100 * r[6]:.1f}% |" for r in rows),
+        "",
+    ]
+    with atomic_path(Path(args.out)) as tmp:
+        tmp.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
