@@ -167,18 +167,23 @@ class RunFolder:
             return "another process"
         return f"process {pid}"
 
+    def _flock(self, fd: int, mode: int) -> None:
+        """flock without waiting; a lock another process holds is a RunFolderError naming that process."""
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
+                                 "or stop it first") from None
+
     def _refuse_if_held(self) -> None:
         """RunFolderError if another process holds the folder's lock; takes and keeps nothing."""
         if self._lock_fd is not None or not (self.path / LOCK).is_file():
             return
         fd = os.open(self.path / LOCK, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
-                                 "or stop it first") from None
+            self._flock(fd, fcntl.LOCK_SH)
         finally:
             os.close(fd)
 
@@ -193,13 +198,10 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            self._flock(fd, fcntl.LOCK_EX)
+        except BaseException:
             os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
-                                 "or stop it first") from None
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
