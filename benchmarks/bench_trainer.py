@@ -4,8 +4,9 @@ Two questions, answered in one process so that the ratios share the host's condi
 
 (a) samples/s of `rankprune.train.train_to_saturation` (in-memory tensors, index_select batches)
     against the loop of the original notebook (torchvision MNIST, per-sample ToTensor + Normalize,
-    DataLoader(batch_size=64, shuffle=True)), same MLP, same SGD, same batch size 64, at width 784
-    and width 64 (depth 2). Targets: >= 2x at width 784, >= 10x at width 64.
+    DataLoader(batch_size=64, shuffle=True)), same network, same SGD, same batch size 64: the MLP at
+    width 784 and width 64 (depth 2; targets >= 2x at width 784, >= 10x at width 64), or with
+    `--model cnn` the CNN family at 64 channels (depth 2; no target, the ratio is reported).
 (b) the trainer's achieved GFLOP/s at width 784, batch 512 (TrainResult.flops / TrainResult.seconds,
     i.e. 3 x forward FLOPs per sample) against the best fp32 `torch.mm` GFLOP/s measured here.
     Target: >= 90%.
@@ -16,6 +17,7 @@ steps only. Trainer and notebook measurements are interleaved round by round, so
 from another process hits both, and each figure is a median over rounds (trainer: over epochs).
 
     python benchmarks/bench_trainer.py [--data-dir ../shared/data/mnist10k] [--out benchmarks/results/trainer.md]
+    python benchmarks/bench_trainer.py --model cnn --widths 64 --flops-depths "" --out benchmarks/results/trainer_cnn.md
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from rich.table import Table
 
 from rankprune.config import DataConfig, TrainConfig
 from rankprune.data import Split, Splits, load
-from rankprune.models import MLP, build_mlp, forward_flops
+from rankprune.models import MLP, build_mlp, forward_flops, get_family
 from rankprune.runfolder import write_text_atomic
 from rankprune.train import train_to_saturation
 
@@ -95,8 +97,7 @@ def notebook_epoch(model: MLP, optimizer: torch.optim.Optimizer, loader, max_ste
     for step, (x, y) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             break
-        x = x.view(-1, 784)
-        optimizer.zero_grad()
+        optimizer.zero_grad()  # images stay (N, 1, 28, 28): the MLP flattens them itself, the CNN convolves
         loss = criterion(model(x), y)
         loss.backward()
         optimizer.step()
@@ -151,6 +152,7 @@ def matmul_gflops(m: int, k: int, n: int, min_seconds: float, repeats: int) -> f
 
 @dataclass
 class Throughput:
+    family: str
     width: int
     depth: int
     trainer_samples: int  # training rows per trainer epoch
@@ -175,11 +177,12 @@ class Throughput:
         return statistics.median(self.round_ratios)
 
 
-def measure_throughput(data: Splits, data_dir: Path, width: int, depth: int, rounds: int,
+def measure_throughput(data: Splits, data_dir: Path, family: str, width: int, depth: int, rounds: int,
                        trainer_epochs_per_round: int, notebook_steps: int | None, log) -> Throughput:
     widths = [width] * depth
-    trainer_model = build_mlp(data.n_features, widths, data.n_classes, seed=SEED)
-    notebook_model = build_mlp(data.n_features, widths, data.n_classes, seed=SEED)
+    build = get_family(family).build
+    trainer_model = build(data.input_shape, widths, data.n_classes, seed=SEED)
+    notebook_model = build(data.input_shape, widths, data.n_classes, seed=SEED)
     optimizer, loader = sgd(notebook_model), notebook_loader(data_dir)
 
     # Warm-up: one short pass of each (allocator, oneDNN kernels, the loader's file handles).
@@ -198,7 +201,7 @@ def measure_throughput(data: Splits, data_dir: Path, width: int, depth: int, rou
         round_ratios.append(round_trainer / notebook_rates[-1])
         log(f"  width {width} round {r + 1}/{rounds}: trainer {round_trainer:,.0f}/s ({len(seconds)} epochs), "
             f"notebook {notebook_rates[-1]:,.0f}/s, ratio {round_ratios[-1]:.2f}")
-    return Throughput(width, depth, len(data.train), nb_samples, trainer_rates, total_samples / total_seconds,
+    return Throughput(family, width, depth, len(data.train), nb_samples, trainer_rates, total_samples / total_seconds,
                       notebook_rates, round_ratios)
 
 
@@ -246,9 +249,9 @@ def tables(throughputs: list[Throughput], efficiencies: list[Efficiency], ceilin
     out = []
     rows = []
     for t in throughputs:
-        target = TARGET_RATIO.get(t.width)
+        target = TARGET_RATIO.get(t.width) if t.family == "mlp" else None
         rows.append([
-            f"{t.width} x {t.depth}", str(NOTEBOOK_BATCH),
+            f"{t.family} {t.width} x {t.depth}", str(NOTEBOOK_BATCH),
             f"{t.notebook:,.0f}", _spread(t.notebook_rates),
             f"{t.trainer:,.0f}", _spread(t.trainer_rates), f"{t.trainer_total_rate:,.0f}",
             f"{t.ratio:.2f}x", f"{t.trainer / t.notebook:.2f}x",
@@ -258,6 +261,8 @@ def tables(throughputs: list[Throughput], efficiencies: list[Efficiency], ceilin
                 ["width x depth", "batch", "notebook /s", "notebook range", "trainer /s", "trainer range",
                  "trainer /s (TrainResult)", "ratio (paired)", "ratio of medians", "target", "met"], rows))
 
+    if not efficiencies:
+        return out
     best = max(max(passes) for passes in ceilings.values())
     rows = [[f"{m}x{k} @ {k}x{n}", *(f"{g:.1f}" for g in passes), f"{max(passes) / best:.0%}"]
             for (m, k, n), passes in ceilings.items()]
@@ -309,7 +314,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torchvision layout, MNIST/raw/*-ubyte (default: $RANKPRUNE_DATA or ../shared/data/mnist10k)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown results file")
     p.add_argument("--rounds", type=int, default=5, help="interleaved trainer/notebook rounds per width")
-    p.add_argument("--widths", default="784,64", help="hidden widths for (a), comma-separated")
+    p.add_argument("--model", default="mlp", help="model family for (a): mlp | cnn")
+    p.add_argument("--widths", default="784,64", help="hidden widths for (a), comma-separated (cnn: channels)")
     p.add_argument("--depth", type=int, default=2, help="hidden layers for (a)")
     p.add_argument("--flops-depths", default="2,5", help="hidden layers for (b), comma-separated; width 784")
     p.add_argument("--flops-batch", type=int, default=512)
@@ -345,12 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     throughputs = []
     for width in (int(w) for w in args.widths.split(",")):
         # Estimate an epoch's time from a short timed pass, so that width 64 gets enough epochs.
-        probe = build_mlp(data.n_features, [width] * args.depth, data.n_classes, seed=SEED)
+        probe = get_family(args.model).build(data.input_shape, [width] * args.depth, data.n_classes, seed=SEED)
         trainer_epochs(probe, head(data, 16 * NOTEBOOK_BATCH), NOTEBOOK_BATCH, 1, seed=SEED)
         (probe_seconds,), _, _ = trainer_epochs(probe, head(data, 32 * NOTEBOOK_BATCH), NOTEBOOK_BATCH, 1, seed=SEED)
         epoch_estimate = probe_seconds * len(data.train) / (32 * NOTEBOOK_BATCH)
         per_round = 1 if args.quick else max(1, math.ceil(args.min_round_seconds / epoch_estimate))
-        throughputs.append(measure_throughput(data, args.data_dir, width, args.depth, rounds, per_round, notebook_steps, log))
+        throughputs.append(measure_throughput(data, args.data_dir, args.model, width, args.depth, rounds, per_round, notebook_steps, log))
 
     # The ceiling is measured on both sides of (b), so a burst of host load during one pass does not
     # decide the verdict; the best median of either pass is the ceiling.
@@ -362,12 +368,14 @@ def main(argv: list[str] | None = None) -> int:
             ceilings[(m, k, n)].append(matmul_gflops(m, k, n, min_seconds=0.3 if args.quick else 1.0, repeats=5))
             log(f"  mm {m}x{k}x{n} ({when}): {ceilings[(m, k, n)][-1]:.1f} GFLOP/s")
 
-    measure_ceilings("before")
     efficiencies = []
-    flops_epochs = 1 if args.quick else args.flops_epochs
-    for depth in (int(d) for d in args.flops_depths.split(",")):
-        efficiencies.append(measure_efficiency(data, 784, depth, args.flops_batch, flops_epochs, log))
-    measure_ceilings("after")
+    flops_depths = [int(d) for d in args.flops_depths.split(",") if d.strip()]  # "" skips (b)
+    if flops_depths:
+        measure_ceilings("before")
+        flops_epochs = 1 if args.quick else args.flops_epochs
+        for depth in flops_depths:
+            efficiencies.append(measure_efficiency(data, 784, depth, args.flops_batch, flops_epochs, log))
+        measure_ceilings("after")
 
     parts = tables(throughputs, efficiencies, ceilings)
     render_rich(console, parts)

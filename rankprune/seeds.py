@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["derive_seed", "INIT", "ORDER", "REBUILD", "SAMPLE", "GRAD"]
+__all__ = ["derive_seed", "INIT", "ORDER", "REBUILD", "SAMPLE", "GRAD", "REFERENCE"]
 
 # Keys of derive_seed's last argument, so two uses never share a stream.
-INIT, ORDER, REBUILD, SAMPLE, GRAD = 0, 1, 2, 3, 4
+INIT, ORDER, REBUILD, SAMPLE, GRAD, REFERENCE = 0, 1, 2, 3, 4, 5
 
 
 def derive_seed(seed: int, *keys: int) -> int:

@@ -28,7 +28,7 @@ ITERATION_COLUMNS = {
 }
 SPECTRA_COLUMNS = {"depth", "iteration", "layer", "singular_values"}
 # Wall-clock fields: the only ones allowed to differ between two runs of one config.
-CLOCK = {"seconds", "cumulative_seconds"}
+CLOCK = {"seconds", "cumulative_seconds", "reference_seconds"}
 
 # Settings found by experiment on digits: width 64 shrinks to a fixed point of about 40 units in
 # 6-10 iterations for seeds 0-3 (numerical rank at rtol 0.05, weight decay 5e-3).

@@ -428,3 +428,14 @@ def test_report_cli_is_one_line_and_exit_2_for_a_path_that_is_neither_run_nor_st
     assert main(["report", str(tmp_path / "nope"), "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rankprune report: error:")
+
+
+def test_a_warm_run_reports_its_annealed_full_width_reference(tmp_path, tiny_config, run_controller):
+    """Iteration 0 of a warm run stops at its first plateau: the depth table puts the annealed copy beside it."""
+    run = run_controller(tiny_config(evolve={"layers": (1,), "rebuild": "warm"}, train={"lr_drops": 1}), tmp_path / "run")
+    summary = run.read(DEPTHS)["1"]
+    report = render(run.path)
+    text = section(report, "Depths")
+    header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("|")).strip("|").split("|")]
+    cell = table_rows(text)[0][header.index("test acc %: initial -> chosen")]
+    assert f"(annealed {100 * summary['reference_test_acc']:.2f})" in cell, cell

@@ -65,7 +65,7 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
     run.save_weights(model.state_dict(), depth, iteration, start=True)  # where the iteration began
     reporter.iteration_started(depth, iteration, widths)
 
-    ctx = ProbeContext(cfg, data, run, model, depth, iteration, train_cfg.precision, sample)
+    ctx = ProbeContext(cfg, data, run, model, depth, iteration, train_cfg.precision, sample, train_cfg, weight_decay)
     probes = [make() for make in PROBES.values()]
     base_seconds, base_flops = (history[-1]["cumulative_seconds"], history[-1]["cumulative_flops"]) if history else (0.0, 0.0)
     spent = {"seconds": 0.0, "flops": 0.0}

@@ -97,6 +97,10 @@ def _summary(cfg: RunConfig, depth: int, history: list[dict]) -> dict:
         "val_acc": chosen["val_acc"],
         "test_acc": chosen["test_acc"],
         "initial_test_acc": first["test_acc"],
+        # The full-width network annealed as the chosen one is (probes/reference.py); None where every
+        # iteration anneals within itself and the first iteration's own accuracy is already that.
+        "reference_test_acc": first.get("reference_test_acc"),
+        "reference_val_acc": first.get("reference_val_acc"),
         "train_acc": chosen["train_acc"],
         "train_loss": chosen["train_loss"],
         "test_loss": chosen["test_loss"],

@@ -10,5 +10,6 @@ from rankprune.probes.base import PROBES, Probe, ProbeContext, register
 # Importing a probe's module registers it; they run in this order.
 from rankprune.probes import spectra  # noqa: E402,F401  isort: skip
 from rankprune.probes import activations  # noqa: E402,F401  isort: skip
+from rankprune.probes import reference  # noqa: E402,F401  isort: skip
 
 __all__ = ["PROBES", "Probe", "ProbeContext", "register"]

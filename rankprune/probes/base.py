@@ -8,7 +8,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
-from rankprune.config import RunConfig
+from rankprune.config import RunConfig, TrainConfig
 from rankprune.data import Splits
 from rankprune.runfolder import RunFolder
 
@@ -25,6 +25,8 @@ class ProbeContext:
     iteration: int
     precision: str  # the iteration's training precision
     sample: torch.Tensor  # the iteration's seeded sample of training inputs (as the warm rebuild uses)
+    train: TrainConfig  # how this iteration trains (a warm shrink iteration: without its learning-rate drops)
+    weight_decay: float  # this iteration's weight decay (after --wd-decay)
 
 
 class Probe(Protocol):
