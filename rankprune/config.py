@@ -81,7 +81,9 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9  # SGD only
-    weight_decay: float = 5e-3
+    # None: the family's default (5e-3 for the MLP, as in the original experiment; 1e-3 for the CNN, which
+    # underfits the MNIST subset at 5e-3: 88% training accuracy at depth 2).
+    weight_decay: float | None = None
     batch_size: int = 64
     max_epochs: int = 40
     patience: int = 4  # epochs without a validation gain > min_delta before we call it saturated
@@ -97,7 +99,7 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+        if self.weight_decay is not None and not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"weight decay must be non-negative, got {self.weight_decay}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
@@ -185,11 +187,14 @@ class RunConfig:
         return self
 
     def resolved(self) -> "RunConfig":
-        """Every default filled in that depends on another setting: the family's default width, unless
-        --params chooses the width per depth."""
-        if self.model.width is None and self.model.params is None:
-            return self.replace(model={"width": get_family(self.model.family).default_width})
-        return self
+        """Every default filled in that depends on another setting: the family's default width (unless
+        --params chooses the width per depth) and weight decay."""
+        family, out = get_family(self.model.family), self
+        if out.model.width is None and out.model.params is None:
+            out = out.replace(model={"width": family.default_width})
+        if out.train.weight_decay is None:
+            out = out.replace(train={"weight_decay": family.default_weight_decay})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The config as config.json records it, with the run-folder format it is written in."""
@@ -246,6 +251,7 @@ _TYPE_CHECKS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "float | None": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"),
     "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
                         "a list of integers"),
 }

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from rankprune.models import activation_inputs, activation_rows
-from rankprune.rank import DEFAULT_RECORDED, RankMeasure, parse_measure, singular_values
-
-_NUMPY_RULE = RankMeasure("numerical")
+from rankprune.rank import (DEFAULT_RECORDED, RankMeasure, gram_singular_values, parse_measure, singular_values,
+                            sketched_numerical_rank)
 
 __all__ = ["LayerSpectra", "measure_layers", "recorded_measures"]
 
@@ -50,21 +49,28 @@ def _matrix(w: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], -1)
 
 
-def measure_layers(model: nn.Module, measures: list[RankMeasure]) -> LayerSpectra:
-    """Every weight matrix of a network of any family (network.weights(): hidden layers, then the output)."""
+def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int | None = None) -> LayerSpectra:
+    """Every weight matrix of a network of any family (network.weights(): hidden layers, then the output).
+
+    Weights are decomposed in their own precision (float32: numpy's matrix_rank does the same, and it is what
+    an epoch's measurement costs most). `grad_rows`, the rows the gradients were taken over, bounds a linear
+    layer's gradient rank and lets it be counted from a sketch (rank.sketched_numerical_rank), which falls
+    back to the full SVD wherever the bound does not hold (a convolution's gradient sums over positions too).
+    """
     svals, ranks, spectral, frobenius, grad_rank = [], {m.spec: [] for m in measures}, [], [], []
     for weight in model.weights():
         w = _matrix(weight)
-        # numpy's rule uses the eps of the dtype the weights are stored in, though the SVD is float64.
+        # numpy's rule uses the eps of the dtype the weights are stored in.
         eps = float(torch.finfo(w.dtype).eps)
-        s = singular_values(w)
+        s = singular_values(w, dtype=w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32)
         svals.append(s)
         for m in measures:
             ranks[m.spec].append(m(s, tuple(w.shape), eps))
         spectral.append(float(s[0]) if s.size else 0.0)
         frobenius.append(float(np.sqrt((s**2).sum())))
         g = None if weight.grad is None else _matrix(weight.grad)
-        grad_rank.append(None if g is None else _NUMPY_RULE(singular_values(g), tuple(g.shape), eps))
+        sketch = (grad_rows or max(g.shape)) + 8 if g is not None else 0  # a little oversampling
+        grad_rank.append(None if g is None else sketched_numerical_rank(g, eps, sketch))
     return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)
 
 
@@ -78,7 +84,7 @@ def measure_activations(model: nn.Module, inputs: torch.Tensor, measures: list[R
     out: dict[str, list[float]] = {m.spec: [] for m in measures}
     for z in model.hidden(activation_inputs(model, inputs)):
         z = activation_rows(z)
-        s = singular_values(z)
+        s = gram_singular_values(z)
         for m in measures:
             out[m.spec].append(m(s, tuple(z.shape), float(torch.finfo(torch.float32).eps)))
     return out

@@ -27,6 +27,8 @@ __all__ = [
     "stable_rank",
     "energy_rank",
     "singular_values",
+    "gram_singular_values",
+    "sketched_numerical_rank",
     "measure_all",
     "width_from_rank",
     "DEFAULT_RECORDED",
@@ -132,16 +134,69 @@ def parse_measure(spec: str) -> RankMeasure:
 DEFAULT_RECORDED = ("numerical", "effective", "stable", "energy:0.9", "energy:0.99")
 
 
-def singular_values(weight: torch.Tensor) -> np.ndarray:
-    """Singular values of a matrix, descending, from a float64 SVD on the CPU.
+def singular_values(matrix: torch.Tensor, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Singular values of a matrix, descending, from an SVD in `dtype` on the CPU, as float64.
 
+    float32 is what numpy's own matrix_rank computes for a float32 matrix, and a float32 weight holds no
+    more digits than that; it is about 1.5x faster (784 x 784: 57 ms against 84 ms here).
     A matrix holding NaN or infinity (a diverged network) gets NaN singular values instead of the
     LinAlgError that LAPACK would raise.
     """
-    m = weight.detach().to("cpu", torch.float64)
+    m = matrix.detach().to("cpu", dtype)
     if not torch.isfinite(m).all():
         return np.full(min(m.shape), np.nan)
-    return torch.linalg.svdvals(m).numpy()
+    return torch.linalg.svdvals(m).to(torch.float64).numpy()
+
+
+def gram_singular_values(matrix: torch.Tensor) -> np.ndarray:
+    """Singular values of a tall (or wide) matrix from the eigenvalues of its small float64 Gram matrix.
+
+    For an activation matrix (4,096 x 784) this is 2x faster than its SVD. Squaring the condition number
+    loses singular values below about 1e-8 x the largest, far under any tolerance a rank measure here uses
+    (numpy's rule for float32 data: max(M, N) x 1.2e-7 relative).
+    """
+    m = matrix.detach().to("cpu", torch.float64)
+    if not torch.isfinite(m).all():
+        return np.full(min(m.shape), np.nan)
+    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt().numpy()
+
+
+def sketched_numerical_rank(matrix: torch.Tensor, eps: float, sketch: int, seed: int = 0) -> float:
+    """numpy's matrix_rank of a matrix expected to have rank below `sketch`, without its full SVD.
+
+    A loss gradient over B rows has rank at most B for a linear layer (a sum of B outer products), so a
+    784 x 784 gradient of a batch of 64 needs only a 784 x `sketch` range: a seeded Gaussian sketch Y = G W,
+    Q = qr(Y), and the singular values s of Q^T G (Halko, Martinsson and Tropp 2011). The residual
+    R = G - Q Q^T G is bounded in norm, and by Weyl's inequality every singular value of G lies within
+    ||R||_2 <= ||R||_F of one of s (or of 0). The count is returned only when no singular value is that close to
+    the tolerance (which itself is known to within ||R||), so it is numpy's count; otherwise, and whenever
+    the matrix is too small for a sketch to pay, the full SVD decides. float64 throughout.
+    """
+    m = matrix.detach().to("cpu", torch.float64)
+    if not torch.isfinite(m).all():
+        return float("nan")
+    shape = tuple(m.shape)
+    if m.shape[0] < m.shape[1]:
+        m = m.T  # sketch the smaller side's range
+    if 2 * sketch >= m.shape[1]:
+        return numerical_rank(singular_values(m), shape, eps)
+    omega = torch.randn(m.shape[1], sketch, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q, _ = torch.linalg.qr(m @ omega)
+    core = q.T @ m
+    s = torch.linalg.svdvals(core).numpy()
+    # ||R||_F^2 = ||G||_F^2 - ||Q^T G||_F^2 (Q has orthonormal columns), without forming R; the float64
+    # cancellation leaves an error of a few eps64 x ||G||_F^2, added so that `spread` stays an upper bound.
+    # It resolves a residual of about 1e-8 ||G||_F, far under numpy's tolerance (max(M, N) x eps32 x sigma_max).
+    total, kept = float(m.square().sum()), float(core.square().sum())
+    spread = math.sqrt(max(total - kept, 0.0) + 8 * float(np.finfo(np.float64).eps) * total)
+    if s.size == 0 or s[0] == 0:
+        return numerical_rank(singular_values(m), shape, eps)
+    low, high = s[0] * max(shape) * eps, (s[0] + spread) * max(shape) * eps
+    ambiguous = spread >= low or np.any((s > low - spread) & (s <= high))
+    if ambiguous:
+        return numerical_rank(singular_values(m), shape, eps)
+    return float(np.count_nonzero(s > high))
 
 
 def measure_all(

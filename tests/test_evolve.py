@@ -150,9 +150,10 @@ def test_every_iteration_has_weights_and_spectra(finished, digits):
         assert sum(v.numel() for v in state.values()) == row["parameters"]
         assert row["parameters"] == parameter_count(digits.n_features, row["widths"], digits.n_classes)
         for layer in range(depth + 1):
-            # The recorded spectrum is the spectrum of the saved weights at saturation.
-            recorded = spectra[(depth, iteration, layer)]
-            np.testing.assert_allclose(recorded, singular_values(state[f"linears.{layer}.weight"]), rtol=1e-9, atol=1e-12)
+            # The recorded spectrum is the spectrum of the saved weights at saturation, to the float32 precision
+            # the weights are stored (and decomposed) in.
+            recorded, exact = spectra[(depth, iteration, layer)], singular_values(state[f"linears.{layer}.weight"])
+            np.testing.assert_allclose(recorded, exact, rtol=0, atol=50 * np.finfo(np.float32).eps * exact[0])
 
 
 def test_tables_load_with_pandas_and_have_the_documented_columns(finished):

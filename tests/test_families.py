@@ -163,3 +163,15 @@ def test_activation_inputs_take_only_the_images_the_row_cap_needs():
     assert min(z.shape[0] for z in cnn.hidden(few)) >= 4900
     mlp = get_family("mlp").build((20,), [4], 10, seed=0)
     assert len(activation_inputs(mlp, torch.randn(300, 20), limit=4900)) == 300  # a row per sample: all of them
+
+
+def test_weight_decay_defaults_to_the_familys_unless_given():
+    from rankprune.config import RunConfig
+    from rankprune.models import FAMILIES
+
+    for name, family in FAMILIES.items():
+        cfg = RunConfig().replace(model={"family": name}).validate().resolved()
+        assert cfg.train.weight_decay == family.default_weight_decay
+        given = RunConfig().replace(model={"family": name}, train={"weight_decay": 0.0}).validate().resolved()
+        assert given.train.weight_decay == 0.0  # an explicit 0 is not "not given"
+    assert FAMILIES["mlp"].default_weight_decay == 5e-3  # the original experiment's

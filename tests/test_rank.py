@@ -13,10 +13,12 @@ from rankprune.rank import (
     RankMeasure,
     effective_rank,
     energy_rank,
+    gram_singular_values,
     measure_all,
     numerical_rank,
     parse_measure,
     singular_values,
+    sketched_numerical_rank,
     stable_rank,
     width_from_rank,
 )
@@ -113,6 +115,58 @@ def test_measures_accept_torch_float32_weights():
     assert s.dtype == np.float64
     assert np.all(np.diff(s) <= 0)
     np.testing.assert_allclose(s, np.linalg.svd(w.double().numpy(), compute_uv=False), rtol=1e-10)
+
+
+def test_float32_singular_values_agree_with_float64_to_float32_precision():
+    w = torch.randn(300, 200, generator=torch.Generator().manual_seed(1)) / 20
+    s32, s64 = singular_values(w, dtype=torch.float32), singular_values(w)
+    assert s32.dtype == np.float64 and np.all(np.diff(s32) <= 0)
+    np.testing.assert_allclose(s32, s64, rtol=0, atol=50 * EPS32 * s64[0])
+    for m in (RankMeasure("numerical", 0.02), RankMeasure("effective"), RankMeasure("energy", 0.99)):
+        assert m(s32, w.shape, EPS32) == pytest.approx(m(s64, w.shape, EPS32), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4096, 784), (500, 60), (60, 500)])
+def test_gram_singular_values_match_the_svd(shape):
+    z = torch.relu(torch.randn(*shape, generator=torch.Generator().manual_seed(2)))
+    z[:, :5] = z[:, 5:10] * 2  # exact duplicates: rank deficiency the measures must see
+    if shape[0] < shape[1]:
+        z = torch.relu(torch.randn(*shape, generator=torch.Generator().manual_seed(2)))
+        z[:5] = z[5:10] * 2
+    ours, svd = gram_singular_values(z), svals(z.double().numpy())
+    assert len(ours) == len(svd)
+    np.testing.assert_allclose(ours, svd, rtol=0, atol=1e-6 * svd[0])
+    for m in (RankMeasure("numerical"), RankMeasure("numerical", 0.02), RankMeasure("effective"), RankMeasure("stable")):
+        # counts agree exactly; continuous measures to 1e-6 (the duplicates' zero singular values come back at
+        # about 1e-8 of the largest, and an entropy sees them)
+        assert m(ours, z.shape, EPS32) == pytest.approx(m(svd, z.shape, EPS32), rel=1e-6), m.spec
+    assert RankMeasure("numerical")(ours, z.shape, EPS32) == min(shape) - 5
+
+
+@pytest.mark.parametrize("rank", [0, 1, 5, 64, 71, 72, 80, 300])
+@pytest.mark.parametrize("shape", [(784, 784), (300, 784), (784, 300)])
+def test_a_sketched_numerical_rank_is_the_full_svds(rank, shape):
+    """Below the sketch's size the count comes from the sketch; above it, the residual check falls back."""
+    g = torch.Generator().manual_seed(rank)
+    m = torch.randn(shape[0], rank, generator=g) @ torch.randn(rank, shape[1], generator=g)
+    m = (m + 1e-7 * torch.randn(*shape, generator=g)).float()  # float32 rounding-level noise, as a gradient has
+    full = numerical_rank(singular_values(m), shape, EPS32)
+    assert sketched_numerical_rank(m, EPS32, sketch=72) == full
+    assert full == min(rank, *shape) or rank == 0
+
+
+def test_a_sketched_rank_of_a_real_gradient_is_the_full_svds():
+    from rankprune.models import build_mlp
+    from rankprune.train import batch_gradient
+
+    g = torch.Generator().manual_seed(3)
+    model = build_mlp(784, [784, 256], 10, seed=0)
+    x, y = torch.randn(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+    batch_gradient(model, x, y)
+    for w in model.weights():
+        assert sketched_numerical_rank(w.grad, EPS32, sketch=72) == numerical_rank(singular_values(w.grad), tuple(w.grad.shape), EPS32)
+    assert math.isnan(sketched_numerical_rank(torch.full((784, 784), float("nan")), EPS32, 72))
+    assert sketched_numerical_rank(torch.ones(784, 784), EPS32, 72) == 1
 
 
 # --- parsing -------------------------------------------------------------------------------------

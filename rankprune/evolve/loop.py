@@ -55,6 +55,7 @@ def evolve_depth(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, repor
                  initial_widths: list[int] | None = None) -> DepthResult:
     """Run the controller for one depth, from `initial_widths` (one per hidden layer) or starting_widths;
     a depth with finished iterations in the run folder continues after the last of them."""
+    cfg = cfg.resolved()
     if initial_widths is not None and len(initial_widths) != depth:
         raise ValueError(f"depth {depth} needs {depth} initial widths, got {list(initial_widths)}")
     history = [r for r in run.rows(ITERATIONS) if r["depth"] == depth]
@@ -147,6 +148,7 @@ def _reopen_if_extended(cfg: RunConfig, run: RunFolder, depth: int) -> None:
 def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | None = None) -> list[DepthResult]:
     """Run the controller for every depth in cfg.evolve.layers; depths already finished are kept."""
     reporter = reporter or NullReporter()
+    cfg = cfg.resolved()  # the family's defaults (the CLI, studies and the API resolve already; callers may not)
     # Rows of an iteration that never finished (interrupted) are dropped; it is redone from its start.
     # A torn last line (killed mid-write) is dropped too, so the next row never lands on its fragment.
     finished = [(r["depth"], r["iteration"]) for r in run.rows(ITERATIONS)]

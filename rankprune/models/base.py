@@ -49,6 +49,7 @@ class Network(Protocol):
 class Family(Protocol):
     name: str
     default_width: int
+    default_weight_decay: float  # what --weight-decay means when it is not given
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """ConfigError (one line) when this family cannot take inputs of this shape."""

@@ -35,8 +35,9 @@ class SpectraProbe:
         return self._batch
 
     def epoch(self, ctx: ProbeContext) -> dict:
-        batch_gradient(ctx.model, *self._gradient_batch(ctx), ctx.precision)  # read by measure_layers' grad_rank
-        self._last = measure_layers(ctx.model, recorded_measures(ctx.cfg.rank.measure))
+        x, y = self._gradient_batch(ctx)
+        batch_gradient(ctx.model, x, y, ctx.precision)  # read by measure_layers' grad_rank
+        self._last = measure_layers(ctx.model, recorded_measures(ctx.cfg.rank.measure), grad_rows=len(x))
         return self._last.row()
 
     def iteration(self, ctx: ProbeContext) -> dict:
