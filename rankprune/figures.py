@@ -208,10 +208,11 @@ def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlab
     return fig
 
 
-def widths_per_iteration(widths: pd.DataFrame) -> Figure:
+def widths_per_iteration(widths: pd.DataFrame, unit: str = "units") -> Figure:
     """One panel per depth: each hidden layer's width (solid) and, where the iteration finished, the rank
     measured at saturation that sets the next width (dotted), against the controller iteration.
-    `widths` has columns depth, iteration, widths (list per hidden layer), ranks (list or None)."""
+    `widths` has columns depth, iteration, widths (list per hidden layer), ranks (list or None); `unit` is
+    what a width counts (units of an MLP layer, channels of a conv block)."""
     depths = sorted(widths["depth"].unique())
     fig, axes = _grid(len(depths), ncols=4, size=(3.6, 3.0))
     for ax, depth in zip(axes, depths):
@@ -225,7 +226,7 @@ def widths_per_iteration(widths: pd.DataFrame) -> Figure:
                         label=f"hidden {layer + 1} rank")
         ax.set_title(f"depth {depth}")
         ax.set_xlabel("controller iteration")
-        ax.set_ylabel("width / rank (units)")
+        ax.set_ylabel(f"width / rank ({unit})")
         ax.set_xticks(sorted(part["iteration"].unique()))
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)

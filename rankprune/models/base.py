@@ -50,6 +50,7 @@ class Family(Protocol):
     name: str
     default_width: int
     default_weight_decay: float  # what --weight-decay means when it is not given
+    width_unit: str  # what a width counts, for labels: "units", "channels"
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """ConfigError (one line) when this family cannot take inputs of this shape."""

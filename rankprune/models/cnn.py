@@ -91,6 +91,7 @@ def _resolutions(input_shape: tuple[int, ...], depth: int) -> list[int]:
 class CNNFamily:
     name = "cnn"
     default_width = 64  # channels per block
+    width_unit = "channels"
     # At the MLP's 5e-3 this network underfits the MNIST subset (88% training accuracy, depth 2); 1e-3 lets it
     # fit while its second block's rank still falls (64 -> 46 channels at depth 2, benchmarks/results/evolve_cnn_mnist10k.md).
     default_weight_decay = 1e-3

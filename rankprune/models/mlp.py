@@ -68,6 +68,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 class MLPFamily:
     name = "mlp"
     default_width = 784  # the original experiment's width: MNIST's input size
+    width_unit = "units"
     default_weight_decay = 5e-3  # the original experiment's
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:

@@ -15,6 +15,7 @@ from rankprune.report.document import _absent, _count, _Document, _list, _num, _
 from rankprune.report.gather import RunData, read_run
 from rankprune.report.reference import _reference
 from rankprune.runfolder import DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.models import FAMILIES
 from rankprune.units import TFLOP, tflop
 
 
@@ -188,7 +189,9 @@ def _widths(doc: _Document, run: RunData) -> None:
     widths = _widths_frame(run.epochs, run.iterations)
     if not widths.empty:
         doc.add("## Widths per iteration", "")
-        doc.figure("widths", lambda: figures.widths_per_iteration(widths), "hidden-layer widths per iteration",
+        family = FAMILIES.get(run.config.get("model", {}).get("family", "mlp"))
+        unit = getattr(family, "width_unit", "units")
+        doc.figure("widths", lambda: figures.widths_per_iteration(widths, unit), "hidden-layer widths per iteration",
                    f"Width of each hidden layer per iteration (solid) and its rank `{run.measure}` measured at saturation "
                    "(dotted), which sets the next width. Look for the lines meeting and flattening: a fixed point.")
 
