@@ -49,6 +49,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- evolve -----------------------------------------------------------------------------------
+def _samples_per_epoch(text: str) -> int | str:
+    """--samples-per-epoch: a whole number of samples, or `pass`."""
+    if text.strip().lower() == "pass":
+        return "pass"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of samples or 'pass', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 # flag -> (section, key, type, help). A flag left out keeps the config's value (default, TOML, or
 # the resumed run's), so only what the user typed overrides anything.
 _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
@@ -70,6 +83,9 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--lr-drops": ("train", "lr_drops", int, "plateaus that divide the learning rate before saturation is called (1)"),
     "--lr-drop-factor": ("train", "lr_drop_factor", float, "learning-rate multiplier at each such plateau (0.1)"),
     "--precision": ("train", "precision", str, "fp32 | bf16 autocast (fp32)"),
+    "--samples-per-epoch": ("train", "samples_per_epoch", _samples_per_epoch,
+                            "training samples one epoch draws: N | pass (one pass over the data used); default: the "
+                            "full training split's size, so --train-fraction keeps the steps per epoch equal"),
     "--rank": ("rank", "measure", str, "rank measure that drives shrinking: numerical[:RTOL] | effective | stable | energy:Q (numerical:0.02)"),
     "--min-width": ("rank", "min_width", int, "no hidden layer shrinks below this (1)"),
     "--max-iterations": ("evolve", "max_iterations", int, "controller iterations per depth at most (8)"),

@@ -27,6 +27,7 @@ __all__ = [
     "EvolveConfig",
     "RunConfig",
     "DATASETS",
+    "PASS",
     "parse_layers",
     "load_toml",
 ]
@@ -35,6 +36,7 @@ DATASETS = ("mnist", "fashion-mnist", "kmnist", "digits", "tensors")  # tensors:
 OPTIMIZERS = ("sgd", "adam")
 REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
+PASS = "pass"  # samples_per_epoch: one pass over the data used
 MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**63); JSON and SQLite store it exactly
 
 
@@ -91,6 +93,10 @@ class TrainConfig:
     lr_drops: int = 1  # plateaus that multiply lr by lr_drop_factor before one counts as saturation
     lr_drop_factor: float = 0.1
     precision: str = "fp32"  # bf16 autocasts matmuls; weights and SVDs stay fp32/fp64
+    # Training samples one epoch draws. None: as many as the full training split has (before --train-fraction
+    # and any other subsetting), cycling a smaller set through seeded reshuffles, so that every task gets
+    # the same optimisation steps per epoch; "pass": one pass over whatever data is used; N: N samples.
+    samples_per_epoch: int | str | None = None
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -113,6 +119,10 @@ class TrainConfig:
             raise ConfigError(f"lr drop factor must be in (0, 1), got {self.lr_drop_factor}")
         if self.min_delta < 0:
             raise ConfigError(f"min delta must be non-negative, got {self.min_delta}")
+        if self.samples_per_epoch is not None and self.samples_per_epoch != PASS and not (
+                isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 1):
+            raise ConfigError(f"samples per epoch must be a whole number of samples >= 1 or {PASS!r}, "
+                              f"got {self.samples_per_epoch!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
@@ -251,6 +261,8 @@ _TYPE_CHECKS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "int | str | None": (lambda v: v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)),
+                         "a whole number or a word"),
     "float | None": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"),
     "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
                         "a list of integers"),

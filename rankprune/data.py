@@ -60,7 +60,22 @@ class Splits:
     mean: float = 0.0
     std: float = 1.0
     n_train_pool: int = 0  # the training set's size before the train fraction and validation split
+    # The training split's size at train fraction 1 (before any subsetting): how many samples an epoch draws
+    # by default, so that a fraction of the data gets as many optimisation steps as all of it. 0: len(train).
+    n_train_full: int = 0
 
+
+    @property
+    def full_train_size(self) -> int:
+        return self.n_train_full or len(self.train)
+
+    def samples_per_epoch(self, setting: int | str | None) -> int:
+        """How many training samples one epoch draws under TrainConfig.samples_per_epoch."""
+        if setting is None:
+            return self.full_train_size
+        if setting == "pass":
+            return len(self.train)
+        return int(setting)
 
     @property
     def n_features(self) -> int:
@@ -71,7 +86,7 @@ class Splits:
         return {
             "dataset": self.name,
             "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
-            "n_train_pool": self.n_train_pool,
+            "n_train_pool": self.n_train_pool, "n_train_full": self.full_train_size,
             "input_shape": list(self.input_shape), "n_features": self.n_features, "n_classes": self.n_classes,
             "normalisation": {"mean": self.mean, "std": self.std,
                               "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), of shape input_shape"},
@@ -156,6 +171,7 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
 
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y_tr), generator=g)
+    n_full = len(perm) - max(1, round(cfg.val_fraction * len(perm)))  # the training split at fraction 1
     perm = perm[: max(2, round(cfg.train_fraction * len(perm)))]
     n_val = max(1, round(cfg.val_fraction * len(perm)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -177,6 +193,7 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         mean=float(mean),
         std=float(std),
         n_train_pool=len(y_tr),
+        n_train_full=n_full,
     )
 
 
@@ -202,14 +219,23 @@ def from_tensors(train: tuple, val: tuple, test: tuple, device: str | torch.devi
     mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
     train_s, val_s, test_s = (Split(((x - mean) / std).contiguous().to(device), y.contiguous().to(device)) for x, y in parts)
     return Splits(name="tensors", train=train_s, val=val_s, test=test_s, input_shape=shapes.pop(), n_classes=n_classes,
-                  mean=float(mean), std=float(std), n_train_pool=len(train_s) + len(val_s))
+                  mean=float(mean), std=float(std), n_train_pool=len(train_s) + len(val_s), n_train_full=len(train_s))
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of (x, y) batches over a seeded permutation; the last batch may be short."""
+def epoch_order(n: int, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """The row order of one epoch of `samples` draws from n rows: seeded permutations laid end to end (a fresh
+    reshuffle each pass), cut at `samples`. samples == n is one permutation, as a plain epoch is."""
+    passes = -(-samples // n)
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])[:samples]
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator,
+            samples: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (x, y) batches over seeded permutations (`samples` draws; default one pass); the last
+    batch may be short."""
     n = len(split)
-    # The permutation is drawn on the CPU generator so that CPU and CUDA runs see the same order.
-    perm = torch.randperm(n, generator=generator).to(split.x.device)
-    for i in range(0, n, batch_size):
-        idx = perm[i : i + batch_size]
+    # The order is drawn on the CPU generator so that CPU and CUDA runs see the same order.
+    order = epoch_order(n, n if samples is None else samples, generator).to(split.x.device)
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
         yield torch.index_select(split.x, 0, idx), torch.index_select(split.y, 0, idx)

@@ -112,6 +112,8 @@ def train_to_saturation(
     # `reference` moves only on a gain > min_delta (as Keras' EarlyStopping); `best` is the maximum seen.
     reference, best, since_best, total_seconds, total_flops = -1.0, -1.0, 0, 0.0, 0.0
     reason, epoch, drops_left = "max-epochs", 0, cfg.lr_drops
+    samples = data.samples_per_epoch(cfg.samples_per_epoch)
+    steps = -(-samples // cfg.batch_size)
 
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -122,7 +124,7 @@ def train_to_saturation(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for x, y in batches(data.train, cfg.batch_size, generator):
+        for x, y in batches(data.train, cfg.batch_size, generator, samples):
             with _autocast(device, cfg.precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
@@ -132,9 +134,9 @@ def train_to_saturation(
             loss_sum.add_(loss.detach(), alpha=len(y))
             predictions.append(logits.detach().argmax(1))
             labels.append(y)
-        train_loss = loss_sum.item() / len(data.train)  # sync point: the epoch's work is done here
+        train_loss = loss_sum.item() / samples  # sync point: the epoch's work is done here
         seconds = time.perf_counter() - start
-        flops = flops_per_sample * len(data.train)
+        flops = flops_per_sample * samples
         total_seconds += seconds
         total_flops += flops
 
@@ -154,7 +156,7 @@ def train_to_saturation(
                 {
                     "epoch": epoch,
                     "train_loss": train_loss,
-                    "train_acc": (torch.cat(predictions) == torch.cat(labels)).sum().item() / len(data.train),
+                    "train_acc": (torch.cat(predictions) == torch.cat(labels)).sum().item() / samples,
                     "val_loss": val.loss,
                     "val_acc": val.acc,
                     "test_loss": test.loss,
@@ -163,6 +165,9 @@ def train_to_saturation(
                     "flops": flops,
                     "best_val_acc": max(best, 0.0),
                     "lr": optimizer.param_groups[0]["lr"],
+                    "steps": steps,  # optimisation steps this epoch
+                    "samples": samples,  # training samples drawn this epoch
+                    "distinct_samples": min(samples, len(data.train)),  # of which different rows
                 }
             )
         if reason == "diverged":
