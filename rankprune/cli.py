@@ -72,6 +72,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--data-dir": ("data", "data_dir", str, "dataset folder (default: ~/.cache/rankprune/data, or $RANKPRUNE_DATA)"),
     "--train-fraction": ("data", "train_fraction", float, "seeded fraction of the training set to use (1.0)"),
     "--val-fraction": ("data", "val_fraction", float, "fraction of the training set held out for validation (0.1)"),
+    "--label-noise": ("data", "label_noise", float, "seeded fraction of training labels replaced by a random class (0; validation and test stay clean)"),
     "--optimizer": ("train", "optimizer", str, "sgd | adam (sgd, with momentum)"),
     "--lr": ("train", "lr", float, "learning rate (0.05)"),
     "--momentum": ("train", "momentum", float, "SGD momentum (0.9)"),

@@ -47,6 +47,9 @@ class DataConfig:
     download: bool = True
     train_fraction: float = 1.0  # seeded fraction of the training set actually used
     val_fraction: float = 0.1  # carved from the (fractioned) training set, seeded
+    # A seeded fraction of the training labels replaced by a uniformly random class (which may be the true
+    # one); validation and test labels stay clean.
+    label_noise: float = 0.0
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -55,6 +58,8 @@ class DataConfig:
             raise ConfigError(f"train fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if not (0 <= self.label_noise < 1):
+            raise ConfigError(f"label noise must be a fraction in [0, 1), got {self.label_noise}")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rankprune.config import ConfigError, DataConfig
+from rankprune.seeds import LABEL_NOISE, derive_seed
 
 __all__ = [
     "DataError", "Split", "Splits", "load", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
@@ -63,7 +64,18 @@ class Splits:
     # The training split's size at train fraction 1 (before any subsetting): how many samples an epoch draws
     # by default, so that a fraction of the data gets as many optimisation steps as all of it. 0: len(train).
     n_train_full: int = 0
+    # --label-noise: the training rows whose label was replaced (indices into train) and the labels they had.
+    relabelled: torch.Tensor | None = None
+    true_labels: torch.Tensor | None = None  # the training split's labels before any was replaced
 
+
+    def _noise_record(self) -> dict:
+        if self.relabelled is None:
+            return {}
+        idx = self.relabelled.cpu()
+        changed = (self.train.y.cpu()[idx] != self.true_labels.cpu()[idx]).sum().item()
+        return {"label_noise": {"relabelled": len(idx), "label_changed": int(changed), "rows": idx.tolist(),
+                                "rows_are": "indices into the training split, in the order the run trains on"}}
 
     @property
     def full_train_size(self) -> int:
@@ -87,6 +99,7 @@ class Splits:
             "dataset": self.name,
             "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
             "n_train_pool": self.n_train_pool, "n_train_full": self.full_train_size,
+            **self._noise_record(),
             "input_shape": list(self.input_shape), "n_features": self.n_features, "n_classes": self.n_classes,
             "normalisation": {"mean": self.mean, "std": self.std,
                               "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), of shape input_shape"},
@@ -183,9 +196,10 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         return Split(((x - mean) / std).contiguous().to(device), y.contiguous().to(device))
 
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    y_train, relabelled, true_labels = relabel(y_tr[train_idx], cfg.label_noise, n_classes, seed)
     return Splits(
         name=cfg.dataset,
-        train=split(x_train, y_tr[train_idx]),
+        train=split(x_train, y_train),
         val=split(x_tr[val_idx], y_tr[val_idx]),
         test=split(x_te, y_te),
         input_shape=tuple(x_tr.shape[1:]),
@@ -194,7 +208,23 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         std=float(std),
         n_train_pool=len(y_tr),
         n_train_full=n_full,
+        relabelled=relabelled,
+        true_labels=None if true_labels is None else true_labels.to(device),
     )
+
+
+def relabel(y: torch.Tensor, fraction: float, n_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(labels, relabelled rows, the labels before): round(fraction x N) seeded rows get a uniformly random class.
+
+    The draw has its own stream (seeds.LABEL_NOISE), so the same seed relabels the same rows whatever else is set.
+    """
+    if fraction == 0:
+        return y, None, None
+    g = torch.Generator().manual_seed(derive_seed(seed, LABEL_NOISE))
+    rows = torch.randperm(len(y), generator=g)[: round(fraction * len(y))].sort().values
+    noisy = y.clone()
+    noisy[rows] = torch.randint(0, n_classes, (len(rows),), generator=g, dtype=y.dtype)
+    return noisy, rows, y
 
 
 def from_tensors(train: tuple, val: tuple, test: tuple, device: str | torch.device = "cpu") -> Splits:

@@ -31,7 +31,21 @@ def _header(doc: _Document, run: RunData) -> None:
     config, data = run.config, run.data
     doc.add(f"**State:** {state}{_where(run.status or {})}. Dataset {data.get('dataset', '?')}, depths "
             f"{_list(config.get('evolve', {}).get('layers', []))}, initial width {config.get('model', {}).get('width', '?')}, "
-            f"rank measure `{run.measure}`, seed {config.get('seed', '?')}.", "")
+            f"rank measure `{run.measure}`, seed {config.get('seed', '?')}.{_task(config)}", "")
+
+
+def _task(config: dict) -> str:
+    """The task-complexity knobs set away from their defaults, as a sentence (empty when none is)."""
+    data, train = config.get("data", {}), config.get("train", {})
+    knobs = []
+    if data.get("train_fraction", 1.0) != 1.0:
+        knobs.append(f"train fraction {data['train_fraction']:g}")
+    if data.get("label_noise", 0.0):
+        knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
+    samples = train.get("samples_per_epoch")
+    knobs.append("one pass over the data per epoch" if samples == "pass" else
+                 f"{samples:,} samples per epoch" if samples else "as many samples per epoch as the full training split")
+    return " Task: " + ", ".join(knobs) + "."
 
 
 def _run_gaps(run: RunData) -> list[str]:
