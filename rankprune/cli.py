@@ -72,6 +72,8 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--data-dir": ("data", "data_dir", str, "dataset folder (default: ~/.cache/rankprune/data, or $RANKPRUNE_DATA)"),
     "--train-fraction": ("data", "train_fraction", float, "seeded fraction of the training set to use (1.0)"),
     "--val-fraction": ("data", "val_fraction", float, "fraction of the training set held out for validation (0.1)"),
+    "--classes": ("data", "classes", int, "keep K classes in every split: the first K, or a seeded choice with --classes-seed (all)"),
+    "--classes-seed": ("data", "classes_seed", int, "seed of the choice of --classes (none: the first K)"),
     "--label-noise": ("data", "label_noise", float, "seeded fraction of training labels replaced by a random class (0; validation and test stay clean)"),
     "--optimizer": ("train", "optimizer", str, "sgd | adam (sgd, with momentum)"),
     "--lr": ("train", "lr", float, "learning rate (0.05)"),

@@ -50,6 +50,10 @@ class DataConfig:
     # A seeded fraction of the training labels replaced by a uniformly random class (which may be the true
     # one); validation and test labels stay clean.
     label_noise: float = 0.0
+    # Keep K classes (the first K, or a seeded choice when classes_seed is set) in every split, relabelled
+    # 0..K-1 in the order of their original labels; None keeps them all.
+    classes: int | None = None
+    classes_seed: int | None = None
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -58,6 +62,12 @@ class DataConfig:
             raise ConfigError(f"train fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if self.classes is not None and self.classes < 2:
+            raise ConfigError(f"--classes must be at least 2, got {self.classes}")
+        if self.classes_seed is not None and self.classes is None:
+            raise ConfigError("--classes-seed chooses which classes --classes keeps; give --classes too")
+        if self.classes_seed is not None and not 0 <= self.classes_seed <= MAX_SEED:
+            raise ConfigError(f"--classes-seed must be an integer from 0 to {MAX_SEED}, got {self.classes_seed}")
         if not (0 <= self.label_noise < 1):
             raise ConfigError(f"label noise must be a fraction in [0, 1), got {self.label_noise}")
 

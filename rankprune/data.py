@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rankprune.config import ConfigError, DataConfig
-from rankprune.seeds import LABEL_NOISE, derive_seed
+from rankprune.seeds import CLASSES, LABEL_NOISE, derive_seed
 
 __all__ = [
     "DataError", "Split", "Splits", "load", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
@@ -67,6 +67,7 @@ class Splits:
     # --label-noise: the training rows whose label was replaced (indices into train) and the labels they had.
     relabelled: torch.Tensor | None = None
     true_labels: torch.Tensor | None = None  # the training split's labels before any was replaced
+    kept_classes: list[int] | None = None  # --classes: the original labels kept; label i is kept_classes[i]
 
 
     def _noise_record(self) -> dict:
@@ -100,6 +101,7 @@ class Splits:
             "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
             "n_train_pool": self.n_train_pool, "n_train_full": self.full_train_size,
             **self._noise_record(),
+            **({"classes": self.kept_classes} if self.kept_classes is not None else {}),
             "input_shape": list(self.input_shape), "n_features": self.n_features, "n_classes": self.n_classes,
             "normalisation": {"mean": self.mean, "std": self.std,
                               "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), of shape input_shape"},
@@ -182,9 +184,15 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         x_tr, y_tr = _torchvision_arrays(cfg, train=True)
         x_te, y_te = _torchvision_arrays(cfg, train=False)
 
+    n_pool = len(y_tr)
+    n_full = n_pool - max(1, round(cfg.val_fraction * n_pool))  # the training split at fraction 1, all classes
+    n_all_classes = int(max(y_tr.max(), y_te.max())) + 1
+    kept = choose_classes(n_all_classes, cfg.classes, cfg.classes_seed)
+    if kept is not None:
+        (x_tr, y_tr), (x_te, y_te) = keep_classes(x_tr, y_tr, kept), keep_classes(x_te, y_te, kept)
+
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y_tr), generator=g)
-    n_full = len(perm) - max(1, round(cfg.val_fraction * len(perm)))  # the training split at fraction 1
     perm = perm[: max(2, round(cfg.train_fraction * len(perm)))]
     n_val = max(1, round(cfg.val_fraction * len(perm)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -195,7 +203,7 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     def split(x: torch.Tensor, y: torch.Tensor) -> Split:
         return Split(((x - mean) / std).contiguous().to(device), y.contiguous().to(device))
 
-    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    n_classes = n_all_classes if kept is None else len(kept)
     y_train, relabelled, true_labels = relabel(y_tr[train_idx], cfg.label_noise, n_classes, seed)
     return Splits(
         name=cfg.dataset,
@@ -206,11 +214,33 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         n_classes=n_classes,
         mean=float(mean),
         std=float(std),
-        n_train_pool=len(y_tr),
+        n_train_pool=n_pool,
         n_train_full=n_full,
+        kept_classes=kept,
         relabelled=relabelled,
         true_labels=None if true_labels is None else true_labels.to(device),
     )
+
+
+def choose_classes(n_classes: int, keep: int | None, seed: int | None) -> list[int] | None:
+    """The original labels --classes keeps, ascending: the first K, or K drawn by classes_seed; None for all."""
+    if keep is None:
+        return None
+    if keep > n_classes:
+        raise ConfigError(f"--classes {keep}: this dataset has only {n_classes} classes")
+    if seed is None:
+        return list(range(keep))
+    g = torch.Generator().manual_seed(derive_seed(seed, CLASSES))
+    return sorted(torch.randperm(n_classes, generator=g)[:keep].tolist())
+
+
+def keep_classes(x: torch.Tensor, y: torch.Tensor, kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of the kept classes, labelled by their position in `kept` (0..K-1)."""
+    lookup = torch.full((max(int(y.max()), *kept) + 1,), -1, dtype=y.dtype)
+    lookup[torch.tensor(kept, dtype=torch.long)] = torch.arange(len(kept), dtype=y.dtype)
+    mapped = lookup[y]
+    rows = mapped >= 0
+    return x[rows], mapped[rows]
 
 
 def relabel(y: torch.Tensor, fraction: float, n_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

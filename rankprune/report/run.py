@@ -40,6 +40,8 @@ def _task(config: dict) -> str:
     knobs = []
     if data.get("train_fraction", 1.0) != 1.0:
         knobs.append(f"train fraction {data['train_fraction']:g}")
+    if data.get("classes"):
+        knobs.append(f"{data['classes']} classes" + (f" (seeded choice {data['classes_seed']})" if data.get("classes_seed") is not None else " (the first)"))
     if data.get("label_noise", 0.0):
         knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
     samples = train.get("samples_per_epoch")
