@@ -74,6 +74,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--val-fraction": ("data", "val_fraction", float, "fraction of the training set held out for validation (0.1)"),
     "--classes": ("data", "classes", int, "keep K classes in every split: the first K, or a seeded choice with --classes-seed (all)"),
     "--classes-seed": ("data", "classes_seed", int, "seed of the choice of --classes (none: the first K)"),
+    "--tasks": ("data", "tasks", int, "augmented tasks: N random projections of the input with label permutations, task 0 the identity; records unseen-task test accuracy (off)"),
     "--label-noise": ("data", "label_noise", float, "seeded fraction of training labels replaced by a random class (0; validation and test stay clean)"),
     "--optimizer": ("train", "optimizer", str, "sgd | adam (sgd, with momentum)"),
     "--lr": ("train", "lr", float, "learning rate (0.05)"),

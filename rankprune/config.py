@@ -54,6 +54,9 @@ class DataConfig:
     # 0..K-1 in the order of their original labels; None keeps them all.
     classes: int | None = None
     classes_seed: int | None = None
+    # N augmented tasks (tasks.py): random projections of the input with label permutations, task 0 the
+    # identity; None: the plain dataset, with no unseen-task evaluation.
+    tasks: int | None = None
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -68,6 +71,8 @@ class DataConfig:
             raise ConfigError("--classes-seed chooses which classes --classes keeps; give --classes too")
         if self.classes_seed is not None and not 0 <= self.classes_seed <= MAX_SEED:
             raise ConfigError(f"--classes-seed must be an integer from 0 to {MAX_SEED}, got {self.classes_seed}")
+        if self.tasks is not None and self.tasks < 1:
+            raise ConfigError(f"--tasks must be at least 1, got {self.tasks}")
         if not (0 <= self.label_noise < 1):
             raise ConfigError(f"label noise must be a fraction in [0, 1), got {self.label_noise}")
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from rankprune.config import ConfigError, DataConfig
-from rankprune.seeds import CLASSES, LABEL_NOISE, derive_seed
+from rankprune.seeds import CLASSES, LABEL_NOISE, TASK_ROWS, TASKS, UNSEEN_ROWS, UNSEEN_TASKS, derive_seed
+from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
 
 __all__ = [
     "DataError", "Split", "Splits", "load", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
@@ -68,6 +69,8 @@ class Splits:
     relabelled: torch.Tensor | None = None
     true_labels: torch.Tensor | None = None  # the training split's labels before any was replaced
     kept_classes: list[int] | None = None  # --classes: the original labels kept; label i is kept_classes[i]
+    tasks: int | None = None  # --tasks: how many augmented tasks the splits hold (test holds the seen ones)
+    unseen_test: Split | None = None  # --tasks: the test images under as many unseen tasks
 
 
     def _noise_record(self) -> dict:
@@ -102,6 +105,7 @@ class Splits:
             "n_train_pool": self.n_train_pool, "n_train_full": self.full_train_size,
             **self._noise_record(),
             **({"classes": self.kept_classes} if self.kept_classes is not None else {}),
+            **({"tasks": self.tasks, "n_test_unseen_tasks": len(self.unseen_test)} if self.tasks is not None else {}),
             "input_shape": list(self.input_shape), "n_features": self.n_features, "n_classes": self.n_classes,
             "normalisation": {"mean": self.mean, "std": self.std,
                               "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), of shape input_shape"},
@@ -204,12 +208,21 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         return Split(((x - mean) / std).contiguous().to(device), y.contiguous().to(device))
 
     n_classes = n_all_classes if kept is None else len(kept)
-    y_train, relabelled, true_labels = relabel(y_tr[train_idx], cfg.label_noise, n_classes, seed)
+    train, val, test = split(x_train, y_tr[train_idx]), split(x_tr[val_idx], y_tr[val_idx]), split(x_te, y_te)
+    unseen = None
+    if cfg.tasks is not None:
+        d = math.prod(x_tr.shape[1:])
+        seen_tasks = make_tasks(cfg.tasks, d, n_classes, derive_seed(seed, TASKS), identity_first=True)
+        unseen_tasks = make_tasks(cfg.tasks, d, n_classes, derive_seed(seed, UNSEEN_TASKS), identity_first=False)
+        unseen = Split(*apply_tasks(test.x, test.y, assign_tasks(len(test), cfg.tasks, derive_seed(seed, UNSEEN_ROWS)), unseen_tasks))
+        train, val, test = (Split(*apply_tasks(s.x, s.y, assign_tasks(len(s), cfg.tasks, derive_seed(seed, TASK_ROWS, i)), seen_tasks))
+                            for i, s in enumerate((train, val, test)))
+    y_train, relabelled, true_labels = relabel(train.y.cpu(), cfg.label_noise, n_classes, seed)
     return Splits(
         name=cfg.dataset,
-        train=split(x_train, y_train),
-        val=split(x_tr[val_idx], y_tr[val_idx]),
-        test=split(x_te, y_te),
+        train=Split(train.x, y_train.to(device)),
+        val=val,
+        test=test,
         input_shape=tuple(x_tr.shape[1:]),
         n_classes=n_classes,
         mean=float(mean),
@@ -219,6 +232,8 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         kept_classes=kept,
         relabelled=relabelled,
         true_labels=None if true_labels is None else true_labels.to(device),
+        tasks=cfg.tasks,
+        unseen_test=unseen,
     )
 
 

@@ -12,5 +12,6 @@ from rankprune.probes import spectra  # noqa: E402,F401  isort: skip
 from rankprune.probes import activations  # noqa: E402,F401  isort: skip
 from rankprune.probes import reference  # noqa: E402,F401  isort: skip
 from rankprune.probes import memorisation  # noqa: E402,F401  isort: skip
+from rankprune.probes import tasks  # noqa: E402,F401  isort: skip
 
 __all__ = ["PROBES", "Probe", "ProbeContext", "register"]

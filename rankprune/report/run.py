@@ -42,6 +42,8 @@ def _task(config: dict) -> str:
         knobs.append(f"train fraction {data['train_fraction']:g}")
     if data.get("classes"):
         knobs.append(f"{data['classes']} classes" + (f" (seeded choice {data['classes_seed']})" if data.get("classes_seed") is not None else " (the first)"))
+    if data.get("tasks"):
+        knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations)")
     if data.get("label_noise", 0.0):
         knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
     samples = train.get("samples_per_epoch")

@@ -1,0 +1,70 @@
+"""--tasks N: random projections with label permutations (task 0 the identity), seen and unseen test accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rankprune.config import ConfigError, RunConfig
+from rankprune.data import load
+from rankprune.runfolder import ITERATIONS
+from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
+
+
+def digits(**data):
+    cfg = RunConfig().replace(data={"dataset": "digits", **data}).validate()
+    return load(cfg.data, cfg.seed)
+
+
+def test_task_0_is_the_identity_and_every_task_is_invertible_with_a_label_permutation():
+    tasks = make_tasks(5, 64, 10, seed=3, identity_first=True)
+    assert torch.equal(tasks.projections[0], torch.eye(64)) and torch.equal(tasks.permutations[0], torch.arange(10))
+    for t in range(5):
+        assert torch.linalg.matrix_rank(tasks.projections[t].double()) == 64  # invertible
+        assert sorted(tasks.permutations[t].tolist()) == list(range(10))
+    # variance 1/d: a projection keeps the squared norm of an input on average
+    x = torch.randn(2000, 64, generator=torch.Generator().manual_seed(0))
+    ratio = (x @ tasks.projections[1].T).square().sum() / x.square().sum()
+    assert 0.8 < float(ratio) < 1.2
+    unseen = make_tasks(5, 64, 10, seed=4, identity_first=False)
+    assert not torch.equal(unseen.projections[0], torch.eye(64))
+
+
+def test_applying_a_task_projects_inputs_and_permutes_labels_row_by_row():
+    tasks = make_tasks(3, 16, 4, seed=0, identity_first=True)
+    x, y = torch.randn(30, 1, 4, 4), torch.randint(0, 4, (30,))
+    task = assign_tasks(30, 3, seed=1)
+    px, py = apply_tasks(x, y, task, tasks)
+    assert px.shape == x.shape
+    for i in range(30):
+        t = int(task[i])
+        assert torch.allclose(px[i].flatten(), tasks.projections[t] @ x[i].flatten(), atol=1e-5)
+        assert py[i] == tasks.permutations[t, y[i]]
+    assert set(task.tolist()) == {0, 1, 2}
+
+
+def test_one_task_is_the_plain_dataset_and_more_tasks_are_reproducible():
+    plain, one = digits(), digits(tasks=1)
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(plain, name).x, getattr(one, name).x) and torch.equal(getattr(plain, name).y, getattr(one, name).y)
+    a, b = digits(tasks=4), digits(tasks=4)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.unseen_test.y, b.unseen_test.y)
+    assert not torch.equal(a.train.x, plain.train.x)
+    assert a.unseen_test.x.shape == a.test.x.shape and not torch.equal(a.unseen_test.x, a.test.x)
+    assert a.describe()["tasks"] == 4
+
+
+@pytest.mark.parametrize("bad", [0, -2])
+def test_fewer_than_one_task_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="--tasks"):
+        RunConfig().replace(data={"tasks": bad}).validate()
+
+
+def test_a_run_records_seen_and_unseen_task_accuracy(tmp_path, tiny_config, run_controller):
+    run = run_controller(tiny_config(data={"tasks": 2}, evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "run")
+    for row in run.rows(ITERATIONS):
+        assert 0 <= row["test_acc_unseen_tasks"] <= 1 and row["test_loss_unseen_tasks"] > 0
+        # unseen tasks permute the labels the network never saw permuted so: far below the seen tasks
+        assert row["test_acc_unseen_tasks"] < row["test_acc"]
+    plain = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "plain")
+    assert all("test_acc_unseen_tasks" not in r for r in plain.rows(ITERATIONS))
