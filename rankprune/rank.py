@@ -138,7 +138,8 @@ def singular_values(matrix: torch.Tensor, dtype: torch.dtype = torch.float64) ->
     """Singular values of a matrix, descending, from an SVD in `dtype` on the CPU, as float64.
 
     float32 is what numpy's own matrix_rank computes for a float32 matrix, and a float32 weight holds no
-    more digits than that; it is about 1.5x faster (784 x 784: 57 ms against 84 ms here).
+    more digits than that; it is somewhat faster (784 x 784: 64 against 70 ms, four in a row 256 against 290
+    ms; benchmarks/results/svd_options.md).
     A matrix holding NaN or infinity (a diverged network) gets NaN singular values instead of the
     LinAlgError that LAPACK would raise.
     """
