@@ -87,6 +87,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--lr-drops": ("train", "lr_drops", int, "plateaus that divide the learning rate before saturation is called (1)"),
     "--lr-drop-factor": ("train", "lr_drop_factor", float, "learning-rate multiplier at each such plateau (0.1)"),
     "--precision": ("train", "precision", str, "fp32 | bf16 autocast (fp32)"),
+    "--loss": ("train", "loss", str, "cross-entropy | hinge (quadratic, as the jamming experiments; records N_Delta) | mse (cross-entropy)"),
     "--samples-per-epoch": ("train", "samples_per_epoch", _samples_per_epoch,
                             "training samples one epoch draws: N | pass (one pass over the data used); default: the "
                             "full training split's size, so --train-fraction keeps the steps per epoch equal"),

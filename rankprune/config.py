@@ -37,6 +37,7 @@ OPTIMIZERS = ("sgd", "adam")
 REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
 PASS = "pass"  # samples_per_epoch: one pass over the data used
+LOSS_NAMES = ("cross-entropy", "hinge", "mse")  # losses.LOSSES implements each
 MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**63); JSON and SQLite store it exactly
 
 
@@ -117,6 +118,7 @@ class TrainConfig:
     # and any other subsetting), cycling a smaller set through seeded reshuffles, so that every task gets
     # the same optimisation steps per epoch; "pass": one pass over whatever data is used; N: N samples.
     samples_per_epoch: int | str | None = None
+    loss: str = "cross-entropy"  # a name in losses.LOSSES: cross-entropy | hinge | mse
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -143,6 +145,8 @@ class TrainConfig:
                 isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 1):
             raise ConfigError(f"samples per epoch must be a whole number of samples >= 1 or {PASS!r}, "
                               f"got {self.samples_per_epoch!r}")
+        if self.loss not in LOSS_NAMES:
+            raise ConfigError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSS_NAMES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from rankprune.config import TrainConfig
 from rankprune.data import Split, Splits, batches
+from rankprune.losses import per_sample, unsatisfied
 from rankprune.models import family_of
 
 __all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
@@ -34,6 +35,7 @@ EVAL_CHUNK = 8192  # rows per forward pass when evaluating; bounds memory, not a
 class Evaluation:
     loss: float
     acc: float
+    n_delta: int = 0  # samples with a margin y_k f_k < 1 (see losses.unsatisfied)
 
 
 @dataclass(frozen=True)
@@ -52,29 +54,33 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, precision: str = "fp32") -> Evaluation:
-    """Mean cross-entropy and accuracy over a whole split."""
+def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str = "cross-entropy") -> Evaluation:
+    """Mean loss (--loss) and accuracy over a whole split; with the hinge loss also N_Delta, the count of
+    samples with at least one unsatisfied margin."""
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.x.device, dtype=torch.int64)
+    unsatisfied_sum = torch.zeros((), device=split.x.device, dtype=torch.int64)
     with _autocast(split.x.device, precision):
         for i in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[i : i + EVAL_CHUNK], split.y[i : i + EVAL_CHUNK]
             logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            loss_sum += per_sample(loss, logits, y).sum()
+            unsatisfied_sum += unsatisfied(logits, y).sum()
             correct += (logits.argmax(1) == y).sum()
     n = max(1, len(split))
-    return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n)
+    return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n, n_delta=int(unsatisfied_sum.item()))
 
 
-def batch_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> None:
-    """Leave in every parameter's .grad the gradient of the mean cross-entropy on (x, y).
+def batch_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32",
+                   loss_name: str = "cross-entropy") -> None:
+    """Leave in every parameter's .grad the gradient of the mean training loss on (x, y).
 
     For measurement between epochs: the training loop clears .grad before each step, so this changes
     nothing about training.
     """
     model.zero_grad(set_to_none=True)
     with torch.enable_grad(), _autocast(x.device, precision):
-        loss = F.cross_entropy(model(x).float(), y)
+        loss = per_sample(loss_name, model(x).float(), y).mean()
     loss.backward()
 
 
@@ -127,7 +133,7 @@ def train_to_saturation(
         for x, y in batches(data.train, cfg.batch_size, generator, samples):
             with _autocast(device, cfg.precision):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = per_sample(cfg.loss, logits.float(), y).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -141,11 +147,14 @@ def train_to_saturation(
         total_flops += flops
 
         model.eval()
+        n_delta = None
         if not math.isfinite(train_loss):
             reason = "diverged"
             val = test = Evaluation(float("nan"), 0.0)
         else:
-            val, test = evaluate(model, data.val, cfg.precision), evaluate(model, data.test, cfg.precision)
+            val, test = evaluate(model, data.val, cfg.precision, cfg.loss), evaluate(model, data.test, cfg.precision, cfg.loss)
+            if cfg.loss == "hinge":  # the jamming experiments' N_Delta, over the whole training split
+                n_delta = evaluate(model, data.train, cfg.precision, cfg.loss).n_delta
             if val.acc > reference + cfg.min_delta:
                 reference, since_best = val.acc, 0
             else:
@@ -165,6 +174,7 @@ def train_to_saturation(
                     "flops": flops,
                     "best_val_acc": max(best, 0.0),
                     "lr": optimizer.param_groups[0]["lr"],
+                    **({"n_delta": n_delta} if cfg.loss == "hinge" else {}),
                     "steps": steps,  # optimisation steps this epoch
                     "samples": samples,  # training samples drawn this epoch
                     "distinct_samples": min(samples, len(data.train)),  # of which different rows

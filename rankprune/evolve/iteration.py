@@ -60,7 +60,8 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
         previous = previous if previous is not None else restore(cfg, data, run, depth, history[-1])
         model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, REBUILD), sample)
         # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
-        val, test = evaluate(model, data.val, cfg.train.precision), evaluate(model, data.test, cfg.train.precision)
+        val, test = (evaluate(model, data.val, cfg.train.precision, cfg.train.loss),
+                     evaluate(model, data.test, cfg.train.precision, cfg.train.loss))
         after_rebuild = {"val_acc_after_rebuild": val.acc, "test_acc_after_rebuild": test.acc}
     run.save_weights(model.state_dict(), depth, iteration, start=True)  # where the iteration began
     reporter.iteration_started(depth, iteration, widths)
@@ -84,7 +85,7 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
 
     result = train_to_saturation(model, data, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch)
     final_epoch = last["row"]
-    train_eval = evaluate(model, data.train, cfg.train.precision)
+    train_eval = evaluate(model, data.train, cfg.train.precision, cfg.train.loss)
     measured: dict = {}
     for probe in probes:
         measured.update(probe.iteration(ctx))
@@ -101,6 +102,9 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
         "train_stop": result.stop_reason,
         "train_loss": train_eval.loss,
         "train_acc": train_eval.acc,
+        **({"n_delta": train_eval.n_delta, "n_delta_fraction": train_eval.n_delta / max(1, len(data.train)),
+            "n_delta_per_parameter": train_eval.n_delta / family.parameter_count(data.input_shape, widths, data.n_classes)}
+           if cfg.train.loss == "hinge" else {}),
         "val_loss": final_epoch["val_loss"],
         "val_acc": final_epoch["val_acc"],
         # An annealed iteration is judged by its last epoch. A warm shrink iteration stops at its first

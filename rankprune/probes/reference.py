@@ -41,6 +41,7 @@ class ReferenceProbe:
         model = copy.deepcopy(ctx.model)
         seed = derive_seed(ctx.cfg.seed, ctx.depth, ctx.iteration, REFERENCE)
         result = train_to_saturation(model, ctx.data, anneal, ctx.weight_decay, seed)
-        val, test = evaluate(model, ctx.data.val, ctx.precision), evaluate(model, ctx.data.test, ctx.precision)
+        loss = ctx.cfg.train.loss
+        val, test = evaluate(model, ctx.data.val, ctx.precision, loss), evaluate(model, ctx.data.test, ctx.precision, loss)
         return {"reference_val_acc": val.acc, "reference_test_acc": test.acc, "reference_epochs": result.epochs,
                 "reference_seconds": result.seconds, "reference_flops": result.flops}

@@ -17,5 +17,5 @@ class UnseenTasksProbe:
     def iteration(self, ctx: ProbeContext) -> dict:
         if ctx.data.unseen_test is None:
             return {}
-        result = evaluate(ctx.model, ctx.data.unseen_test, ctx.precision)
+        result = evaluate(ctx.model, ctx.data.unseen_test, ctx.precision, ctx.cfg.train.loss)
         return {"test_acc_unseen_tasks": result.acc, "test_loss_unseen_tasks": result.loss}

@@ -46,6 +46,8 @@ def _task(config: dict) -> str:
         knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations)")
     if data.get("label_noise", 0.0):
         knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
+    if train.get("loss", "cross-entropy") != "cross-entropy":
+        knobs.append(f"{train['loss']} loss")
     samples = train.get("samples_per_epoch")
     knobs.append("one pass over the data per epoch" if samples == "pass" else
                  f"{samples:,} samples per epoch" if samples else "as many samples per epoch as the full training split")

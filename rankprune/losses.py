@@ -1,0 +1,49 @@
+"""Training losses (--loss), by name: each maps (logits (N, K), labels (N,)) to per-sample losses (N,).
+
+- cross-entropy: the default.
+- hinge: the quadratic hinge of the jamming experiments (Spigler, Geiger et al.): the mean over outputs of
+  max(0, 1 - y_k f_k)^2, with y_k = +1 for the true class and -1 for every other. A sample whose every
+  margin y_k f_k reaches 1 costs nothing; N_Delta counts the samples that have at least one that does not.
+- mse: the mean over outputs of (f_k - onehot_k)^2.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LOSSES", "per_sample", "signed_targets", "unsatisfied"]
+
+
+def signed_targets(y: torch.Tensor, n_out: int, dtype: torch.dtype) -> torch.Tensor:
+    """+1 for the true class, -1 for the others: (N, K)."""
+    return 2 * F.one_hot(y, n_out).to(dtype) - 1
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _hinge(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    margins = signed_targets(y, logits.shape[1], logits.dtype) * logits
+    return torch.relu(1 - margins).square().mean(dim=1)
+
+
+def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).square().mean(dim=1)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cross-entropy": _cross_entropy, "hinge": _hinge, "mse": _mse,
+}
+
+
+def per_sample(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return LOSSES[name](logits, y)
+
+
+def unsatisfied(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether any output's margin y_k f_k is below 1 (the jamming experiments' Delta set)."""
+    return (signed_targets(y, logits.shape[1], logits.dtype) * logits < 1).any(dim=1)
