@@ -95,6 +95,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--min-width": ("rank", "min_width", int, "no hidden layer shrinks below this (1)"),
     "--max-iterations": ("evolve", "max_iterations", int, "controller iterations per depth at most (8)"),
     "--max-drop": ("evolve", "max_drop", float, "stop when validation accuracy is this far below the best iteration (0.015)"),
+    "--drop-z": ("evolve", "drop_z", float, "an accuracy drop must also exceed this many standard errors of the validation accuracies' difference (2; 0 = --max-drop alone)"),
     "--width-tol": ("evolve", "width_tol", float, "converged once the total hidden width shrinks by at most this fraction (0.05; 0 = exact fixed point)"),
     "--wd-decay": ("evolve", "wd_decay", float, "multiply weight decay by this before each next iteration (1 = off)"),
     "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: warm (keeps what the network computes; default) | reinit (fresh weights, as the original experiment)"),

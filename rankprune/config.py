@@ -171,6 +171,9 @@ class EvolveConfig:
     max_iterations: int = 8
     max_drop: float = 0.015  # stop once validation accuracy is this far below the best iteration
     wd_decay: float = 1.0  # weight decay multiplier applied before every next iteration
+    # An accuracy drop must also exceed this many standard errors of the difference of two validation
+    # accuracies (phases.drop_tolerance); 0: max_drop alone, as before.
+    drop_z: float = 2.0
     # The widths count as converged when the total hidden width shrinks by at most this fraction
     # (0: only an exact fixed point counts). Retraining from fresh weights makes the ranks of deep
     # nets creep down by a few units per iteration long after accuracy and shape have settled.
@@ -191,6 +194,8 @@ class EvolveConfig:
             raise ConfigError(f"max iterations must be at least 1, got {self.max_iterations}")
         if not 0 <= self.max_drop <= 1:
             raise ConfigError(f"max drop must be in [0, 1], got {self.max_drop}")
+        if not (self.drop_z >= 0 and math.isfinite(self.drop_z)):
+            raise ConfigError(f"--drop-z must be a non-negative number, got {self.drop_z}")
         if not (self.wd_decay >= 0 and math.isfinite(self.wd_decay)):
             raise ConfigError(f"weight decay decay must be non-negative, got {self.wd_decay}")
         if not 0 <= self.width_tol < 1:

@@ -71,3 +71,28 @@ def test_rows_from_before_phases_and_decision_acc_are_upgraded_to_shrink_iterati
     assert [r["decision_acc"] for r in upgraded] == [r["val_acc"] for r in old]
     assert next_phase(upgraded, WARM) == SHRINK
     assert chosen(upgraded, 0.0)["iteration"] == 0
+
+
+def test_a_drop_must_also_exceed_its_standard_error_on_a_small_validation_split():
+    """1.7 points below the best, over --max-drop's 1.5: noise on 800 validation images (2 SE = 1.9 points),
+    a drop on 10,000 (2 SE = 0.5 points)."""
+    cfg = WARM.replace(evolve={"max_drop": 0.015, "drop_z": 2.0})
+    for n_val, expected in ((800, None), (10_000, "accuracy-drop")):
+        history = [{**row(0, [200], [100], acc=0.970), "n_val": n_val}, {**row(1, [100], [60], acc=0.953), "n_val": n_val}]
+        assert stop_reason(history[-1], history, cfg) == expected, n_val
+        assert chosen(history, 0.015, 2.0)["iteration"] == (1 if expected is None else 0)
+    # drop_z 0 is the old rule; rows without n_val (older runs) use --max-drop alone
+    history = [{**row(0, [200], [100], acc=0.970), "n_val": 800}, {**row(1, [100], [60], acc=0.953), "n_val": 800}]
+    assert stop_reason(history[-1], history, WARM.replace(evolve={"max_drop": 0.015, "drop_z": 0.0})) == "accuracy-drop"
+    old = [row(0, [200], [100], acc=0.970), row(1, [100], [60], acc=0.953)]
+    assert stop_reason(old[-1], old, cfg) == "accuracy-drop"
+
+
+def test_the_drop_tolerance_is_the_larger_of_max_drop_and_z_standard_errors():
+    from rankprune.evolve.phases import drop_tolerance
+
+    best, r = {"decision_acc": 0.9, "n_val": 100}, {"decision_acc": 0.8, "n_val": 100}
+    se = ((0.9 * 0.1 + 0.8 * 0.2) / 100) ** 0.5
+    assert drop_tolerance(best, r, 0.01, 2.0) == pytest.approx(2 * se)
+    assert drop_tolerance(best, r, 0.5, 2.0) == 0.5
+    assert drop_tolerance(best, r, 0.01, 0.0) == 0.01

@@ -4,11 +4,12 @@ For each depth L: start from L hidden layers of the initial width, train to satu
 layer's rank, give hidden layer l the width of rank(W_l) (never more than it has), multiply the weight
 decay by wd_decay, and repeat. A depth ends at a fixed point (the widths did not change: the network's
 convergent rank), when they converged (the total hidden width shrank by at most width_tol of itself), at
-max_iterations, when validation accuracy falls more than max_drop below the best iteration so far, or when
-training diverges; with the warm rebuild one anneal iteration then finishes the chosen network.
+max_iterations, when validation accuracy falls below the best iteration so far by more than max_drop and more
+than drop_z standard errors of the two accuracies' difference (so that noise on a small validation split
+does not stop it), or when training diverges; with the warm rebuild one anneal iteration then finishes the chosen network.
 
-The depth's result is its *chosen* iteration: the last one whose validation accuracy is within max_drop of
-the best, so an accuracy drop reports the narrowest network that still held accuracy. Every decision uses
+The depth's result is its *chosen* iteration: the last one whose validation accuracy is within that tolerance
+of the best, so an accuracy drop reports the narrowest network that still held accuracy. Every decision uses
 validation data; the test split is only recorded. Every iteration's seeds derive from (seed, depth,
 iteration), so a resumed run continues exactly as an uninterrupted one would have.
 

@@ -50,7 +50,7 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
     sample = _sample(data, cfg, depth, iteration)
     after_rebuild: dict = {}
     if phase == ANNEAL:  # the chosen network again: same widths, a lower learning rate
-        base = chosen(history, cfg.evolve.max_drop)
+        base = chosen(history, cfg.evolve.max_drop, cfg.evolve.drop_z)
         widths, weight_decay = base["widths"], base["weight_decay"]
         model = restore(cfg, data, run, depth, base)
         train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.train.lr_drop_factor, lr_drops=cfg.train.lr_drops - 1)
@@ -106,6 +106,7 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
             "n_delta_per_parameter": train_eval.n_delta / family.parameter_count(data.input_shape, widths, data.n_classes)}
            if cfg.train.loss == "hinge" else {}),
         "val_loss": final_epoch["val_loss"],
+        "n_val": len(data.val),  # the validation rows its accuracy is over (the drop rule's standard error)
         "val_acc": final_epoch["val_acc"],
         # An annealed iteration is judged by its last epoch. A warm shrink iteration stops at its first
         # plateau at the full learning rate, where the last epoch is one noisy sample (+-1.5 points on

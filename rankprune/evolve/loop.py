@@ -83,7 +83,7 @@ def evolve_depth(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, repor
 
 def _summary(cfg: RunConfig, depth: int, history: list[dict]) -> dict:
     """The depths.json entry of a finished depth: its result iteration against its first."""
-    chosen, first = result_iteration(history, cfg.evolve.max_drop), history[0]
+    chosen, first = result_iteration(history, cfg.evolve.max_drop, cfg.evolve.drop_z), history[0]
     return {
         "depth": depth,
         "family": cfg.model.family,
