@@ -87,6 +87,8 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--lr-drops": ("train", "lr_drops", int, "plateaus that divide the learning rate before saturation is called (1)"),
     "--lr-drop-factor": ("train", "lr_drop_factor", float, "learning-rate multiplier at each such plateau (0.1)"),
     "--precision": ("train", "precision", str, "fp32 | bf16 autocast (fp32)"),
+    "--saturate": ("train", "saturate", str, "what ends training: accuracy (validation accuracy stops rising; default) | rank (no hidden layer's driving rank moves by more than --rank-tol over --patience epochs) | both"),
+    "--rank-tol": ("train", "rank_tol", int, "units a driving rank may move and still count as saturated, for --saturate rank|both (2)"),
     "--loss": ("train", "loss", str, "cross-entropy | hinge (quadratic, as the jamming experiments; records N_Delta) | mse (cross-entropy)"),
     "--samples-per-epoch": ("train", "samples_per_epoch", _samples_per_epoch,
                             "training samples one epoch draws: N | pass (one pass over the data used); default: the "

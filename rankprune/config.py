@@ -17,8 +17,10 @@ from typing import Any
 from rankprune.errors import ConfigError
 from rankprune.models import FAMILIES, get_family
 from rankprune.rank import parse_measure
+from rankprune.saturation import SATURATE_RULES
 
 __all__ = [
+    "task_knobs",
     "ConfigError",
     "DataConfig",
     "ModelConfig",
@@ -119,6 +121,10 @@ class TrainConfig:
     # the same optimisation steps per epoch; "pass": one pass over whatever data is used; N: N samples.
     samples_per_epoch: int | str | None = None
     loss: str = "cross-entropy"  # a name in losses.LOSSES: cross-entropy | hinge | mse
+    # What a plateau is (saturation.py): validation accuracy stopped rising, the hidden layers' driving rank
+    # stopped moving by more than rank_tol units over `patience` epochs, or both.
+    saturate: str = "accuracy"
+    rank_tol: int = 2
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -145,6 +151,10 @@ class TrainConfig:
                 isinstance(self.samples_per_epoch, int) and self.samples_per_epoch >= 1):
             raise ConfigError(f"samples per epoch must be a whole number of samples >= 1 or {PASS!r}, "
                               f"got {self.samples_per_epoch!r}")
+        if self.saturate not in SATURATE_RULES:
+            raise ConfigError(f"unknown saturation rule {self.saturate!r}; choose from {', '.join(SATURATE_RULES)}")
+        if isinstance(self.rank_tol, bool) or not (isinstance(self.rank_tol, int) and self.rank_tol >= 0):
+            raise ConfigError(f"rank tolerance must be a whole number of units >= 0, got {self.rank_tol!r}")
         if self.loss not in LOSS_NAMES:
             raise ConfigError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSS_NAMES)}")
         if self.precision not in PRECISIONS:
@@ -348,3 +358,30 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"no such file: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML in {path}: {exc}") from None
+
+
+def task_knobs(config: dict) -> list[str]:
+    """The task-complexity knobs of a config (as config.json stores it) set away from their defaults, then the
+    epoch budget and the saturation rule: what the report's header and the live view
+    name. Reads dicts, so an older run's config reads the same way."""
+    data, train = config.get("data", {}), config.get("train", {})
+    knobs = []
+    if data.get("train_fraction", 1.0) != 1.0:
+        knobs.append(f"train fraction {data['train_fraction']:g}")
+    if data.get("classes"):
+        knobs.append(f"{data['classes']} classes" + (f" (seeded choice {data['classes_seed']})" if data.get("classes_seed") is not None else " (the first)"))
+    if data.get("tasks"):
+        knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations)")
+    if data.get("label_noise", 0.0):
+        knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
+    if train.get("loss", "cross-entropy") != "cross-entropy":
+        knobs.append(f"{train['loss']} loss")
+    samples = train.get("samples_per_epoch")
+    knobs.append("one pass over the data per epoch" if samples == PASS else
+                 f"{samples:,} samples per epoch" if samples else "as many samples per epoch as the full training split")
+    rule, patience = train.get("saturate", "accuracy"), train.get("patience", 4)  # runs before --saturate: accuracy
+    knobs.append({"accuracy": f"saturated when validation accuracy stops rising for {patience} epochs",
+                  "rank": f"saturated when no driving rank moves by more than {train.get('rank_tol')} units over {patience} epochs",
+                  "both": f"saturated when validation accuracy stops rising and no driving rank moves by more than "
+                          f"{train.get('rank_tol')} units, over {patience} epochs"}[rule])
+    return knobs

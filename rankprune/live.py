@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rankprune.config import RunConfig
+from rankprune.config import RunConfig, task_knobs
+from rankprune.rank import parse_measure
 from rankprune.units import tflop
 
 __all__ = ["LiveReporter", "summary_table"]
@@ -21,6 +22,18 @@ def _first_acc(d: dict) -> float:
 
 def _fmt_widths(widths: list[int]) -> str:
     return "[" + ", ".join(str(w) for w in widths) + "]"
+
+
+def _task_columns(row: dict) -> str:
+    """The iteration's columns that only some tasks have: memorisation under label noise, unseen tasks, N_Delta."""
+    parts = []
+    if row.get("train_acc_relabelled") is not None:
+        parts.append(f"train relabelled {row['train_acc_relabelled']:.4f} clean {row['train_acc_clean']:.4f}")
+    if row.get("test_acc_unseen_tasks") is not None:
+        parts.append(f"unseen tasks {row['test_acc_unseen_tasks']:.4f}")
+    if row.get("n_delta") is not None:
+        parts.append(f"N_Delta {row['n_delta']}")
+    return "".join("  " + p for p in parts)
 
 
 class LiveReporter:
@@ -45,6 +58,8 @@ class LiveReporter:
         self._epoch_task: int | None = None
 
     def __enter__(self) -> "LiveReporter":
+        # What task this is, before any number: the knobs change what every accuracy below means.
+        self.console.print("task: " + "; ".join(task_knobs(self.cfg.to_dict())), soft_wrap=True, markup=False)
         self.progress.start()
         return self
 
@@ -64,9 +79,13 @@ class LiveReporter:
         self.progress.reset(self._epoch_task, total=self.cfg.train.max_epochs, info="")
 
     def epoch_done(self, depth, iteration, row):
+        drive = f"rank_{parse_measure(self.cfg.rank.measure).spec}"
         self.progress.update(
             self._epoch_task, completed=row["epoch"],
-            info=f"val {row['val_acc']:.4f}  loss {row['train_loss']:.4f}  {row['cumulative_seconds']:.1f} s",
+            info=f"val {row['val_acc']:.4f}  loss {row['train_loss']:.4f}"
+                 + (f"  N_Delta {row['n_delta']}" if "n_delta" in row else "")
+                 + (f"  rank {_fmt_widths(round(r) for r in row[drive][:-1])}" if drive in row else "")
+                 + f"  {row['cumulative_seconds']:.1f} s",
         )
 
     def iteration_done(self, depth, row):
@@ -75,6 +94,7 @@ class LiveReporter:
             f"depth {depth} iteration {row['iteration']}: widths {_fmt_widths(row['widths'])} -> "
             f"{_fmt_widths(row['next_widths'])}  val {row['val_acc']:.4f} test {row['test_acc']:.4f}  "
             f"{row['epochs']} epochs ({row['train_stop']})  {row['cumulative_seconds']:.1f} s"
+            + _task_columns(row)
             + (f"  [{row['stop']}]" if row["stop"] else ""),
             soft_wrap=True,  # one line per iteration in logs, whatever the terminal width
             markup=False,  # "[fixed-point]" is text, not a rich style tag (which would swallow it)

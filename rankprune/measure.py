@@ -43,6 +43,12 @@ def recorded_measures(driving: str) -> list[RankMeasure]:
     return measures
 
 
+def hidden_ranks(model: nn.Module, spec: str) -> list[float]:
+    """The hidden layers' ranks under one measure (the output layer is never shrunk): what --saturate rank
+    watches on a network no probe measures."""
+    return measure_layers(model, [parse_measure(spec)]).ranks[parse_measure(spec).spec][:-1]
+
+
 def _matrix(w: torch.Tensor) -> torch.Tensor:
     """A weight as the matrix its rank is measured on: (out, in) as it is, a conv weight (out, in, k, k) as
     (out, in*k*k), as WeightWatcher and Torch-Pruning measure convolutions."""

@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from rankprune.config import TrainConfig
 from rankprune.data import Split, Splits, batches
 from rankprune.losses import per_sample, unsatisfied
 from rankprune.models import family_of
+from rankprune.saturation import Saturation
 
 __all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
 
@@ -100,8 +101,11 @@ def train_to_saturation(
     weight_decay: float,
     seed: int,
     on_epoch: Callable[[dict], None] | None = None,
+    ranks: Callable[[], Sequence[int]] | None = None,
 ) -> TrainResult:
-    """Train until validation accuracy gains no more than cfg.min_delta over cfg.patience epochs.
+    """Train until a plateau under cfg.saturate (saturation.Saturation): by default, validation accuracy gains
+    no more than cfg.min_delta over cfg.patience epochs; with `rank` or `both`, `ranks()` (called after
+    on_epoch, every epoch) gives the hidden layers' driving ranks, which must also stay within cfg.rank_tol.
 
     A plateau first multiplies the learning rate by cfg.lr_drop_factor, cfg.lr_drops times; the
     plateau after the last drop is saturation.
@@ -115,8 +119,10 @@ def train_to_saturation(
     optimizer = make_optimizer(model, cfg, weight_decay)
     generator = torch.Generator().manual_seed(seed)
     flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
-    # `reference` moves only on a gain > min_delta (as Keras' EarlyStopping); `best` is the maximum seen.
-    reference, best, since_best, total_seconds, total_flops = -1.0, -1.0, 0, 0.0, 0.0
+    plateau = Saturation(cfg.saturate, cfg.patience, cfg.min_delta, cfg.rank_tol)
+    if plateau.needs_ranks and ranks is None:
+        raise ValueError(f"--saturate {cfg.saturate} needs the driving ranks every epoch; this caller gives none")
+    best, total_seconds, total_flops = -1.0, 0.0, 0.0  # `best`: the highest validation accuracy seen
     reason, epoch, drops_left = "max-epochs", 0, cfg.lr_drops
     samples = data.samples_per_epoch(cfg.samples_per_epoch)
     steps = -(-samples // cfg.batch_size)
@@ -155,10 +161,6 @@ def train_to_saturation(
             val, test = evaluate(model, data.val, cfg.precision, cfg.loss), evaluate(model, data.test, cfg.precision, cfg.loss)
             if cfg.loss == "hinge":  # the jamming experiments' N_Delta, over the whole training split
                 n_delta = evaluate(model, data.train, cfg.precision, cfg.loss).n_delta
-            if val.acc > reference + cfg.min_delta:
-                reference, since_best = val.acc, 0
-            else:
-                since_best += 1
             best = max(best, val.acc)
         if on_epoch is not None:
             on_epoch(
@@ -182,14 +184,15 @@ def train_to_saturation(
             )
         if reason == "diverged":
             break
-        if since_best >= cfg.patience:
+        plateau.observe(val.acc, ranks() if plateau.needs_ranks else None)
+        if plateau.plateaued:
             if drops_left == 0:
                 reason = "saturated"
                 break
             # Plateau at this learning rate: anneal and look for saturation again. Ending on a low
             # rate makes the final accuracy (and the spectrum we measure) far less noisy.
             drops_left -= 1
-            since_best = 0
+            plateau.restart()
             for group in optimizer.param_groups:
                 group["lr"] *= cfg.lr_drop_factor
 

@@ -109,8 +109,33 @@ def test_a_finished_depth_leaves_a_line_and_no_progress_bar():
     assert after_depth_1[-1].startswith("depth 1 done: converged after 2 iterations")
     assert not any("depth 1 iterations" in line or "epochs  " in line for line in after_depth_1)
     final = screen(out.getvalue())
-    assert final[1].endswith("[fixed-point]")  # the stop is printed as text, not read as a rich style tag
+    assert final[2].endswith("[fixed-point]")  # the stop is printed as text, not read as a rich style tag
     assert [line.split(":")[0] for line in final] == [
-        "depth 1 iteration 0", "depth 1 iteration 1", "depth 1 done",
+        "task", "depth 1 iteration 0", "depth 1 iteration 1", "depth 1 done",
         "depth 2 iteration 0", "depth 2 iteration 1", "depth 2 done",
     ]  # no bar, finished or not, stands between or after the depths' lines
+
+
+def test_the_task_knobs_and_their_columns_show_in_the_live_view():
+    cfg = RunConfig().replace(data={"label_noise": 0.25, "tasks": 4, "classes": 5}, model={"width": 32},
+                              train={"loss": "hinge", "saturate": "both", "rank_tol": 3, "max_epochs": 5})
+    out = io.StringIO()
+    with LiveReporter(cfg, Console(file=out, force_terminal=True, width=400)) as live:
+        live.depth_started(1, [32], 0)
+        live.iteration_started(1, 0, [32])
+        live.epoch_done(1, 0, {"epoch": 1, "val_acc": 0.5, "train_loss": 0.3, "cumulative_seconds": 1.0, "n_delta": 417,
+                               "rank_numerical:0.02": [19.0, 9.0]})
+        live.progress.refresh()  # draw now rather than at the next auto-refresh
+        epoch_line = screen(out.getvalue())[-1]
+        live.iteration_done(1, {**iteration_row(0, [32]), "train_acc_relabelled": 0.125, "train_acc_clean": 0.75,
+                                "test_acc_unseen_tasks": 0.0625, "n_delta": 400})
+        live.depth_done(1, depth_summary(1, "converged"))
+    lines = screen(out.getvalue())
+    task = lines[0]
+    for knob in ("label noise 0.25", "4 augmented tasks", "5 classes", "hinge loss",
+                 "no driving rank moves by more than 3 units"):
+        assert knob in task
+    assert "N_Delta 417" in epoch_line and "rank [19]" in epoch_line  # hidden layers only
+    iteration = next(line for line in lines if line.startswith("depth 1 iteration 0"))
+    for cell in ("train relabelled 0.1250 clean 0.7500", "unseen tasks 0.0625", "N_Delta 400"):
+        assert cell in iteration

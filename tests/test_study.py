@@ -461,3 +461,44 @@ def test_same_seed_same_sampled_sequence_other_seed_other_sequence(tmp_path, sam
     params_c, _ = sequence("c", 2, seed=8)
     assert params_c != params_a[:2]
     assert all(c != a for c, a in zip(params_c, params_a))
+
+
+# --- task-complexity knobs in a study's [space] ----------------------------------------------------------
+KNOB_SPACE = """\
+depth = 1
+width = 16
+"data.label_noise" = { choices = [0.0, 0.25] }
+"data.classes" = { choices = [3, 10] }
+"data.tasks" = { choices = [1, 2] }
+"data.train_fraction" = { choices = [0.5, 1.0] }
+"train.loss" = { choices = ["cross-entropy", "hinge"] }
+"train.saturate" = { choices = ["accuracy", "both"] }
+"""
+
+
+def test_the_task_knobs_are_searchable_in_a_study_space(tmp_path):
+    """Each knob sampled in [space] reaches the trial's run: its config, its data and its recorded columns."""
+    spec = parse_spec(write_study(tmp_path / "knobs.toml", name="knobs", mode="evolve", space=KNOB_SPACE, n_trials=2))
+    url = sqlite(tmp_path)
+    study = optuna.create_study(study_name="knobs", storage=url, direction="maximize")
+    one = {"data.label_noise": 0.25, "data.classes": 3, "data.tasks": 2, "data.train_fraction": 0.5,
+           "train.loss": "hinge", "train.saturate": "both"}
+    other = {"data.label_noise": 0.0, "data.classes": 10, "data.tasks": 1, "data.train_fraction": 1.0,
+             "train.loss": "cross-entropy", "train.saturate": "accuracy"}
+    study.enqueue_trial(one)
+    study.enqueue_trial(other)
+    study = run_study(spec, url, tmp_path / "root", 2)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for t, params in zip(study.trials, (one, other)):
+        run = Path(t.user_attrs["run_folder"])
+        cfg = RunConfig.from_dict(json.loads((run / CONFIG).read_text()))
+        assert (cfg.data.label_noise, cfg.data.classes or 10, cfg.data.tasks or 1, cfg.data.train_fraction,
+                cfg.train.loss, cfg.train.saturate) == tuple(params.values())
+        data = json.loads((run / "data.json").read_text())
+        assert data["n_classes"] == params["data.classes"]
+        assert ("label_noise" in data) == (params["data.label_noise"] > 0)
+        rows = RunFolder(run).rows(ITERATIONS)
+        assert all(("n_delta" in r) == (params["train.loss"] == "hinge") for r in rows)
+        assert data["tasks"] == params["data.tasks"]  # set, even to 1: unseen tasks are measured then too
+        assert all(r["test_acc_unseen_tasks"] is not None for r in rows)
+        assert all(("train_acc_relabelled" in r) == (params["data.label_noise"] > 0) for r in rows)

@@ -83,13 +83,15 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
         last["row"] = row
         reporter.epoch_done(depth, iteration, row)
 
-    result = train_to_saturation(model, data, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch)
+    drive = parse_measure(cfg.rank.measure).spec
+    # --saturate rank|both watch the driving rank the spectra probe has just measured on this epoch.
+    result = train_to_saturation(model, data, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
+                                 ranks=lambda: last["row"][f"rank_{drive}"][:-1])
     final_epoch = last["row"]
     train_eval = evaluate(model, data.train, cfg.train.precision, cfg.train.loss)
     measured: dict = {}
     for probe in probes:
         measured.update(probe.iteration(ctx))
-    drive = parse_measure(cfg.rank.measure).spec
     ranks = measured[f"rank_{drive}"][:-1]  # hidden layers' incoming matrices; the output layer is not shrunk
     row = {
         "depth": depth,

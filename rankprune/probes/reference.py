@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+from rankprune.measure import hidden_ranks
 from rankprune.probes.base import ProbeContext, register
 from rankprune.seeds import REFERENCE, derive_seed
 from rankprune.train import evaluate, train_to_saturation
@@ -40,7 +41,8 @@ class ReferenceProbe:
         anneal = dataclasses.replace(cfg, lr=cfg.lr * cfg.lr_drop_factor, lr_drops=cfg.lr_drops - 1)
         model = copy.deepcopy(ctx.model)
         seed = derive_seed(ctx.cfg.seed, ctx.depth, ctx.iteration, REFERENCE)
-        result = train_to_saturation(model, ctx.data, anneal, ctx.weight_decay, seed)
+        drive = ctx.cfg.rank.measure
+        result = train_to_saturation(model, ctx.data, anneal, ctx.weight_decay, seed, ranks=lambda: hidden_ranks(model, drive))
         loss = ctx.cfg.train.loss
         val, test = evaluate(model, ctx.data.val, ctx.precision, loss), evaluate(model, ctx.data.test, ctx.precision, loss)
         return {"reference_val_acc": val.acc, "reference_test_acc": test.acc, "reference_epochs": result.epochs,

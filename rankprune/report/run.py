@@ -15,6 +15,7 @@ from rankprune.report.document import _absent, _count, _Document, _list, _num, _
 from rankprune.report.gather import RunData, read_run
 from rankprune.report.reference import _reference
 from rankprune.runfolder import DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.config import task_knobs
 from rankprune.models import FAMILIES
 from rankprune.units import TFLOP, tflop
 
@@ -35,23 +36,8 @@ def _header(doc: _Document, run: RunData) -> None:
 
 
 def _task(config: dict) -> str:
-    """The task-complexity knobs set away from their defaults, as a sentence (empty when none is)."""
-    data, train = config.get("data", {}), config.get("train", {})
-    knobs = []
-    if data.get("train_fraction", 1.0) != 1.0:
-        knobs.append(f"train fraction {data['train_fraction']:g}")
-    if data.get("classes"):
-        knobs.append(f"{data['classes']} classes" + (f" (seeded choice {data['classes_seed']})" if data.get("classes_seed") is not None else " (the first)"))
-    if data.get("tasks"):
-        knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations)")
-    if data.get("label_noise", 0.0):
-        knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
-    if train.get("loss", "cross-entropy") != "cross-entropy":
-        knobs.append(f"{train['loss']} loss")
-    samples = train.get("samples_per_epoch")
-    knobs.append("one pass over the data per epoch" if samples == "pass" else
-                 f"{samples:,} samples per epoch" if samples else "as many samples per epoch as the full training split")
-    return " Task: " + ", ".join(knobs) + "."
+    """The task and its training budget, as a sentence."""
+    return " Task: " + ", ".join(task_knobs(config)) + "."
 
 
 def _run_gaps(run: RunData) -> list[str]:
