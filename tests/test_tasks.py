@@ -7,7 +7,7 @@ import torch
 
 from rankprune.config import ConfigError, RunConfig
 from rankprune.data import load
-from rankprune.runfolder import ITERATIONS
+from rankprune.runfolder import EPOCHS, ITERATIONS
 from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
 
 
@@ -68,3 +68,20 @@ def test_a_run_records_seen_and_unseen_task_accuracy(tmp_path, tiny_config, run_
         assert row["test_acc_unseen_tasks"] < row["test_acc"]
     plain = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "plain")
     assert all("test_acc_unseen_tasks" not in r for r in plain.rows(ITERATIONS))
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_every_knob_composes_with_the_others_and_with_each_family(tmp_path, tiny_config, run_controller, family):
+    """All five knobs at once, on both families: the run finishes, and each knob leaves its mark."""
+    cfg = tiny_config(data={"label_noise": 0.2, "classes": 4, "tasks": 2, "train_fraction": 0.5},
+                      model={"family": family, "width": 8 if family == "cnn" else 32},
+                      train={"loss": "hinge", "samples_per_epoch": 600, "max_epochs": 2},
+                      evolve={"layers": (2,), "max_iterations": 2})
+    run = run_controller(cfg, tmp_path / "run")
+    state = torch.load(run.path / "weights" / "depth-2-iteration-00.pt")
+    assert list(state.values())[-1].shape == (4,)  # the output layer's bias: 4 classes
+    epochs = run.rows(EPOCHS)
+    assert all(e["samples"] == 600 and "n_delta" in e for e in epochs)
+    for row in run.rows(ITERATIONS):
+        assert row["test_acc_unseen_tasks"] is not None and row["train_acc_relabelled"] is not None
+        assert row["n_delta_fraction"] is not None
