@@ -89,6 +89,11 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--precision": ("train", "precision", str, "fp32 | bf16 autocast (fp32)"),
     "--saturate": ("train", "saturate", str, "what ends training: accuracy (validation accuracy stops rising; default) | rank (no hidden layer's driving rank moves by more than --rank-tol over --patience epochs) | both"),
     "--rank-tol": ("train", "rank_tol", int, "units a driving rank may move and still count as saturated, for --saturate rank|both (2)"),
+    "--alpha": ("model", "alpha", float, "output scaling for lazy training: the output is ALPHA * (f(x) - f_0(x)), f_0 the network where each iteration started, with the learning rate / ALPHA^2 (off)"),
+    "--movement": ("probes", "movement", bool, "record every epoch how far each weight matrix moved from the iteration's start and the first initialisation, and the ranks of the change (off)"),
+    "--hessian-top": ("probes", "hessian_top", int, "the top K eigenvalues of the training loss's Hessian at every iteration's end, by Lanczos (0: off)"),
+    "--hessian-samples": ("probes", "hessian_samples", int, "training rows of the seeded batch the Hessian is taken on (512)"),
+    "--hessian-full-max": ("probes", "hessian_full_max", int, "with --hessian-top, networks with at most this many parameters also get the full Hessian spectrum (5000)"),
     "--loss": ("train", "loss", str, "cross-entropy | hinge (quadratic, as the jamming experiments; records N_Delta) | mse (cross-entropy)"),
     "--samples-per-epoch": ("train", "samples_per_epoch", _samples_per_epoch,
                             "training samples one epoch draws: N | pass (one pass over the data used); default: the "
@@ -112,7 +117,10 @@ def _add_evolve(sub) -> None:
         "its measured rank, retrain, and repeat until the widths stop changing; once per depth in --layers."))
     p.add_argument("--layers", help="depths to run: 2..5, 2,3,5 or 4 (2..5)")
     for flag, (_section, _key, kind, help_) in _EVOLVE_FLAGS.items():
-        p.add_argument(flag, type=kind, help=help_)
+        if kind is bool:  # a switch: absent is None (the config's value stands), present is True
+            p.add_argument(flag, action="store_const", const=True, help=help_)
+        else:
+            p.add_argument(flag, type=kind, help=help_)
     p.add_argument("--rtol", type=float, help="relative tolerance of the numerical rank: count sigma_i > RTOL * sigma_max")
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (cpu)")
@@ -287,7 +295,13 @@ def _run_evolve(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exc}{hint}") from None
     from rankprune.models import get_family
 
-    get_family(cfg.model.family).check_input(data.input_shape)  # a CNN needs images: fail before writing
+    family = get_family(cfg.model.family)
+    family.check_input(data.input_shape)  # a CNN needs images: fail before writing
+    from rankprune.evolve import starting_widths
+    from rankprune.probes import check_probes
+
+    check_probes(cfg.resolved(), min(family.parameter_count(data.input_shape, starting_widths(cfg, data, d), data.n_classes)
+                                     for d in cfg.evolve.layers))
 
     from rich.console import Console
 

@@ -25,6 +25,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainConfig",
+    "ProbeConfig",
     "RankConfig",
     "EvolveConfig",
     "RunConfig",
@@ -89,8 +90,13 @@ class ModelConfig:
     # A parameter-matched start: every depth's initial (equal) width is the one whose network has about this
     # many parameters, as the jamming experiments match networks of different depths. Excludes width.
     params: int | None = None
+    # Output scaling (scaling.py): the output is alpha * (f(x) - f_0(x)), f_0 the network where each iteration
+    # started, with the learning rate divided by alpha^2; large alpha is the lazy regime. None: the plain network.
+    alpha: float | None = None
 
     def validate(self) -> None:
+        if self.alpha is not None and not (self.alpha > 0 and math.isfinite(self.alpha)):
+            raise ConfigError(f"--alpha must be a positive number, got {self.alpha}")
         if self.family not in FAMILIES:  # the registry is the one list of names
             raise ConfigError(f"unknown model family {self.family!r}; choose from {', '.join(FAMILIES)}")
         if self.width is not None and self.params is not None:
@@ -217,17 +223,40 @@ class EvolveConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """The optional measurements (rankprune/probes): off by default, and costing nothing when off."""
+
+    # Relative movement of every weight matrix from the iteration's start and the run's first initialisation,
+    # and the ranks of the change W_t - W_start, every epoch (probes/movement.py).
+    movement: bool = False
+    # The top K eigenvalues of the training loss's Hessian at the end of every iteration, by Lanczos on
+    # Hessian-vector products (probes/hessian.py); 0: off.
+    hessian_top: int = 0
+    hessian_samples: int = 512  # training rows of the seeded fixed batch the Hessian is taken on
+    hessian_full_max: int = 5000  # networks with at most this many parameters also get the full spectrum
+
+    def validate(self) -> None:
+        if isinstance(self.hessian_top, bool) or self.hessian_top < 0:
+            raise ConfigError(f"--hessian-top must be a number of eigenvalues >= 1 (0: off), got {self.hessian_top}")
+        if self.hessian_samples < 1:
+            raise ConfigError(f"--hessian-samples must be at least 1, got {self.hessian_samples}")
+        if self.hessian_full_max < 0:
+            raise ConfigError(f"--hessian-full-max must be non-negative, got {self.hessian_full_max}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     evolve: EvolveConfig = field(default_factory=EvolveConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
     device: str = "cpu"
 
     def validate(self) -> "RunConfig":
-        for part in (self.data, self.model, self.train, self.rank, self.evolve):
+        for part in (self.data, self.model, self.train, self.rank, self.evolve, self.probes):
             part.validate()
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
@@ -266,7 +295,8 @@ class RunConfig:
         d = {k: v for k, v in d.items() if k != "format_version"}
         parts = {}
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rank": RankConfig, "evolve": EvolveConfig}
+        classes = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rank": RankConfig, "evolve": EvolveConfig,
+                   "probes": ProbeConfig}
         for key, value in d.items():
             if key not in sections:
                 raise ConfigError(f"unknown config section {key!r}")

@@ -80,6 +80,18 @@ def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int
     return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)
 
 
+def matrix_ranks(matrices: list[torch.Tensor], measures: list[RankMeasure]) -> dict[str, list[float]]:
+    """Every measure of each matrix (a conv weight or its change taken as (out, in*k*k)), decomposed in float32
+    as the weights are."""
+    out: dict[str, list[float]] = {m.spec: [] for m in measures}
+    for w in matrices:
+        w = _matrix(w).float()
+        s = singular_values(w, dtype=torch.float32)
+        for m in measures:
+            out[m.spec].append(m(s, tuple(w.shape), float(torch.finfo(torch.float32).eps)))
+    return out
+
+
 @torch.no_grad()
 def measure_activations(model: nn.Module, inputs: torch.Tensor, measures: list[RankMeasure]) -> dict[str, list[float]]:
     """Every measure of each hidden layer's activation matrix (M x width, network.hidden) on `inputs`.

@@ -8,6 +8,7 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
     epochs.jsonl           one row per epoch: losses, accuracies, ranks per layer, norms, time, FLOPs
     iterations.jsonl       one row per controller iteration: widths, params, accuracy at saturation...
     spectra.jsonl          one row per (depth, iteration, layer): singular values at saturation
+    hessian.jsonl          one row per (depth, iteration) with --hessian-top: the Hessian's eigenvalues
     depths.json            per depth: final widths, why it stopped, chosen iteration (written as each ends)
     data.json              the data as trained on: split sizes, input shape, classes, normalisation
     .lock                  held (flock) by the one process writing the folder; holds its pid
@@ -19,6 +20,7 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -31,11 +33,11 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from rankprune.config import ConfigError
+from rankprune.config import ConfigError, RunConfig
 from rankprune.records import upgrade_row
 
 __all__ = [
-    "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "DEPTHS",
+    "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "HESSIAN", "ITERATION_TABLES", "DEPTHS",
     "DATA", "LOCK", "RESUMABLE", "is_run_folder", "default_run_folder", "settings_key",
 ]
 
@@ -45,13 +47,17 @@ STATUS = "status.json"
 EPOCHS = "epochs.jsonl"
 ITERATIONS = "iterations.jsonl"
 SPECTRA = "spectra.jsonl"
+HESSIAN = "hessian.jsonl"
+# Tables whose rows belong to one (depth, iteration): a resume drops those of iterations that never finished.
+ITERATION_TABLES = (EPOCHS, SPECTRA, HESSIAN)
 DEPTHS = "depths.json"
 DATA = "data.json"
 WEIGHTS = "weights"
 LOCK = ".lock"
 # The sections a rankprune config.json holds (RunConfig's fields); a JSON object with any other key
 # is somebody else's file, and --overwrite must not delete the folder around it.
-_CONFIG_KEYS = frozenset({"data", "model", "train", "rank", "evolve", "seed", "device", "format_version"})
+# A rankprune config's top-level keys: RunConfig's sections and fields, and the format version.
+_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig)) | {"format_version"}
 
 
 class RunFolderError(ConfigError):

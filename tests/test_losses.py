@@ -51,5 +51,6 @@ def test_a_hinge_run_records_n_delta_every_epoch_and_iteration(tmp_path, tiny_co
     assert all(0 <= r["n_delta"] for r in epochs)
     for row in run.rows(ITERATIONS):
         assert 0 <= row["n_delta_fraction"] <= 1 and row["n_delta_per_parameter"] == pytest.approx(row["n_delta"] / row["parameters"])
+        assert row["n_delta_per_width"] == pytest.approx(row["n_delta"] / sum(row["widths"]))
     plain = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "plain")
     assert all("n_delta" not in r for r in plain.rows(EPOCHS))

@@ -12,21 +12,23 @@ from rankprune.config import RunConfig
 from rankprune.data import Splits
 from rankprune.evolve.phases import ANNEAL, SHRINK, anneals, chosen
 from rankprune.models import get_family
-from rankprune.probes import PROBES, ProbeContext
+from rankprune.probes import ProbeContext, make_probes
 from rankprune.rank import parse_measure
 from rankprune.rebuild import next_widths, rebuild
 from rankprune.runfolder import EPOCHS, RunFolder
 from rankprune.seeds import INIT, ORDER, REBUILD, SAMPLE, derive_seed
+from rankprune.scaling import center_and_scale
 from rankprune.train import evaluate, train_to_saturation
 
 __all__ = ["run_iteration", "restore"]
 
 
-def restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict) -> nn.Module:
-    """The network an earlier (finished) iteration ended with, from its saved state_dict."""
+def restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict, start: bool = False) -> nn.Module:
+    """The network an earlier (finished) iteration ended with (or, with start, began from), from its saved
+    state_dict; a plain network (scaling.center_and_scale is the caller's)."""
     model = get_family(cfg.model.family).build(data.input_shape, row["widths"], data.n_classes, seed=0,
                                                device=data.train.x.device)
-    model.load_state_dict(run.load_weights(depth, row["iteration"]))
+    model.load_state_dict(run.load_weights(depth, row["iteration"], start=start))
     return model
 
 
@@ -59,6 +61,13 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
     else:
         previous = previous if previous is not None else restore(cfg, data, run, depth, history[-1])
         model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, REBUILD), sample)
+    if cfg.model.alpha is not None:
+        # alpha * (f - f_0), f_0 where this iteration starts (an anneal: where its chosen iteration started), and
+        # the learning rate / alpha^2: every iteration of a scaled run starts at zero output.
+        start = restore(cfg, data, run, depth, base, start=True) if phase == ANNEAL else None
+        center_and_scale(model, cfg.model.alpha, start)
+        train_cfg = dataclasses.replace(train_cfg, lr=train_cfg.lr / cfg.model.alpha**2)
+    if phase == SHRINK and iteration > 0:
         # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
         val, test = (evaluate(model, data.val, cfg.train.precision, cfg.train.loss),
                      evaluate(model, data.test, cfg.train.precision, cfg.train.loss))
@@ -67,7 +76,7 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
     reporter.iteration_started(depth, iteration, widths)
 
     ctx = ProbeContext(cfg, data, run, model, depth, iteration, train_cfg.precision, sample, train_cfg, weight_decay)
-    probes = [make() for make in PROBES.values()]
+    probes = make_probes(cfg)
     base_seconds, base_flops = (history[-1]["cumulative_seconds"], history[-1]["cumulative_flops"]) if history else (0.0, 0.0)
     spent = {"seconds": 0.0, "flops": 0.0}
     last: dict = {}
@@ -105,7 +114,8 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
         "train_loss": train_eval.loss,
         "train_acc": train_eval.acc,
         **({"n_delta": train_eval.n_delta, "n_delta_fraction": train_eval.n_delta / max(1, len(data.train)),
-            "n_delta_per_parameter": train_eval.n_delta / family.parameter_count(data.input_shape, widths, data.n_classes)}
+            "n_delta_per_parameter": train_eval.n_delta / family.parameter_count(data.input_shape, widths, data.n_classes),
+            "n_delta_per_width": train_eval.n_delta / sum(widths)}  # N_Delta / h, h the hidden units
            if cfg.train.loss == "hinge" else {}),
         "val_loss": final_epoch["val_loss"],
         "n_val": len(data.val),  # the validation rows its accuracy is over (the drop rule's standard error)

@@ -13,7 +13,7 @@ from rankprune.data import Splits
 from rankprune.evolve.iteration import run_iteration
 from rankprune.evolve.phases import SHRINK, next_phase, phase, result_iteration, stop_reason
 from rankprune.models import get_family, width_for_parameters
-from rankprune.runfolder import DEPTHS, EPOCHS, ITERATIONS, SPECTRA, RunFolder
+from rankprune.runfolder import DEPTHS, ITERATION_TABLES, ITERATIONS, RunFolder
 
 __all__ = ["Reporter", "NullReporter", "DepthResult", "evolve", "evolve_depth", "starting_widths"]
 
@@ -139,8 +139,8 @@ def _reopen_if_extended(cfg: RunConfig, run: RunFolder, depth: int) -> None:
         kept.append(r)
     finished = [(r["depth"], r["iteration"]) for r in kept]
     run.replace_rows(ITERATIONS, kept)
-    run.keep_rows(EPOCHS, finished)
-    run.keep_rows(SPECTRA, finished)
+    for table in ITERATION_TABLES:
+        run.keep_rows(table, finished)
     del depths[str(depth)]
     run.write(DEPTHS, depths)
 
@@ -153,8 +153,8 @@ def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | No
     # A torn last line (killed mid-write) is dropped too, so the next row never lands on its fragment.
     finished = [(r["depth"], r["iteration"]) for r in run.rows(ITERATIONS)]
     run.keep_rows(ITERATIONS, finished)
-    run.keep_rows(EPOCHS, finished)
-    run.keep_rows(SPECTRA, finished)
+    for table in ITERATION_TABLES:
+        run.keep_rows(table, finished)
     for depth in cfg.evolve.layers:
         _reopen_if_extended(cfg, run, depth)
     results = []

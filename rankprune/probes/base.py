@@ -12,7 +12,7 @@ from rankprune.config import RunConfig, TrainConfig
 from rankprune.data import Splits
 from rankprune.runfolder import RunFolder
 
-__all__ = ["ProbeContext", "Probe", "PROBES", "register"]
+__all__ = ["ProbeContext", "Probe", "PROBES", "register", "make_probes", "check_probes"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,17 @@ def register(name: str):
         return cls
 
     return add
+
+
+def make_probes(cfg: RunConfig) -> list[Probe]:
+    """Fresh instances of the registered probes this run asks for, in registry order. A probe class may define
+    `wanted(cfg) -> bool` (a staticmethod); one that says no is never made, so it costs nothing."""
+    return [make() for make in PROBES.values() if getattr(make, "wanted", lambda _cfg: True)(cfg)]
+
+
+def check_probes(cfg: RunConfig, parameters: int) -> None:
+    """Before anything is written: each wanted probe class with a `check(cfg, parameters)` staticmethod raises
+    ConfigError where the run's settings cannot work (`parameters`: the smallest starting network's count)."""
+    for make in PROBES.values():
+        if getattr(make, "wanted", lambda _cfg: True)(cfg) and hasattr(make, "check"):
+            make.check(cfg, parameters)

@@ -38,7 +38,7 @@ class ReferenceProbe:
         if not needs_reference(ctx):
             return {}
         cfg = ctx.cfg.train
-        anneal = dataclasses.replace(cfg, lr=cfg.lr * cfg.lr_drop_factor, lr_drops=cfg.lr_drops - 1)
+        anneal = dataclasses.replace(cfg, lr=ctx.train.lr * cfg.lr_drop_factor, lr_drops=cfg.lr_drops - 1)  # ctx.train.lr: / alpha^2 where scaled
         model = copy.deepcopy(ctx.model)
         seed = derive_seed(ctx.cfg.seed, ctx.depth, ctx.iteration, REFERENCE)
         drive = ctx.cfg.rank.measure
