@@ -5,6 +5,7 @@
 GRID is one of:
   saturate    --saturate accuracy | rank | both, depths 2 and 3 at the default width: which rule gives the most
               consistent convergent widths across seeds for the fewest cumulative FLOPs (issue 10)
+  saturate_tasks  the three rules on four tasks of different difficulty at depth 2, width 256
   complexity  issue 10's acceptance: depth 2, width 256, warm, one task-complexity knob at a time (label noise,
               classes, tasks, train fraction at equal steps and per pass, hinge against cross-entropy)
 
@@ -67,7 +68,18 @@ def _complexity_grid() -> tuple[tuple[str, ...], list[Setting]]:
 
 
 CATEGORICAL = {"saturate"}  # knobs whose values are names, not an order: no correlation is computed
-GRIDS = {"saturate": _saturate_grid, "complexity": _complexity_grid}
+def _saturate_tasks_grid() -> tuple[tuple[str, ...], list[Setting]]:
+    """The saturation rules on the acceptance grid's setting (depth 2, width 256) for tasks of different
+    difficulty: an easy task saturates in accuracy within a few epochs, before weight decay has removed the
+    random initialisation's spectrum."""
+    base = ("--layers", "2", "--width", "256", "--rebuild", "warm")
+    tasks = {"default": (), "classes-2": ("--classes", "2"), "noise-0.25": ("--label-noise", "0.25"),
+             "fraction-0.125-pass": ("--train-fraction", "0.125", "--samples-per-epoch", "pass")}
+    return base, [Setting(f"{task}-{rule}", (*flags, "--saturate", rule), (("saturate", i),))
+                  for task, flags in tasks.items() for i, rule in enumerate(("accuracy", "rank", "both"))]
+
+
+GRIDS = {"saturate": _saturate_grid, "complexity": _complexity_grid, "saturate_tasks": _saturate_tasks_grid}
 
 
 def _run(argv: list[str], log: Path) -> tuple[int, float]:

@@ -33,6 +33,7 @@ def _openmp_defaults() -> None:
 _openmp_defaults()
 
 from rankprune.config import ConfigError, RunConfig, load_toml, parse_layers  # noqa: E402  (after the OpenMP default)
+from rankprune.regression import is_regression  # noqa: E402
 
 __all__ = ["main"]
 
@@ -68,7 +69,9 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--model": ("model", "family", str, "model family: mlp | cnn (mlp)"),
     "--width": ("model", "width", int, "initial width of every hidden layer: units (mlp, 784) or channels per conv block (cnn, 64)"),
     "--params": ("model", "params", int, "parameter-matched start: every depth's initial width is the one with about this many parameters (excludes --width)"),
-    "--dataset": ("data", "dataset", str, "mnist | fashion-mnist | kmnist | digits (mnist)"),
+    "--dataset": ("data", "dataset", str, "mnist | fashion-mnist | kmnist | digits | regression:simple | regression:middle | regression:complex (mnist)"),
+    "--points": ("data", "points", int, "a regression task's training points on [-1, 1] (15)"),
+    "--noise": ("data", "noise", float, "standard deviation of the Gaussian noise on a regression task's training targets (0)"),
     "--data-dir": ("data", "data_dir", str, "dataset folder (default: ~/.cache/rankprune/data, or $RANKPRUNE_DATA)"),
     "--train-fraction": ("data", "train_fraction", float, "seeded fraction of the training set to use (1.0)"),
     "--val-fraction": ("data", "val_fraction", float, "fraction of the training set held out for validation (0.1)"),
@@ -163,6 +166,9 @@ def _typed_changes(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
         else:
             changes.setdefault(section, {})[key] = value
         where[(section, key)] = flag
+    dataset = changes.get("data", {}).get("dataset")
+    if dataset and is_regression(dataset) and "loss" not in changes.get("train", {}):
+        changes.setdefault("train", {})["loss"] = "mse"  # a regression task trains with MSE unless told otherwise
     if args.layers is not None:
         changes.setdefault("evolve", {})["layers"] = parse_layers(args.layers)
         where[("evolve", "layers")] = "--layers"

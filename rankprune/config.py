@@ -17,6 +17,7 @@ from typing import Any
 from rankprune.errors import ConfigError
 from rankprune.models import FAMILIES, get_family
 from rankprune.rank import parse_measure
+from rankprune.regression import PREFIX, TARGETS as REGRESSION_TARGETS, is_regression, task_name
 from rankprune.saturation import SATURATE_RULES
 
 __all__ = [
@@ -61,10 +62,27 @@ class DataConfig:
     # N augmented tasks (tasks.py): random projections of the input with label permutations, task 0 the
     # identity; None: the plain dataset, with no unseen-task evaluation.
     tasks: int | None = None
+    # --dataset regression:simple|middle|complex (regression.py): training points drawn on [-1, 1], and the
+    # standard deviation of the Gaussian noise on their targets.
+    points: int = 15
+    noise: float = 0.0
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if is_regression(self.dataset):
+            if task_name(self.dataset) not in REGRESSION_TARGETS:
+                raise ConfigError(f"unknown regression task {self.dataset!r}; choose from "
+                                  f"{', '.join(PREFIX + t for t in REGRESSION_TARGETS)}")
+            set_knobs = [flag for flag, on in (("--label-noise", self.label_noise), ("--classes", self.classes),
+                                               ("--tasks", self.tasks), ("--train-fraction", self.train_fraction != 1.0)) if on]
+            if set_knobs:
+                raise ConfigError(f"{', '.join(set_knobs)} apply to classification; a regression task takes --points and --noise")
+        elif self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}, "
+                              f"or {', '.join(PREFIX + t for t in REGRESSION_TARGETS)}")
+        if isinstance(self.points, bool) or self.points < 2:
+            raise ConfigError(f"--points must be at least 2, got {self.points}")
+        if not (self.noise >= 0 and math.isfinite(self.noise)):
+            raise ConfigError(f"--noise must be a non-negative standard deviation, got {self.noise}")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"train fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.val_fraction < 1:
@@ -258,6 +276,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for part in (self.data, self.model, self.train, self.rank, self.evolve, self.probes):
             part.validate()
+        if is_regression(self.data.dataset) and self.train.loss != "mse":
+            raise ConfigError(f"a regression task trains with --loss mse, not {self.train.loss}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -396,6 +416,10 @@ def task_knobs(config: dict) -> list[str]:
     name. Reads dicts, so an older run's config reads the same way."""
     data, train = config.get("data", {}), config.get("train", {})
     knobs = []
+    if is_regression(data.get("dataset", "")):
+        knobs.append(f"{data.get('points')} training points with noise sd {data.get('noise', 0.0):g}")
+    if config.get("model", {}).get("alpha") is not None:
+        knobs.append(f"output scaled by alpha {config['model']['alpha']:g} (learning rate / alpha^2)")
     if data.get("train_fraction", 1.0) != 1.0:
         knobs.append(f"train fraction {data['train_fraction']:g}")
     if data.get("classes"):

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from rankprune.config import ConfigError, DataConfig
-from rankprune.seeds import CLASSES, LABEL_NOISE, TASK_ROWS, TASKS, UNSEEN_ROWS, UNSEEN_TASKS, derive_seed
+from rankprune.regression import EPOCH_SAMPLES, TEST_POINTS, VAL_POINTS, is_regression
+from rankprune.regression import target as regression_target
+from rankprune.seeds import CLASSES, LABEL_NOISE, REGRESSION, TASK_ROWS, TASKS, UNSEEN_ROWS, UNSEEN_TASKS, derive_seed
 from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
 
 __all__ = [
@@ -179,6 +181,8 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     as torchvision's Normalize((0.1307,), (0.3081,)) does for MNIST).
     """
     cfg.validate()
+    if is_regression(cfg.dataset):
+        return _regression_splits(cfg, seed, device)
     if cfg.dataset == "tensors":
         raise DataError("the tensors dataset is your own data, given through the Python API (rankprune.run_tensors); "
                         "from files choose mnist, fashion-mnist, kmnist or digits")
@@ -235,6 +239,24 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         tasks=cfg.tasks,
         unseen_test=unseen,
     )
+
+
+def _regression_splits(cfg: DataConfig, seed: int, device: str | torch.device) -> Splits:
+    """--points training inputs uniform on [-1, 1] with noisy targets, and noise-free validation and test sets,
+    each on its own seeded draw (regression.py); inputs are not normalised (they are already on [-1, 1])."""
+    f = regression_target(cfg.dataset)
+    g = torch.Generator().manual_seed(derive_seed(seed, REGRESSION))
+
+    def draw(n: int, noise: float) -> Split:
+        x = torch.rand(n, 1, generator=g) * 2 - 1
+        y = f(x[:, 0]) + noise * torch.randn(n, generator=g)
+        return Split(x.contiguous().to(device), y.float().contiguous().to(device))
+
+    train, val, test = draw(cfg.points, cfg.noise), draw(VAL_POINTS, 0.0), draw(TEST_POINTS, 0.0)
+    # An epoch cycles the few points EPOCH_SAMPLES times over (64 steps at batch 64): one pass of 15 points
+    # would be a single step, and saturation's patience would count steps rather than training.
+    return Splits(name=cfg.dataset, train=train, val=val, test=test, input_shape=(1,), n_classes=1,
+                  n_train_pool=cfg.points, n_train_full=EPOCH_SAMPLES)
 
 
 def choose_classes(n_classes: int, keep: int | None, seed: int | None) -> list[int] | None:

@@ -4,7 +4,7 @@
 - hinge: the quadratic hinge of the jamming experiments (Spigler, Geiger et al.): the mean over outputs of
   max(0, 1 - y_k f_k)^2, with y_k = +1 for the true class and -1 for every other. A sample whose every
   margin y_k f_k reaches 1 costs nothing; N_Delta counts the samples that have at least one that does not.
-- mse: the mean over outputs of (f_k - onehot_k)^2.
+- mse: the mean over outputs of (f_k - onehot_k)^2; for a regression task (float targets) (f - y)^2.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def _hinge(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if y.is_floating_point():  # a regression target (N,): the squared error of the single output
+        return (logits - y.to(logits.dtype).unsqueeze(1)).square().mean(dim=1)
     return (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).square().mean(dim=1)
 
 
@@ -45,5 +47,8 @@ def per_sample(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def unsatisfied(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per sample, whether any output's margin y_k f_k is below 1 (the jamming experiments' Delta set)."""
+    """Per sample, whether any output's margin y_k f_k is below 1 (the jamming experiments' Delta set); no
+    margins for a regression target."""
+    if y.is_floating_point():
+        return torch.zeros(len(y), dtype=torch.bool, device=y.device)
     return (signed_targets(y, logits.shape[1], logits.dtype) * logits < 1).any(dim=1)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["derive_seed", "INIT", "ORDER", "REBUILD", "SAMPLE", "GRAD", "REFERENCE", "HESSIAN_ROWS", "LABEL_NOISE", "CLASSES", "TASKS", "TASK_ROWS", "UNSEEN_TASKS",
-           "UNSEEN_ROWS"]
+           "UNSEEN_ROWS", "REGRESSION"]
 
 # Keys of derive_seed's last argument, so two uses never share a stream.
 INIT, ORDER, REBUILD, SAMPLE, GRAD, REFERENCE, HESSIAN_ROWS = 0, 1, 2, 3, 4, 5, 6
 # Keys of the task's own draws, derive_seed(seed, key): one stream each, so that one knob's draws do not
 # depend on whether another knob is set (nor on the order of flags).
-LABEL_NOISE, CLASSES, TASKS, TASK_ROWS, UNSEEN_TASKS, UNSEEN_ROWS = 100, 101, 102, 103, 104, 105
+LABEL_NOISE, CLASSES, TASKS, TASK_ROWS, UNSEEN_TASKS, UNSEEN_ROWS, REGRESSION = 100, 101, 102, 103, 104, 105, 106
 
 
 def derive_seed(seed: int, *keys: int) -> int:

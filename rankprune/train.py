@@ -22,6 +22,7 @@ from rankprune.config import TrainConfig
 from rankprune.data import Split, Splits, batches
 from rankprune.losses import per_sample, unsatisfied
 from rankprune.models import family_of
+from rankprune.regression import score as r_squared
 from rankprune.saturation import Saturation
 
 __all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
@@ -61,14 +62,20 @@ def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str 
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.x.device, dtype=torch.int64)
     unsatisfied_sum = torch.zeros((), device=split.x.device, dtype=torch.int64)
+    outputs = []  # a regression task's predictions, for R^2 over the whole split
     with _autocast(split.x.device, precision):
         for i in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[i : i + EVAL_CHUNK], split.y[i : i + EVAL_CHUNK]
             logits = model(x).float()
             loss_sum += per_sample(loss, logits, y).sum()
+            if y.is_floating_point():
+                outputs.append(logits)
+                continue
             unsatisfied_sum += unsatisfied(logits, y).sum()
             correct += (logits.argmax(1) == y).sum()
     n = max(1, len(split))
+    if outputs:  # regression: "accuracy" is R^2, in every table that shows accuracy
+        return Evaluation(loss=loss_sum.item() / n, acc=r_squared(torch.cat(outputs), split.y), n_delta=0)
     return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n, n_delta=int(unsatisfied_sum.item()))
 
 
@@ -125,6 +132,7 @@ def train_to_saturation(
     best, total_seconds, total_flops = -1.0, 0.0, 0.0  # `best`: the highest validation accuracy seen
     reason, epoch, drops_left = "max-epochs", 0, cfg.lr_drops
     samples = data.samples_per_epoch(cfg.samples_per_epoch)
+    regression = data.train.y.is_floating_point()  # accuracy columns hold R^2
     steps = -(-samples // cfg.batch_size)
 
     for epoch in range(1, cfg.max_epochs + 1):
@@ -144,7 +152,7 @@ def train_to_saturation(
             loss.backward()
             optimizer.step()
             loss_sum.add_(loss.detach(), alpha=len(y))
-            predictions.append(logits.detach().argmax(1))
+            predictions.append(logits.detach() if regression else logits.detach().argmax(1))
             labels.append(y)
         train_loss = loss_sum.item() / samples  # sync point: the epoch's work is done here
         seconds = time.perf_counter() - start
@@ -167,7 +175,8 @@ def train_to_saturation(
                 {
                     "epoch": epoch,
                     "train_loss": train_loss,
-                    "train_acc": (torch.cat(predictions) == torch.cat(labels)).sum().item() / samples,
+                    "train_acc": (r_squared(torch.cat(predictions), torch.cat(labels)) if regression else
+                                  (torch.cat(predictions) == torch.cat(labels)).sum().item() / samples),
                     "val_loss": val.loss,
                     "val_acc": val.acc,
                     "test_loss": test.loss,

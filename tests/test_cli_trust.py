@@ -277,7 +277,7 @@ def test_a_cnn_runs_on_digits_from_the_command_line(tmp_path, capsys):
                  "--max-epochs", "3", "--patience", "2", "--max-iterations", "2", "--out", str(out)]) == 0, capsys.readouterr().err
     assert "TFLOP" in capsys.readouterr().out
     config = json.loads((out / CONFIG).read_text())
-    assert config["model"] == {"family": "cnn", "width": 12, "params": None}
+    assert config["model"] == {"family": "cnn", "width": 12, "params": None, "alpha": None}
     assert config["evolve"]["rebuild"] == "warm"  # the default now
     depths = json.loads((out / DEPTHS).read_text())
     assert [depths[d]["initial_widths"] for d in ("1", "2")] == [[12], [12, 12]]

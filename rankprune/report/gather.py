@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from rankprune.config import ConfigError, RunConfig
-from rankprune.runfolder import CONFIG, DATA, DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
+from rankprune.runfolder import CONFIG, DATA, DEPTHS, ENVIRONMENT, EPOCHS, HESSIAN, ITERATIONS, SPECTRA, STATUS, RunFolder
 
 
 # --- a run -----------------------------------------------------------------------------------------
@@ -32,6 +32,7 @@ class RunData:
     epochs: pd.DataFrame  # one row per epoch; empty when there are none
     iterations: pd.DataFrame  # one row per finished iteration
     spectra: pd.DataFrame  # one row per (depth, iteration, layer)
+    hessian: pd.DataFrame  # one row per (depth, iteration) with --hessian-top; empty otherwise
     torn: dict[str, int]  # table file name -> its lines that are not JSON (a write killed midway)
 
     @property
@@ -74,7 +75,7 @@ def read_run(run: RunFolder) -> RunData:
         depths = run.read(DEPTHS)
     except ValueError:  # written atomically, so only a hand-edit breaks it
         depths = None
-    raw = {t: run.rows(t) for t in (EPOCHS, ITERATIONS, SPECTRA)}
+    raw = {t: run.rows(t) for t in (EPOCHS, ITERATIONS, SPECTRA, HESSIAN)}
     try:
         described = run.read(DATA)
     except ValueError:
@@ -83,6 +84,7 @@ def read_run(run: RunFolder) -> RunData:
         path=run.path, config=config, status=status, environment=env, depths=depths,
         described=described if isinstance(described, dict) else None,
         epochs=pd.DataFrame(raw[EPOCHS]), iterations=pd.DataFrame(raw[ITERATIONS]), spectra=pd.DataFrame(raw[SPECTRA]),
+        hessian=pd.DataFrame(raw[HESSIAN]),
         torn={t: _torn(run, t, len(rows)) for t, rows in raw.items()},
     )
 

@@ -11,11 +11,13 @@ from pathlib import Path
 import pandas as pd
 
 from rankprune import figures
+from rankprune.report import dynamics
 from rankprune.report.document import _absent, _count, _Document, _list, _num, _pct
 from rankprune.report.gather import RunData, read_run
 from rankprune.report.reference import _reference
 from rankprune.runfolder import DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
 from rankprune.config import task_knobs
+from rankprune.regression import is_regression
 from rankprune.models import FAMILIES
 from rankprune.units import TFLOP, tflop
 
@@ -37,7 +39,9 @@ def _header(doc: _Document, run: RunData) -> None:
 
 def _task(config: dict) -> str:
     """The task and its training budget, as a sentence."""
-    return " Task: " + ", ".join(task_knobs(config)) + "."
+    regression = is_regression(config.get("data", {}).get("dataset", ""))
+    return (" Task: " + ", ".join(task_knobs(config)) + "."
+            + (" **A regression task: every accuracy in this report is R^2** (x100 where shown as %)." if regression else ""))
 
 
 def _run_gaps(run: RunData) -> list[str]:
@@ -158,6 +162,8 @@ def _best_of_run(depths: dict | None, iterations: pd.DataFrame) -> dict | None:
 
 
 def _run_reference(doc: _Document, run: RunData) -> None:
+    if is_regression(run.data.get("dataset", "")):
+        return  # the published reference is MNIST classification error: nothing to compare an R^2 with
     _reference(doc, _best_of_run(run.depths, run.iterations), run.data, described=run.described)
 
 
@@ -296,8 +302,8 @@ def _configuration(doc: _Document, run: RunData) -> None:
 
 
 # The report, top to bottom.
-SECTIONS = (_header, _missing, _depths, _run_reference, _accuracy, _widths, _rank_traces, _spectra, _iterations,
-            _configuration)
+SECTIONS = (_header, _missing, _depths, _run_reference, _accuracy, _widths, _rank_traces, _spectra, dynamics.fitted,
+            dynamics.movement, dynamics.hessian, _iterations, _configuration)
 
 
 def render_run(run: RunFolder, out: Path) -> Path:

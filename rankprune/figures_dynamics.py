@@ -1,0 +1,138 @@
+"""Figures of training dynamics (probes/movement.py, probes/hessian.py, regression.py): pure functions from
+run-folder tables to matplotlib Figures, as figures.py draws the rest of a report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from rankprune.figures import _colours, _grid, _layer_name
+
+# An eigenvalue below this fraction of the largest magnitude counts as zero (float64 Hessians of small networks
+# put their flat directions at 1e-20 or so of the top).
+ZERO_RTOL = 1e-10
+
+__all__ = ["movement_across_epochs", "hessian_top_per_iteration", "hessian_density", "fitted_function"]
+
+
+def _per_layer(values: pd.Series, n: int) -> np.ndarray:
+    return np.array([[v[i] if isinstance(v, list) and i < len(v) and v[i] is not None else np.nan for i in range(n)]
+                     for v in values], dtype=float)
+
+
+def movement_across_epochs(epochs: pd.DataFrame, drive: str) -> Figure:
+    """One depth: relative movement of each weight matrix from its iteration's start (log scale) and from the
+    first initialisation, and the driving rank measure of the change W_t - W_start, against epochs counted
+    across the depth's iterations (dotted verticals: an iteration begins)."""
+    epochs = epochs.sort_values(["iteration", "epoch"]).reset_index(drop=True)
+    step = np.arange(1, len(epochs) + 1)
+    starts = step[(epochs["iteration"].diff().fillna(0) != 0).to_numpy()]
+    n = max(len(v) for v in epochs["movement"])
+    fig, axes = _grid(3, ncols=3, size=(4.4, 3.4))
+    colours = _colours(n)
+    panels = (("movement", "from the iteration's start", "||W - W_start|| / ||W_start||", True),
+              ("movement_from_init", "from the first initialisation", "||W - W_init|| / ||W_init||", True),
+              (f"change_rank_{drive}", f"rank `{drive}` of W - W_start", "rank of the change", False))
+    for ax, (column, title, ylabel, log) in zip(axes, panels):
+        values = _per_layer(epochs[column], n) if column in epochs else np.full((len(epochs), n), np.nan)
+        for layer, colour in enumerate(colours):
+            ax.plot(step, values[:, layer], color=colour, label=_layer_name(layer, n))
+        for s in starts:
+            ax.axvline(s - 0.5, color="grey", ls=":", lw=0.8)
+        if log and np.isfinite(values).any() and np.nanmax(values) > 0:
+            ax.set_yscale("log")
+        elif not log:
+            ax.set_ylim(bottom=0)
+        if not np.isfinite(values).any():
+            ax.text(0.5, 0.5, "no layer kept its shape", transform=ax.transAxes, ha="center", va="center",
+                    color="dimgrey")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch (counted across iterations)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def hessian_top_per_iteration(iterations: pd.DataFrame) -> Figure:
+    """The top Hessian eigenvalues at each iteration's end, a panel per depth: one point per eigenvalue (the
+    largest darkest), log scale where they are all positive."""
+    depths = sorted(iterations["depth"].unique())
+    fig, axes = _grid(len(depths), ncols=min(3, len(depths)), size=(4.4, 3.4))
+    for ax, depth in zip(axes, depths):
+        part = iterations[iterations["depth"] == depth].sort_values("iteration")
+        values = [v for v in part["hessian_top"] if isinstance(v, list)]
+        k = max((len(v) for v in values), default=0)
+        shades = [(0.1 + 0.7 * i / max(k - 1, 1),) * 3 for i in range(k)]
+        positive = True
+        for _, row in part.iterrows():
+            top = row["hessian_top"]
+            if not isinstance(top, list):
+                continue
+            positive &= min(top) > 0
+            ax.scatter([row["iteration"]] * len(top), top, c=shades[: len(top)], s=14, zorder=3)
+        if positive and values:
+            ax.set_yscale("log")
+        ax.set_title(f"depth {depth}: top {k} Hessian eigenvalues", fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("eigenvalue of the training-loss Hessian")
+        ax.set_xticks(sorted(part["iteration"].unique()))
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def hessian_density(hessian: pd.DataFrame) -> Figure:
+    """Full spectra: the density of sqrt(lambda) over the positive eigenvalues on a log axis, as the jamming
+    experiments draw it; a line per iteration (dark: early), a panel per depth. Eigenvalues at or below
+    ZERO_RTOL of the largest are counted in the legend, not drawn."""
+    full = hessian[hessian["full"]]
+    depths = sorted(full["depth"].unique())
+    fig, axes = _grid(len(depths), ncols=min(3, len(depths)), size=(4.6, 3.4))
+    for ax, depth in zip(axes, depths):
+        part = full[full["depth"] == depth].sort_values("iteration")
+        lo, hi = np.inf, -np.inf
+        roots = []
+        for _, row in part.iterrows():
+            lam = np.asarray(row["eigenvalues"], dtype=float)
+            # Eigenvalues within float64 rounding of zero (the flat directions) are zeros, not a density at 1e-10.
+            floor = ZERO_RTOL * max(float(np.abs(lam).max()), 1e-300)
+            r = np.sqrt(lam[lam > floor])
+            roots.append((row["iteration"], r, int((lam <= floor).sum()), len(lam)))
+            if r.size:
+                lo, hi = min(lo, r.min()), max(hi, r.max())
+        if not np.isfinite(lo):
+            continue
+        bins = np.logspace(np.log10(max(lo, hi * 1e-12)), np.log10(hi), 50)
+        n_lines = len(roots)
+        for i, (iteration, r, non_positive, total) in enumerate(roots):
+            shade = (0.15 + 0.65 * i / max(n_lines - 1, 1),) * 3
+            density, edges = np.histogram(r, bins=bins, density=True)
+            centres = np.sqrt(edges[:-1] * edges[1:])
+            ax.plot(centres, density, color=shade, drawstyle="steps-mid",
+                    label=f"iteration {iteration}: {total:,} eigenvalues, {non_positive:,} <= 0 or ~0")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"depth {depth}: Hessian spectrum", fontsize=10)
+        ax.set_xlabel("sqrt(eigenvalue)")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def fitted_function(x_train: np.ndarray, y_train: np.ndarray, xs: np.ndarray, truth: np.ndarray,
+                    fits: dict[str, np.ndarray]) -> Figure:
+    """A 1-D regression: the training points, the target function, and each fitted network over [-1, 1]."""
+    fig, axes = _grid(1, ncols=1, size=(6.4, 4.2))
+    ax = axes[0]
+    ax.plot(xs, truth, color="black", lw=1.2, ls="--", label="target function")
+    for (name, fit), colour in zip(fits.items(), _colours(len(fits))):
+        ax.plot(xs, fit, color=colour, lw=1.6, label=name)
+    ax.scatter(x_train, y_train, color="black", s=22, zorder=4, label=f"training points ({len(x_train)})")
+    ax.set_xlabel("input x")
+    ax.set_ylabel("output")
+    ax.set_xlim(-1.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
