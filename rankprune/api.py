@@ -35,7 +35,7 @@ class Run:
 
     @cached_property
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(RunFolder(self.path).read(CONFIG))
+        return RunConfig.from_stored(RunFolder(self.path).read(CONFIG))
 
     @property
     def status(self) -> str:
@@ -100,7 +100,7 @@ def _execute(cfg: RunConfig, data, out: str | Path | None, resume: bool, overwri
     folder = RunFolder.check(out if out is not None else default_run_folder(cfg.to_dict()), resume=resume, overwrite=overwrite)
     changed = False
     if resume:  # as the CLI: only the settings that do not change what is computed may differ
-        stored = RunConfig.from_dict(folder.read(CONFIG))
+        stored = RunConfig.from_stored(folder.read(CONFIG))
         if settings_key(stored.to_dict()) != settings_key(cfg.to_dict()) or cfg.evolve.max_iterations < stored.evolve.max_iterations:
             raise ConfigError(f"cannot resume {folder.path} with another config (only data_dir, download and a larger "
                               "max_iterations may change); give another out")

@@ -146,8 +146,11 @@ class TrainConfig:
     samples_per_epoch: int | str | None = None
     loss: str = "cross-entropy"  # a name in losses.LOSSES: cross-entropy | hinge | mse
     # What a plateau is (saturation.py): validation accuracy stopped rising, the hidden layers' driving rank
-    # stopped moving by more than rank_tol units over `patience` epochs, or both.
-    saturate: str = "accuracy"
+    # stopped moving by more than rank_tol units over `patience` epochs, or both. rank: an easy task saturates
+    # in accuracy within a few epochs, before weight decay has removed the random initialisation's spectrum
+    # (2 MNIST classes, width 256: "converged" at [256, 256] by accuracy, at [2, 2] by rank, same accuracy);
+    # benchmarks/results/grid_saturate_tasks.md and grid_saturate.md.
+    saturate: str = "rank"
     rank_tol: int = 2
 
     def validate(self) -> None:
@@ -328,6 +331,14 @@ class RunConfig:
                 _check_type(key, value, {f.name: f.type for f in dataclasses.fields(cls)}[key])
                 parts[key] = value
         return cls(**parts)
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> "RunConfig":
+        """A run folder's config.json, of any format: settings added since it was written take the value the
+        run was made with (records.upgrade_config), not today's default. A user's TOML goes to from_dict."""
+        from rankprune.records import upgrade_config
+
+        return cls.from_dict(upgrade_config(d))
 
     def replace(self, **sections: dict[str, Any]) -> "RunConfig":
         """A copy with fields of sections replaced: cfg.replace(train={"lr": 0.1}, seed=3)."""

@@ -5,9 +5,10 @@
               also lack `phase` and `decision_acc`
     format 2  config.json has `format_version`; model.family and model.params; data.json with
               input_shape; weights/...-start.pt; depths.json entries name their family and params_requested
+    format 3  train.saturate (default rank); older configs saturated by accuracy, and upgrade_config says so
 
-RunFolder.rows passes every row through `upgrade_row`, and RunConfig.from_dict reads any format up to
-FORMAT_VERSION, so the controller, the report and the API see only the current shapes.
+RunFolder.rows passes every row through `upgrade_row`, and RunConfig.from_stored reads a config.json of any
+format up to FORMAT_VERSION (through `upgrade_config`), so the controller, the report and the API see only the current shapes.
 tests/data/run-format-1 is a real format-1 run folder that report and resume are tested on.
 """
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FORMAT_VERSION", "upgrade_row", "config_format"]
+__all__ = ["FORMAT_VERSION", "upgrade_row", "upgrade_config", "config_format"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def config_format(config: dict[str, Any]) -> int:
@@ -32,3 +33,13 @@ def upgrade_row(table: str, row: dict) -> dict:
         row.setdefault("phase", "shrink")  # before the warm rebuild's anneal, every iteration shrank
         row.setdefault("decision_acc", row.get("val_acc"))  # and was judged by its last epoch
     return row
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.json of any format with the settings later formats added filled in as the older format meant
+    them (a default that changed must not silently change an old run's meaning on resume or in a report)."""
+    if config_format(config) < 3:
+        train = dict(config.get("train", {}))
+        train.setdefault("saturate", "accuracy")  # training stopped when validation accuracy did, then
+        config = {**config, "train": train}
+    return config

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankprune.config import TrainConfig
+from rankprune.config import RankConfig, TrainConfig
 from rankprune.data import Split, Splits, batches
 from rankprune.losses import per_sample, unsatisfied
+from rankprune.measure import hidden_ranks
 from rankprune.models import family_of
 from rankprune.regression import score as r_squared
 from rankprune.saturation import Saturation
@@ -112,7 +113,8 @@ def train_to_saturation(
 ) -> TrainResult:
     """Train until a plateau under cfg.saturate (saturation.Saturation): by default, validation accuracy gains
     no more than cfg.min_delta over cfg.patience epochs; with `rank` or `both`, `ranks()` (called after
-    on_epoch, every epoch) gives the hidden layers' driving ranks, which must also stay within cfg.rank_tol.
+    on_epoch, every epoch) gives the hidden layers' driving ranks, which must also stay within cfg.rank_tol
+    (without it, the default rank measure's, measured here).
 
     A plateau first multiplies the learning rate by cfg.lr_drop_factor, cfg.lr_drops times; the
     plateau after the last drop is saturation.
@@ -127,8 +129,9 @@ def train_to_saturation(
     generator = torch.Generator().manual_seed(seed)
     flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
     plateau = Saturation(cfg.saturate, cfg.patience, cfg.min_delta, cfg.rank_tol)
-    if plateau.needs_ranks and ranks is None:
-        raise ValueError(f"--saturate {cfg.saturate} needs the driving ranks every epoch; this caller gives none")
+    if plateau.needs_ranks and ranks is None:  # a caller outside the controller: the default driving measure's
+        default_measure = RankConfig().measure
+        ranks = lambda: hidden_ranks(model, default_measure)  # noqa: E731
     best, total_seconds, total_flops = -1.0, 0.0, 0.0  # `best`: the highest validation accuracy seen
     reason, epoch, drops_left = "max-epochs", 0, cfg.lr_drops
     samples = data.samples_per_epoch(cfg.samples_per_epoch)

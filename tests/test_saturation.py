@@ -94,9 +94,9 @@ def test_a_run_under_a_rank_rule_stops_only_once_the_driving_rank_is_flat(tmp_pa
 
 
 def test_the_accuracy_rule_is_unchanged_by_the_seam(tmp_path, tiny_config, run_controller):
-    """The default stops where the accuracy rule alone says, whatever the ranks do (the rank window is
+    """The accuracy rule stops where the accuracy rule alone says, whatever the ranks do (the rank window is
     never consulted): the epoch count equals the rule replayed on the recorded accuracies."""
-    cfg = tiny_config(train={"patience": 2, "max_epochs": 30}, evolve={"layers": (1,), "max_iterations": 2})
+    cfg = tiny_config(train={"saturate": "accuracy", "patience": 2, "max_epochs": 30}, evolve={"layers": (1,), "max_iterations": 2})
     run = run_controller(cfg, tmp_path / "run")
     for it in run.rows(ITERATIONS):
         accs = [e["val_acc"] for e in run.rows(EPOCHS) if e["iteration"] == it["iteration"]]

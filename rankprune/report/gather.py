@@ -54,7 +54,7 @@ def _read_config(run: RunFolder) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{run.path / CONFIG} is not a rankprune config (not a JSON object)")
     try:  # defaults filled in for settings added since the run was made
-        return RunConfig.from_dict(raw).to_dict()
+        return RunConfig.from_stored(raw).to_dict()
     except (ConfigError, TypeError) as exc:
         raise ConfigError(f"{run.path / CONFIG} is not a rankprune config ({exc})") from None
 
