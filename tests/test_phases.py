@@ -96,3 +96,11 @@ def test_the_drop_tolerance_is_the_larger_of_max_drop_and_z_standard_errors():
     assert drop_tolerance(best, r, 0.01, 2.0) == pytest.approx(2 * se)
     assert drop_tolerance(best, r, 0.5, 2.0) == 0.5
     assert drop_tolerance(best, r, 0.01, 0.0) == 0.01
+
+
+def test_an_anneal_worse_on_validation_than_the_network_it_finished_is_not_the_result():
+    stopped = [row(0, [200], [100], acc=0.86), row(1, [100], [98], acc=0.85, stop="converged")]
+    worse = stopped + [row(2, [100], [100], acc=0.67, stop="converged", phase=ANNEAL)]
+    assert result_iteration(worse, WARM.evolve.max_drop)["iteration"] == 1  # memorised noise: keep the shrink one
+    better = stopped + [row(2, [100], [100], acc=0.87, stop="converged", phase=ANNEAL)]
+    assert result_iteration(better, WARM.evolve.max_drop)["phase"] == ANNEAL
