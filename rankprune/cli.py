@@ -90,7 +90,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--lr-drops": ("train", "lr_drops", int, "plateaus that divide the learning rate before saturation is called (1)"),
     "--lr-drop-factor": ("train", "lr_drop_factor", float, "learning-rate multiplier at each such plateau (0.1)"),
     "--precision": ("train", "precision", str, "fp32 | bf16 autocast (fp32)"),
-    "--saturate": ("train", "saturate", str, "what ends training: rank (no hidden layer's driving rank moves by more than --rank-tol over --patience epochs; default) | accuracy (validation accuracy stops rising: the default of runs made before --saturate existed) | both"),
+    "--saturate": ("train", "saturate", str, "what ends training: both (validation accuracy stops rising and no hidden layer's driving rank moves by more than --rank-tol, over --patience epochs; default) | rank (the rank alone) | accuracy (accuracy alone: the rule of runs made before --saturate existed)"),
     "--rank-tol": ("train", "rank_tol", int, "units a driving rank may move and still count as saturated, for --saturate rank|both (2)"),
     "--alpha": ("model", "alpha", float, "output scaling for lazy training: the output is ALPHA * (f(x) - f_0(x)), f_0 the network where each iteration started, with the learning rate / ALPHA^2 (off)"),
     "--movement": ("probes", "movement", bool, "record every epoch how far each weight matrix moved from the iteration's start and the first initialisation, and the ranks of the change (off)"),

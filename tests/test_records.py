@@ -64,13 +64,13 @@ def test_a_format_1_run_resumes_and_extends_under_the_current_code(old_run, caps
 
 
 def test_a_run_made_before_saturate_existed_keeps_saturating_by_accuracy(old_run, capsys):
-    """Format < 3 trained until accuracy saturated; the default changed to rank, and an old run must not change
+    """Format < 3 trained until accuracy saturated; the default changed to both, and an old run must not change
     meaning on resume or in its report. A user's TOML (from_dict) takes today's default."""
     stored = json.loads((OLD / CONFIG).read_text())
     assert RunConfig.from_stored(stored).train.saturate == "accuracy"
     assert RunConfig.from_stored({**stored, "format_version": 2}).train.saturate == "accuracy"
-    assert RunConfig.from_stored(RunConfig().to_dict()).train.saturate == "rank"
-    assert RunConfig.from_dict({"train": {"lr": 0.1}}).train.saturate == "rank"
+    assert RunConfig.from_stored(RunConfig().to_dict()).train.saturate == "both"
+    assert RunConfig.from_dict({"train": {"lr": 0.1}}).train.saturate == "both"
     assert "validation accuracy stops rising" in render(old_run).read_text()
     assert main(["evolve", "--out", str(old_run), "--resume", "--max-iterations", "3"]) == 0, capsys.readouterr().err
     assert json.loads((old_run / CONFIG).read_text())["train"]["saturate"] == "accuracy"
