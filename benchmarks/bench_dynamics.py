@@ -114,8 +114,7 @@ def mnist_summary(runs) -> tuple[list[str], pd.DataFrame]:
 
 
 def jamming_summary(runs, results: Path) -> tuple[list[str], pd.DataFrame]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from rankprune import figures_dynamics
 
     rows, epochs = [], []
     for name, seed, out, meta in runs:
@@ -138,27 +137,9 @@ def jamming_summary(runs, results: Path) -> tuple[list[str], pd.DataFrame]:
     crossing = next(((a, b) for a, b in zip(means.index[:-1], means.index[1:]) if means[a] >= 1 > means[b]), None)
     lines += ["", ("N_Delta / N (the mean over seeds) crosses 1 between --params {:,} and {:,}.".format(*crossing)
                    if crossing else f"N_Delta / N does not cross 1 in this range: {', '.join(f'{v:.3g}' for v in means)}.")]
-    fig = Figure(figsize=(6.6, 4.4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    fig.subplots_adjust(left=0.13, right=0.8, bottom=0.13, top=0.93)
-    sc = None
-    for p, g in ep.groupby("params_requested"):
-        g = g.sort_values(["seed", "epoch"])
-        for _, s in g.groupby("seed"):
-            ax.plot(s.x, s.train_loss, color="grey", lw=0.6, alpha=0.5)
-        sc = ax.scatter(g.x, g.train_loss, c=g.epoch, cmap="viridis", s=10, zorder=3)
-        last = g[g.epoch == g.epoch.max()]
-        ax.annotate(f"{p:,}", (last.x.mean(), last.train_loss.mean()), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    ax.axvline(1.0, color="red", ls="--", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1e-3)
-    ax.set_yscale("log")
-    ax.set_xlabel("N_Delta / N (unsatisfied margins per parameter)")
-    ax.set_ylabel("training loss (quadratic hinge)")
-    ax.set_title("jamming: depth 2, hinge loss; labels: --params", fontsize=10)
-    cbar = fig.colorbar(sc, ax=ax, fraction=0.05)
-    cbar.set_label("epoch")
-    ax.grid(alpha=0.3)
+    ep["run"] = ep["params_requested"].astype(str) + "-" + ep["seed"].astype(str)
+    ep["label"] = ep["params_requested"].map(lambda p: f"{p:,}")
+    fig = figures_dynamics.jamming(ep)
     fig.savefig(results / "dynamics_jamming.png", dpi=110)
     return lines, df
 

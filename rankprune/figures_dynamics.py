@@ -13,7 +13,7 @@ from rankprune.figures import _colours, _grid, _layer_name
 # put their flat directions at 1e-20 or so of the top).
 ZERO_RTOL = 1e-10
 
-__all__ = ["movement_across_epochs", "hessian_top_per_iteration", "hessian_density", "fitted_function"]
+__all__ = ["movement_across_epochs", "hessian_top_per_iteration", "hessian_density", "fitted_function", "jamming"]
 
 
 def _per_layer(values: pd.Series, n: int) -> np.ndarray:
@@ -135,4 +135,38 @@ def fitted_function(x_train: np.ndarray, y_train: np.ndarray, xs: np.ndarray, tr
     ax.set_xlim(-1.02, 1.02)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def jamming(points: pd.DataFrame) -> Figure:
+    """The jamming transition: training loss against N_Delta / N (unsatisfied margins per parameter), one point
+    per epoch coloured by the epoch, a grey line per network (`run`), each network's last epoch labelled with its
+    `label` (its parameter count); the dashed line is N_Delta = N. Columns: run, label, epoch, x, train_loss."""
+    from rankprune.figures import _figure
+
+    fig = _figure(7.0, 4.6, (0.85, 0.3, 0.6, 0.3))
+    ax = fig.add_subplot()
+    sc = None
+    for _, run in points.groupby("run"):
+        run = run.sort_values("epoch")
+        ax.plot(run.x, run.train_loss, color="grey", lw=0.6, alpha=0.6)
+        sc = ax.scatter(run.x, run.train_loss, c=run.epoch, cmap="viridis", s=10, zorder=3,
+                        vmin=points.epoch.min(), vmax=points.epoch.max())
+    for label, g in points.groupby("label"):
+        last = g.sort_values("epoch").groupby("run").tail(1)
+        ax.annotate(str(label), (float(last.x.median()), float(last.train_loss.median())), xytext=(4, 4),
+                    textcoords="offset points", fontsize=7)
+    ax.axvline(1.0, color="red", ls="--", lw=0.8)
+    positive = points.x[points.x > 0]
+    if len(positive) == len(points):
+        ax.set_xscale("log")
+    else:  # networks that fit every margin sit at 0: linear around it, logarithmic beyond
+        ax.set_xscale("symlog", linthresh=float(positive.min()) / 2 if len(positive) else 1e-3)
+    ax.set_yscale("log")
+    ax.set_xlabel("N_Delta / N (samples with an unsatisfied margin, per parameter)")
+    ax.set_ylabel("training loss (quadratic hinge)")
+    ax.grid(alpha=0.3)
+    if sc is not None:
+        cbar = fig.colorbar(sc, ax=ax, fraction=0.05, pad=0.02)
+        cbar.set_label("epoch (training step, in epochs)")
     return fig

@@ -39,3 +39,31 @@ def test_a_regression_run_draws_its_fitted_function_and_says_accuracy_is_r_squar
     text = report.read_text()
     assert "every accuracy in this report is R^2" in text and "10 training points" in text and "alpha 2" in text
     assert "Caveat" not in text and "LeNet" not in text  # no comparison with MNIST's published error
+
+
+def test_a_hinge_study_report_draws_the_jamming_transition(tmp_path):
+    import optuna
+
+    from rankprune.study import default_storage, parse_spec, run_study
+    from studyfiles import tiny_study_toml
+
+    text = tiny_study_toml("jam", n_trials=3, max_epochs=3, space='depth = 2\nwidth = { low = 4, high = 32 }\n')
+    text = text.replace("[base.train]\n", '[base.train]\nloss = "hinge"\n')
+    (tmp_path / "jam.toml").write_text(text)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    run_study(parse_spec(tmp_path / "jam.toml"), default_storage(tmp_path), tmp_path, n_trials=3)
+    report = render("jam", root=tmp_path)
+    assert "jamming" in check_figures(report)
+    assert "N_Delta = N" in section(report, "The jamming transition")
+
+
+def test_a_cross_entropy_study_has_no_jamming_section(tmp_path):
+    import optuna
+
+    from rankprune.study import default_storage, parse_spec, run_study
+    from studyfiles import tiny_study_toml
+
+    (tmp_path / "ce.toml").write_text(tiny_study_toml("ce", n_trials=2))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    run_study(parse_spec(tmp_path / "ce.toml"), default_storage(tmp_path), tmp_path, n_trials=2)
+    assert "jamming" not in render("ce", root=tmp_path).read_text()

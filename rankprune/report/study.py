@@ -219,8 +219,46 @@ def _failed(doc: _Document, s: StudyData) -> None:
                                 for t in s.failed]))
 
 
+def _jamming_points(s: StudyData) -> pd.DataFrame:
+    """Per epoch of every finished trial trained with the hinge loss: N_Delta / N and the training loss, one
+    `run` per (trial, iteration) since a shrink changes N."""
+    from rankprune.runfolder import EPOCHS, ITERATIONS, RunFolder
+
+    rows = []
+    for folder in (s.frame["run_folder"] if "run_folder" in s.frame else []):
+        run = RunFolder(folder)
+        if not isinstance(folder, str) or not (run.path / EPOCHS).is_file():
+            continue
+        params = {(r["depth"], r["iteration"]): r["parameters"] for r in run.rows(ITERATIONS)}
+        for e in run.rows(EPOCHS):
+            n = params.get((e["depth"], e["iteration"]))
+            if e.get("n_delta") is None or not n:
+                continue
+            rows.append({"run": f"{folder}:{e['depth']}:{e['iteration']}", "label": f"{n:,}", "epoch": e["epoch"],
+                         "x": e["n_delta"] / n, "train_loss": e["train_loss"]})
+    return pd.DataFrame(rows)
+
+
+def _jamming(doc: _Document, s: StudyData) -> None:
+    """A study of networks trained with the hinge loss: the jamming transition's plot."""
+    if s.frame.empty:
+        return
+    points = _jamming_points(s)
+    if points.empty:
+        return
+    from rankprune import figures_dynamics
+
+    doc.add("## The jamming transition", "")
+    doc.figure("jamming", lambda: figures_dynamics.jamming(points), "training loss against N_Delta / N",
+               "Every finished trial trained with the quadratic hinge: training loss against N_Delta / N (the training "
+               "samples with an unsatisfied margin per parameter), a point per epoch coloured by the epoch, each network "
+               "labelled with its parameter count. Look for where the networks' last points cross the dashed line "
+               "N_Delta = N: below it the loss can reach zero (jammed networks fit every margin).")
+
+
 # The report, top to bottom.
-SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _study_reference, _optuna_plots, _trials, _failed)
+SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _study_reference, _optuna_plots, _jamming, _trials,
+            _failed)
 
 
 def render_study(study, out: Path, storage: str) -> Path:
