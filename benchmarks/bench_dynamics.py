@@ -117,7 +117,7 @@ def mnist_summary(runs) -> tuple[list[str], pd.DataFrame]:
 
 
 def jamming_summary(runs, results: Path) -> tuple[list[str], pd.DataFrame]:
-    from rankprune import figures_dynamics
+    from rankprune import figures, figures_dynamics
 
     rows, epochs = [], []
     for name, seed, out, meta in runs:
@@ -143,7 +143,7 @@ def jamming_summary(runs, results: Path) -> tuple[list[str], pd.DataFrame]:
     ep["run"] = ep["params_requested"].astype(str) + "-" + ep["seed"].astype(str)
     ep["label"] = ep["params_requested"].map(lambda p: f"{p:,}")
     fig = figures_dynamics.jamming(ep)
-    fig.savefig(results / "dynamics_jamming.png", dpi=110)
+    figures.save(fig, results / "dynamics_jamming.png")
     return lines, df
 
 

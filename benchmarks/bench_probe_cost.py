@@ -45,10 +45,11 @@ def main() -> int:
                               probes={"movement": True}).resolved()
     data = load(cfg.data, 0)
     rows = []
-    for label, samples in (("MNIST subset epoch (7,200 samples)", None), ("full-MNIST-sized epoch (54,000 samples)", 54_000)):
+    for case, (label, samples) in enumerate((("MNIST subset epoch (7,200 samples)", None),
+                                             ("full-MNIST-sized epoch (54,000 samples)", 54_000))):
         train = dataclasses.replace(cfg.train, max_epochs=1, lr_drops=0, samples_per_epoch=samples, saturate="accuracy")
         model = get_family("mlp").build(data.input_shape, [784, 784], data.n_classes, 0, torch.device("cpu"))
-        run = RunFolder(Path(os.environ.get("TMPDIR", "/tmp")) / "rankprune-bench-probe-cost")
+        run = RunFolder(Path(os.environ.get("TMPDIR", "/tmp")) / f"rankprune-bench-probe-cost-{case}")
         run.create(overwrite=True)
         run.save_weights(model.state_dict(), 2, 0, start=True)
         ctx = ProbeContext(cfg, data, run, model, 2, 0, "fp32", data.train.x[:64], train, cfg.train.weight_decay)

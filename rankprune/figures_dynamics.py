@@ -168,5 +168,5 @@ def jamming(points: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     if sc is not None:
         cbar = fig.colorbar(sc, ax=ax, fraction=0.05, pad=0.02)
-        cbar.set_label("epoch (training step, in epochs)")
+        cbar.set_label("epoch")
     return fig
