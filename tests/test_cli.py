@@ -193,8 +193,8 @@ def test_ctrl_c_leaves_a_resumable_folder(tmp_path):
     # Batch size 1 makes each epoch about 650 steps: long enough to interrupt after the first epoch
     # with three still to go, short enough to finish on resume.
     args = ["evolve", "--dataset", "digits", "--layers", "1", "--width", "16", "--batch-size", "1", "--lr", "0.005",
-            "--train-fraction", "0.5", "--max-epochs", "2", "--patience", "2", "--max-iterations", "2",
-            "--rank", "numerical:0.2", "--out", str(out)]
+            "--train-fraction", "0.5", "--samples-per-epoch", "pass", "--max-epochs", "2", "--patience", "2",
+            "--max-iterations", "2", "--rank", "numerical:0.2", "--out", str(out)]
     child = subprocess.Popen([sys.executable, "-m", "rankprune.cli", *args], cwd=tmp_path, env=child_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset_sigint)
     try:

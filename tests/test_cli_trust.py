@@ -26,9 +26,11 @@ GUARD_S = 300  # a hung child fails its test instead of the suite; not a timing 
 TINY = ["--dataset", "digits", "--width", "16", "--max-epochs", "2", "--patience", "2", "--lr-drops", "0",
         "--rank", "numerical:0.2", "--layers", "1"]
 # Batch size 1 makes an epoch about 650 steps on half of digits: long enough to act on a run mid-way.
+# One pass per epoch: at batch size 1 an epoch of half of digits is about 650 steps (the default would cycle it
+# to the full split's 1,294).
 SLOW = ["--dataset", "digits", "--layers", "1", "--width", "16", "--batch-size", "1", "--lr", "0.005",
-        "--train-fraction", "0.5", "--max-epochs", "2", "--patience", "2", "--max-iterations", "2",
-        "--rank", "numerical:0.2"]
+        "--train-fraction", "0.5", "--samples-per-epoch", "pass", "--max-epochs", "2", "--patience", "2",
+        "--max-iterations", "2", "--rank", "numerical:0.2"]
 
 
 def child_env() -> dict[str, str]:

@@ -42,15 +42,15 @@ def test_top_eigenvalues_and_the_full_spectrum_match_the_dense_hessian(digits, l
 
 
 def test_runs_record_the_top_eigenvalues_and_the_full_spectrum_of_small_networks(tmp_path, tiny_config, run_controller):
-    cfg = tiny_config(probes={"hessian_top": 3, "hessian_samples": 100, "hessian_full_max": 800},
-                      model={"width": 8}, evolve={"layers": (1,), "max_iterations": 2})
+    cfg = tiny_config(probes={"hessian_top": 3, "hessian_samples": 100, "hessian_full_max": 400},
+                      model={"width": 6}, evolve={"layers": (1,), "max_iterations": 2})
     run = run_controller(cfg, tmp_path / "run")
     iterations, rows = run.rows(ITERATIONS), run.rows(HESSIAN)
     assert [(r["depth"], r["iteration"]) for r in rows] == [(r["depth"], r["iteration"]) for r in iterations]
     for it, h in zip(iterations, rows):
         assert it["hessian_parameters"] == it["parameters"] == h["parameters"] and it["hessian_samples"] == 100
         assert len(it["hessian_top"]) == 3 and it["hessian_top"] == sorted(it["hessian_top"], reverse=True)
-        assert h["full"] is (it["parameters"] <= 800)
+        assert h["full"] is (it["parameters"] <= 400)
         if h["full"]:
             assert len(h["eigenvalues"]) == it["parameters"]
             np.testing.assert_allclose(sorted(h["eigenvalues"])[::-1][:3], it["hessian_top"])

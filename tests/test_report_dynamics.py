@@ -8,8 +8,8 @@ from test_report import check_figures, section, table_rows
 
 
 def test_movement_and_hessian_runs_get_their_figures_and_table(tmp_path, tiny_config, run_controller):
-    cfg = tiny_config(probes={"movement": True, "hessian_top": 3, "hessian_samples": 64, "hessian_full_max": 3000},
-                      model={"width": 16}, evolve={"layers": (1,), "max_iterations": 2})
+    cfg = tiny_config(probes={"movement": True, "hessian_top": 3, "hessian_samples": 64, "hessian_full_max": 400},
+                      model={"width": 4}, evolve={"layers": (1,), "max_iterations": 2})
     run = run_controller(cfg, tmp_path / "run")
     report = render(run.path)
     names = check_figures(report)
@@ -32,8 +32,8 @@ def test_a_regression_run_draws_its_fitted_function_and_says_accuracy_is_r_squar
     from rankprune.cli import main
 
     out = tmp_path / "run"
-    assert main(["evolve", "--dataset", "regression:simple", "--points", "10", "--width", "16", "--layers", "1,2",
-                 "--max-iterations", "1", "--max-epochs", "5", "--alpha", "2", "--out", str(out)]) == 0
+    assert main(["evolve", "--dataset", "regression:simple", "--points", "10", "--width", "16", "--layers", "1",
+                 "--max-iterations", "1", "--max-epochs", "3", "--alpha", "2", "--out", str(out)]) == 0
     report = render(out)
     assert "fitted-function" in check_figures(report)
     text = report.read_text()
