@@ -136,7 +136,10 @@ def _optuna_plots(doc: _Document, s: StudyData) -> None:
 
     before = set(plt.get_fignums())  # Optuna draws with pyplot: close what it opens, drawn or not
     try:
-        _optuna_figures(doc, s)
+        # Optuna's plots switch matplotlib's global style (ggplot); rc_context puts the caller's back, so the
+        # report's own figures drawn after these keep theirs.
+        with matplotlib.rc_context():
+            _optuna_figures(doc, s)
     finally:
         for number in set(plt.get_fignums()) - before:
             plt.close(number)
@@ -221,7 +224,7 @@ def _failed(doc: _Document, s: StudyData) -> None:
 
 def _jamming_points(s: StudyData) -> pd.DataFrame:
     """Per epoch of every finished trial trained with the hinge loss: N_Delta / N and the training loss, one
-    `run` per (trial, iteration) since a shrink changes N."""
+    `run` per (trial, depth, parameter count) since a shrink changes N; `epoch` counts the trial's epochs."""
     from rankprune.runfolder import EPOCHS, ITERATIONS, RunFolder
 
     rows = []
@@ -230,11 +233,12 @@ def _jamming_points(s: StudyData) -> pd.DataFrame:
         if not isinstance(folder, str) or not (run.path / EPOCHS).is_file():
             continue
         params = {(r["depth"], r["iteration"]): r["parameters"] for r in run.rows(ITERATIONS)}
-        for e in run.rows(EPOCHS):
+        for step, e in enumerate(run.rows(EPOCHS), start=1):
             n = params.get((e["depth"], e["iteration"]))
             if e.get("n_delta") is None or not n:
                 continue
-            rows.append({"run": f"{folder}:{e['depth']}:{e['iteration']}", "label": f"{n:,}", "epoch": e["epoch"],
+            # One line per network size: an anneal (same widths) continues its shrink iteration's line.
+            rows.append({"run": f"{folder}:{e['depth']}:{n}", "label": f"{n:,}", "epoch": step,
                          "x": e["n_delta"] / n, "train_loss": e["train_loss"]})
     return pd.DataFrame(rows)
 
@@ -252,7 +256,7 @@ def _jamming(doc: _Document, s: StudyData) -> None:
     doc.figure("jamming", lambda: figures_dynamics.jamming(points), "training loss against N_Delta / N",
                "Every finished trial trained with the quadratic hinge: training loss against N_Delta / N (the training "
                "samples with an unsatisfied margin per parameter), a point per epoch coloured by the epoch, each network "
-               "labelled with its parameter count. Look for where the networks' last points cross the dashed line "
+               "labelled with its parameter count (a colour per epoch counted across the trial's iterations). Look for where the networks' last points cross the dashed line "
                "N_Delta = N: below it the loss can reach zero (jammed networks fit every margin).")
 
 
