@@ -151,8 +151,6 @@ def load_network(path: str | Path, depth: int, iteration: int | None = None) -> 
     """A saved network, in eval mode on the CPU: the architecture from the run's JSON (the chosen widths in
     depths.json, or the iteration's row), the weights from its state_dict, and the normalisation from
     data.json, so it takes raw inputs."""
-    from rankprune.models import get_family
-
     run = open_run(path)
     folder = RunFolder(run.path)
     described = folder.read(DATA)
@@ -171,7 +169,6 @@ def load_network(path: str | Path, depth: int, iteration: int | None = None) -> 
         widths = rows[0]["widths"]
     # runs from before input_shape was recorded were MLPs on flattened inputs
     input_shape = tuple(described.get("input_shape") or (described["n_features"],))
-    network = get_family(run.config.model.family).build(input_shape, widths, described["n_classes"], seed=0)
-    network.load_state_dict(folder.load_weights(depth, iteration))
+    network = folder.load_network(run.config.model.family, input_shape, widths, described["n_classes"], depth, iteration)
     norm = described["normalisation"]
     return NormalisedNetwork(network, norm["mean"], norm["std"]).eval()

@@ -46,7 +46,8 @@ def recorded_measures(driving: str) -> list[RankMeasure]:
 def hidden_ranks(model: nn.Module, spec: str) -> list[float]:
     """The hidden layers' ranks under one measure (the output layer is never shrunk): what --saturate rank
     watches on a network no probe measures."""
-    return measure_layers(model, [parse_measure(spec)]).ranks[parse_measure(spec).spec][:-1]
+    measure = parse_measure(spec)
+    return measure_layers(model, [measure]).ranks[measure.spec][:-1]
 
 
 def _matrix(w: torch.Tensor) -> torch.Tensor:

@@ -347,3 +347,13 @@ class RunFolder:
 
     def load_weights(self, depth: int, iteration: int | None = None, start: bool = False) -> dict:
         return torch.load(self.weights_path(depth, iteration, start), map_location="cpu", weights_only=True)
+
+    def load_network(self, family: str, input_shape: tuple[int, ...], widths: list[int], n_out: int, depth: int,
+                     iteration: int | None = None, start: bool = False, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """A saved network of `family` at `widths`: built (seed irrelevant, every weight is loaded), then its
+        state_dict from load_weights. The plain network: output scaling (--alpha) is the caller's."""
+        from rankprune.models import get_family
+
+        network = get_family(family).build(input_shape, widths, n_out, seed=0, device=device)
+        network.load_state_dict(self.load_weights(depth, iteration, start))
+        return network

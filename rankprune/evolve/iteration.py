@@ -26,10 +26,8 @@ __all__ = ["run_iteration", "restore"]
 def restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict, start: bool = False) -> nn.Module:
     """The network an earlier (finished) iteration ended with (or, with start, began from), from its saved
     state_dict; a plain network (scaling.center_and_scale is the caller's)."""
-    model = get_family(cfg.model.family).build(data.input_shape, row["widths"], data.n_classes, seed=0,
-                                               device=data.train.x.device)
-    model.load_state_dict(run.load_weights(depth, row["iteration"], start=start))
-    return model
+    return run.load_network(cfg.model.family, data.input_shape, row["widths"], data.n_classes, depth, row["iteration"],
+                            start=start, device=data.train.x.device)
 
 
 def _sample(data: Splits, cfg: RunConfig, depth: int, iteration: int) -> torch.Tensor:

@@ -60,15 +60,6 @@ def hessian(doc: _Document, run: RunData) -> None:
                    "drawn. Look for the gap between the bulk near zero and the few large outliers.")
 
 
-def _network(cfg: RunConfig, data, folder: RunFolder, depth: int, row: dict, start: bool = False):
-    """A saved network of the run (at an iteration's end, or its start), without importing the trainer."""
-    from rankprune.models import get_family
-
-    model = get_family(cfg.model.family).build(data.input_shape, row["widths"], data.n_classes, seed=0, device="cpu")
-    model.load_state_dict(folder.load_weights(depth, row["iteration"], start=start))
-    return model
-
-
 def fitted(doc: _Document, run: RunData) -> None:
     """A regression task: the data, the target and each depth's chosen network over [-1, 1]."""
     from rankprune.regression import is_regression, target
@@ -86,9 +77,10 @@ def fitted(doc: _Document, run: RunData) -> None:
     for key, s in sorted(run.depths.items(), key=lambda kv: int(kv[0])):
         row = {"widths": s["widths"], "iteration": s["chosen_iteration"]}
         try:
-            model = _network(cfg, data, folder, int(key), row)
+            saved = [cfg.model.family, data.input_shape, row["widths"], data.n_classes, int(key), row["iteration"]]
+            model = folder.load_network(*saved)
             if cfg.model.alpha is not None:  # alpha * (f - f_0), f_0 where the chosen iteration started
-                center_and_scale(model, cfg.model.alpha, _network(cfg, data, folder, int(key), row, start=True))
+                center_and_scale(model, cfg.model.alpha, folder.load_network(*saved, start=True))
         except (OSError, RuntimeError):
             continue  # weights missing or from another shape: nothing to draw for this depth
         with torch.no_grad():
