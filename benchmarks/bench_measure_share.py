@@ -91,7 +91,7 @@ def main() -> int:
         for key, value in {**sections}.items():
             cfg = cfg.replace(**{key: value})
         cfg = cfg.replace(evolve=SHORT["evolve"]).validate().resolved()
-        data = load(cfg.data, cfg.seed)
+        data = load(cfg.data, cfg.data_seed)
         clock: dict[str, float] = {}
         originals = [(spectra, "measure_layers", timed(spectra, "measure_layers", clock)),
                      (spectra, "batch_gradient", timed(spectra, "batch_gradient", clock)),

@@ -99,7 +99,7 @@ def rankprune_run(depth: int, data_dir: str, out: Path, seed: int) -> dict:
     from rankprune.runfolder import CONFIG, RunFolder
 
     cfg = RunConfig().replace(data={"data_dir": data_dir, "download": False}, evolve={"layers": (depth,)}, seed=seed).validate()
-    data = load(cfg.data, cfg.seed)
+    data = load(cfg.data, cfg.data_seed)
     run = RunFolder(out)
     run.create(overwrite=True)
     run.write(CONFIG, cfg.to_dict())

@@ -122,7 +122,7 @@ def run(config: RunConfig | None = None, out: str | Path | None = None, *, resum
     from rankprune import data as data_mod
 
     cfg = (config or RunConfig()).validate()
-    return _execute(cfg, data_mod.load(cfg.data, cfg.seed, cfg.device), out, resume, overwrite, progress)
+    return _execute(cfg, data_mod.load(cfg.data, cfg.data_seed, cfg.device), out, resume, overwrite, progress)
 
 
 def run_tensors(config: RunConfig | None = None, *, train: tuple, val: tuple, test: tuple,

@@ -111,6 +111,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: warm (keeps what the network computes; default) | reinit (fresh weights, as the original experiment)"),
     "--rebuild-samples": ("evolve", "rebuild_samples", int, "training rows the warm rebuild and the activation ranks use (4096)"),
     "--seed": (None, "seed", int, "seed of everything random (0)"),
+    "--data-seed": ("data", "seed", int, "seed of the data's draws only: split, fraction, label noise, tasks (the run's seed)"),
 }
 
 
@@ -131,6 +132,10 @@ def _add_evolve(sub) -> None:
     p.add_argument("--out", help="run folder (default: runs/evolve-DATASET-HASH of the config)")
     p.add_argument("--resume", action="store_true", help="continue the run folder --out from its last finished iteration")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--seeds", help="replicates: 0..4 or 0,3,7; one folder with a run per seed, all sharing the data "
+                                   "of --data-seed (default the first seed), trained together in batches")
+    p.add_argument("--batch-members", type=int, help="networks trained together in one batch at most "
+                                                     "(default 16 on CPU, 128 on a GPU)")
     p.set_defaults(handler=_run_evolve)
 
 
@@ -274,8 +279,13 @@ def _interrupted_exit(exc: BaseException) -> int:
 
 
 def _run_evolve(args: argparse.Namespace) -> int:
+    from rankprune.replicates import is_replicates_folder
     from rankprune.runfolder import DEPTHS, RunFolder, default_run_folder
 
+    if args.batch_members is not None and args.batch_members < 1:
+        raise ConfigError(f"--batch-members must be at least 1, got {args.batch_members}")
+    if args.seeds is not None or (args.resume and args.out and is_replicates_folder(args.out)):
+        return _run_replicates(args)
     if args.resume:
         out = args.out or default_run_folder(_evolve_config(args).to_dict())
         if not args.out and not Path(out).exists():
@@ -295,7 +305,7 @@ def _run_evolve(args: argparse.Namespace) -> int:
     from rankprune import data as data_mod
 
     try:
-        data = data_mod.load(cfg.data, cfg.seed, cfg.device)
+        data = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
     except data_mod.DataError as exc:
         hint = "" if cfg.data.dataset == "tensors" else "; give --data-dir DIR, or use --dataset digits offline"
         raise ConfigError(f"{exc}{hint}") from None
@@ -335,6 +345,87 @@ def _run_evolve(args: argparse.Namespace) -> int:
         out = Console(width=140)
     out.print(summary_table(run.read(DEPTHS, {})))
     console.print(f"results: {run.path}")
+    return 0
+
+
+def _run_replicates(args: argparse.Namespace) -> int:
+    """evolve --seeds: a run folder per seed under one folder, every seed's iterations trained together."""
+    from rich.console import Console
+
+    from rankprune import data as data_mod
+    from rankprune.evolve import Replica, evolve_together, starting_widths
+    from rankprune.live import ReplicasReporter, replicates_table
+    from rankprune.models import get_family
+    from rankprune.probes import check_probes
+    from rankprune.provenance import environment
+    from rankprune.replicates import (is_replicates_folder, parse_seeds, read_replicates, seed_folder, summarise,
+                                      write_replicates)
+    from rankprune.runfolder import CONFIG, RunFolder, RunFolderError, default_run_folder
+
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume of replicates needs the folder: give --out")
+        root = Path(args.out)
+        doc = read_replicates(root)
+        if args.seeds is not None and parse_seeds(args.seeds) != doc["seeds"]:
+            raise ConfigError(f"cannot resume {root} with other --seeds (it has {doc['seeds']})")
+        seeds = doc["seeds"]
+        base = _resume_config(args, RunConfig.from_stored(doc["config"]).validate(), root)
+    else:
+        seeds = parse_seeds(args.seeds)
+        if args.seed is not None:
+            raise ConfigError("give --seed for one run or --seeds for replicates, not both")
+        cfg = _evolve_config(args)
+        base = cfg.replace(data={"seed": cfg.data.seed if cfg.data.seed is not None else seeds[0]})
+        root = Path(args.out or default_run_folder({**base.to_dict(), "seeds": seeds}))
+        if root.exists() and not root.is_dir():
+            raise RunFolderError(f"{root} exists and is not a folder")
+        if root.exists() and any(root.iterdir()):
+            if not args.overwrite:
+                raise RunFolderError(f"{root} exists and is not empty; pass --resume to continue it or --overwrite to replace it")
+            if not is_replicates_folder(root):
+                raise RunFolderError(f"--overwrite replaces only a rankprune replicates folder, and {root} is not one; "
+                                     "nothing was touched")
+    base = base.replace(device=_resolve_device(args.device or (base.device if args.resume else None))).validate()
+    try:
+        data = data_mod.load(base.data, base.data_seed, base.device)
+    except data_mod.DataError as exc:
+        raise ConfigError(f"{exc}; give --data-dir DIR, or use --dataset digits offline") from None
+    family = get_family(base.model.family)
+    family.check_input(data.input_shape)
+    check_probes(base.resolved(), min(family.parameter_count(data.input_shape, starting_widths(base, data, d), data.n_classes)
+                                      for d in base.evolve.layers))
+    runs, configs = [], []
+    for seed in seeds:
+        path = seed_folder(root, seed)
+        started = args.resume and (path / CONFIG).is_file()
+        runs.append(RunFolder.check(path, resume=started, overwrite=args.overwrite and not started, tags={"seed": seed}))
+        configs.append((base.replace(seed=seed), started))
+    root.mkdir(parents=True, exist_ok=True)
+    write_replicates(root, {"seeds": seeds, "data_seed": base.data_seed, "config": base.to_dict(),
+                            "summary": read_replicates(root).get("summary", {}) if is_replicates_folder(root) else {}})
+    console = Console(stderr=True)
+    console.print(f"replicates folder: {root}")
+    try:
+        with contextlib.ExitStack() as stack, ReplicasReporter(base, seeds, console) as live:
+            replicas = []
+            for seed, run, (cfg, started) in zip(seeds, runs, configs):
+                stack.enter_context(run.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(),
+                                                resume=started, overwrite=args.overwrite and not started))
+                replicas.append(Replica(cfg, data, run, live.for_seed(seed)))
+            evolve_together(replicas, args.batch_members)
+    except KeyboardInterrupt as exc:
+        write_replicates(root, {**read_replicates(root), "summary": summarise(root, seeds)})
+        console.print(f"interrupted; finished epochs and iterations are in {root}. "
+                      f"Continue with: rankprune evolve --out {root} --resume", soft_wrap=True)
+        return _interrupted_exit(exc)
+    summary = summarise(root, seeds)
+    write_replicates(root, {**read_replicates(root), "summary": summary})
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=140)
+    out.print(replicates_table(summary))
+    console.print(f"results: {root} ({', '.join(p.name for p in (seed_folder(root, s) for s in seeds))})")
     return 0
 
 

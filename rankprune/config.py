@@ -66,8 +66,14 @@ class DataConfig:
     # standard deviation of the Gaussian noise on their targets.
     points: int = 15
     noise: float = 0.0
+    # The seed of the data's own draws: the train fraction and validation split, label noise, augmented tasks,
+    # regression points. None: the run's seed. Replicates (--seeds) share one, so they differ only in
+    # initialisation and data order, and train in one batch; --data-seed gives a single run the same data.
+    seed: int | None = None
 
     def validate(self) -> None:
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--data-seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if is_regression(self.dataset):
             if task_name(self.dataset) not in REGRESSION_TARGETS:
                 raise ConfigError(f"unknown regression task {self.dataset!r}; choose from "
@@ -288,6 +294,11 @@ class RunConfig:
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
         return self
+
+    @property
+    def data_seed(self) -> int:
+        """The seed data.load draws this run's data with: data.seed, or the run's seed."""
+        return self.seed if self.data.seed is None else self.data.seed
 
     def resolved(self) -> "RunConfig":
         """Every default filled in that depends on another setting: the family's default width (unless

@@ -148,3 +148,79 @@ def summary_table(depths: dict[str, dict]) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+class ReplicasReporter:
+    """The live view of replicates trained together (evolve --seeds): one bar per seed for its epochs, and a
+    printed line per finished iteration and depth, prefixed with the seed. `for_seed(s)` is the
+    evolve.Reporter of one replicate."""
+
+    def __init__(self, cfg: RunConfig, seeds: list[int], console: Console | None = None):
+        self.cfg, self.seeds = cfg, list(seeds)
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self._task: dict[int, int] = {}
+
+    def __enter__(self) -> "ReplicasReporter":
+        self.console.print("task: " + "; ".join(task_knobs(self.cfg.to_dict())), soft_wrap=True, markup=False)
+        self.console.print(f"{len(self.seeds)} replicates (seeds {', '.join(map(str, self.seeds))}) trained together",
+                           soft_wrap=True, markup=False)
+        self.progress.start()
+        for seed in self.seeds:
+            self._task[seed] = self.progress.add_task(f"seed {seed}", total=self.cfg.train.max_epochs, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def for_seed(self, seed: int) -> "_SeedReporter":
+        return _SeedReporter(self, seed)
+
+
+class _SeedReporter:
+    def __init__(self, parent: ReplicasReporter, seed: int):
+        self.parent, self.seed = parent, seed
+
+    def _print(self, text: str) -> None:
+        self.parent.progress.console.print(f"seed {self.seed} {text}", soft_wrap=True, markup=False)
+
+    def depth_started(self, depth, widths, iteration):
+        pass
+
+    def iteration_started(self, depth, iteration, widths):
+        self.parent.progress.reset(self.parent._task[self.seed], total=self.parent.cfg.train.max_epochs,
+                                   description=f"seed {self.seed} depth {depth} iteration {iteration}",
+                                   info=f"widths {_fmt_widths(widths)}")
+
+    def epoch_done(self, depth, iteration, row):
+        self.parent.progress.update(self.parent._task[self.seed], completed=row["epoch"],
+                                    info=f"val {row['val_acc']:.4f}  {row['cumulative_seconds']:.1f} s")
+
+    def iteration_done(self, depth, row):
+        self._print(f"depth {depth} iteration {row['iteration']}: widths {_fmt_widths(row['widths'])} -> "
+                    f"{_fmt_widths(row['next_widths'])}  val {row['val_acc']:.4f} test {row['test_acc']:.4f}  "
+                    f"{row['epochs']} epochs ({row['train_stop']})" + (f"  [{row['stop']}]" if row["stop"] else ""))
+
+    def depth_done(self, depth, summary):
+        self._print(f"depth {depth} done: {summary['stop_reason']}, widths {_fmt_widths(summary['widths'])}  "
+                    f"test {summary['test_acc']:.4f}")
+
+
+def replicates_table(summary: dict[str, dict]) -> Table:
+    """Per depth, over the replicates: the chosen widths' mean ± sd per layer and in total, test accuracy, and
+    how the depths stopped."""
+    table = Table(title="rank-pruning results per depth, mean ± sd over seeds", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    for header, justify in (("depth", "right"), ("seeds", "right"), ("widths (chosen)", "left"), ("total width", "right"),
+                            ("test acc", "right"), ("stopped by", "left")):
+        table.add_column(header, justify=justify, overflow="fold")
+    for key in sorted(summary, key=int):
+        d = summary[key]
+        table.add_row(str(d["depth"]), str(len(d["seeds"])),
+                      "[" + ", ".join(f"{w['mean']:.1f} ± {w['sd']:.1f}" for w in d["widths"]) + "]",
+                      f"{d['total_width']['mean']:.1f} ± {d['total_width']['sd']:.1f}",
+                      f"{d['test_acc']['mean']:.4f} ± {d['test_acc']['sd']:.4f}",
+                      ", ".join(f"{k} x{v}" for k, v in sorted(d["stop_reasons"].items())))
+    return table

@@ -114,6 +114,8 @@ def settings_key(config: dict) -> dict:
     d = json.loads(json.dumps(config))
     for section, key in RESUMABLE:
         d.get(section, {}).pop(key, None)
+    if d.get("data", {}).get("seed", 0) is None:  # data.seed unset is what every run before it meant: same hash
+        d["data"].pop("seed")
     return d
 
 
@@ -136,15 +138,18 @@ def is_run_folder(path: str | Path) -> bool:
 
 
 class RunFolder:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tags: dict | None = None):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        # Columns every row this folder appends starts with: a replicate's {"seed": S} (replicates.py), so that
+        # tables of several seeds concatenated stay keyed by seed.
+        self.tags = dict(tags or {})
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def check(cls, path: str | Path, *, resume: bool, overwrite: bool) -> "RunFolder":
+    def check(cls, path: str | Path, *, resume: bool, overwrite: bool, tags: dict | None = None) -> "RunFolder":
         """Validate how a folder may be used, writing nothing; raise RunFolderError if it may not."""
-        run = cls(path)
+        run = cls(path, tags)
         if resume and overwrite:
             raise RunFolderError("--resume and --overwrite exclude each other")
         exists = run.path.exists()
@@ -300,7 +305,7 @@ class RunFolder:
     def append(self, table: str, row: dict) -> None:
         """Append one row; flushed at once so an interrupted run keeps every finished row."""
         with (self.path / table).open("a") as fh:
-            fh.write(json.dumps(_finite(row)) + "\n")
+            fh.write(json.dumps(_finite({**self.tags, **row})) + "\n")
             fh.flush()
 
     def rows(self, table: str) -> list[dict]:

@@ -406,10 +406,10 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
         except TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
-        key = (cfg.data, cfg.seed, cfg.device)
+        key = (cfg.data, cfg.data_seed, cfg.device)
         if key not in cache:  # trials sharing a dataset and seed share its tensors
             cache.clear()
-            cache[key] = data_mod.load(cfg.data, cfg.seed, cfg.device)
+            cache[key] = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
         data = cache[key]
         run = RunFolder(root / "studies" / study_name / f"trial-{trial.number:04d}")
         from rankprune.evolve import starting_widths

@@ -26,7 +26,7 @@ from rankprune.models import family_of
 from rankprune.regression import score as r_squared
 from rankprune.saturation import Saturation
 
-__all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "STOP_REASONS"]
+__all__ = ["Evaluation", "TrainResult", "evaluate", "batch_gradient", "make_optimizer", "train_to_saturation", "TrainingProgress", "STOP_REASONS"]
 
 # Why a training run ended.
 STOP_REASONS = ("saturated", "max-epochs", "diverged")
@@ -102,6 +102,96 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, weight_decay: float) -> t
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=weight_decay, fused=True)
 
 
+class TrainingProgress:
+    """One training run's bookkeeping between epochs: evaluation, the epoch's record, the best validation
+    accuracy, the plateau detector (saturation.Saturation), the learning-rate drops left and the rate now,
+    training seconds and FLOPs. The one-network loop and every member of an ensemble (ensemble.py) use it, so a
+    member trained in a batch stops and anneals exactly as it would alone."""
+
+    def __init__(self, model: nn.Module, data: Splits, cfg: TrainConfig, ranks: Callable[[], Sequence[int]] | None = None):
+        self.model, self.data, self.cfg = model, data, cfg
+        self.plateau = Saturation(cfg.saturate, cfg.patience, cfg.min_delta, cfg.rank_tol)
+        if self.plateau.needs_ranks and ranks is None:  # a caller outside the controller: the default driving measure's
+            default_measure = RankConfig().measure
+            ranks = lambda: hidden_ranks(model, default_measure)  # noqa: E731
+        self.ranks = ranks
+        self.best, self.seconds, self.flops = -1.0, 0.0, 0.0  # `best`: the highest validation accuracy seen
+        self.reason, self.epoch, self.drops_left, self.lr = "max-epochs", 0, cfg.lr_drops, cfg.lr
+        self.samples = data.samples_per_epoch(cfg.samples_per_epoch)
+        self.steps = -(-self.samples // cfg.batch_size)
+        self.regression = data.train.y.is_floating_point()  # accuracy columns hold R^2
+        self.flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
+        self.stopped = False
+
+    def train_acc(self, predictions: torch.Tensor, labels: torch.Tensor) -> float:
+        """The epoch's training accuracy (R^2) from its batches' predictions, taken as the weights moved."""
+        if self.regression:
+            return r_squared(predictions, labels)
+        return (predictions == labels).sum().item() / self.samples
+
+    def record(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> dict:
+        """Evaluate the network after an epoch and return the epoch's record (on_epoch's dict)."""
+        cfg, data, model = self.cfg, self.data, self.model
+        self.epoch = epoch
+        flops = self.flops_per_sample * self.samples
+        self.seconds += seconds
+        self.flops += flops
+        model.eval()
+        n_delta = None
+        if not math.isfinite(train_loss):
+            self.reason = "diverged"
+            val = test = Evaluation(float("nan"), 0.0)
+        else:
+            val, test = evaluate(model, data.val, cfg.precision, cfg.loss), evaluate(model, data.test, cfg.precision, cfg.loss)
+            if cfg.loss == "hinge":  # the jamming experiments' N_Delta, over the whole training split
+                n_delta = evaluate(model, data.train, cfg.precision, cfg.loss).n_delta
+            self.best = max(self.best, val.acc)
+        self._val_acc = val.acc
+        return {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val.loss,
+            "val_acc": val.acc,
+            "test_loss": test.loss,
+            "test_acc": test.acc,
+            "seconds": seconds,
+            "flops": flops,
+            "best_val_acc": max(self.best, 0.0),
+            "lr": self.lr,
+            **({"n_delta": n_delta} if cfg.loss == "hinge" else {}),
+            "steps": self.steps,  # optimisation steps this epoch
+            "samples": self.samples,  # training samples drawn this epoch
+            "distinct_samples": min(self.samples, len(data.train)),  # of which different rows
+        }
+
+    def advance(self) -> bool:
+        """After the epoch's record went out: whether training stops now. A plateau first multiplies the
+        learning rate (self.lr) by lr_drop_factor, lr_drops times; the plateau after the last drop is saturation."""
+        cfg = self.cfg
+        if self.reason == "diverged":
+            self.stopped = True
+            return True
+        self.plateau.observe(self._val_acc, self.ranks() if self.plateau.needs_ranks else None)
+        if self.plateau.plateaued:
+            if self.drops_left == 0:
+                self.reason, self.stopped = "saturated", True
+                return True
+            # Plateau at this learning rate: anneal and look for saturation again. Ending on a low
+            # rate makes the final accuracy (and the spectrum we measure) far less noisy.
+            self.drops_left -= 1
+            self.plateau.restart()
+            self.lr *= cfg.lr_drop_factor
+        if self.epoch >= cfg.max_epochs:
+            self.stopped = True
+            return True
+        return False
+
+    def result(self) -> TrainResult:
+        return TrainResult(epochs=self.epoch, stop_reason=self.reason, best_val_acc=max(self.best, 0.0),
+                           seconds=self.seconds, flops=self.flops)
+
+
 def train_to_saturation(
     model: nn.Module,
     data: Splits,
@@ -127,19 +217,11 @@ def train_to_saturation(
     device = data.train.x.device
     optimizer = make_optimizer(model, cfg, weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
-    plateau = Saturation(cfg.saturate, cfg.patience, cfg.min_delta, cfg.rank_tol)
-    if plateau.needs_ranks and ranks is None:  # a caller outside the controller: the default driving measure's
-        default_measure = RankConfig().measure
-        ranks = lambda: hidden_ranks(model, default_measure)  # noqa: E731
-    best, total_seconds, total_flops = -1.0, 0.0, 0.0  # `best`: the highest validation accuracy seen
-    reason, epoch, drops_left = "max-epochs", 0, cfg.lr_drops
-    samples = data.samples_per_epoch(cfg.samples_per_epoch)
-    regression = data.train.y.is_floating_point()  # accuracy columns hold R^2
-    steps = -(-samples // cfg.batch_size)
-
+    progress = TrainingProgress(model, data, cfg, ranks)
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = progress.lr
         loss_sum = torch.zeros((), device=device)
         # Predictions and labels are kept per batch and compared once per epoch: one op per step
         # instead of three, which matters where a step costs well under a millisecond.
@@ -147,7 +229,7 @@ def train_to_saturation(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for x, y in batches(data.train, cfg.batch_size, generator, samples):
+        for x, y in batches(data.train, cfg.batch_size, generator, progress.samples):
             with _autocast(device, cfg.precision):
                 logits = model(x)
                 loss = per_sample(cfg.loss, logits.float(), y).mean()
@@ -155,57 +237,13 @@ def train_to_saturation(
             loss.backward()
             optimizer.step()
             loss_sum.add_(loss.detach(), alpha=len(y))
-            predictions.append(logits.detach() if regression else logits.detach().argmax(1))
+            predictions.append(logits.detach() if progress.regression else logits.detach().argmax(1))
             labels.append(y)
-        train_loss = loss_sum.item() / samples  # sync point: the epoch's work is done here
+        train_loss = loss_sum.item() / progress.samples  # sync point: the epoch's work is done here
         seconds = time.perf_counter() - start
-        flops = flops_per_sample * samples
-        total_seconds += seconds
-        total_flops += flops
-
-        model.eval()
-        n_delta = None
-        if not math.isfinite(train_loss):
-            reason = "diverged"
-            val = test = Evaluation(float("nan"), 0.0)
-        else:
-            val, test = evaluate(model, data.val, cfg.precision, cfg.loss), evaluate(model, data.test, cfg.precision, cfg.loss)
-            if cfg.loss == "hinge":  # the jamming experiments' N_Delta, over the whole training split
-                n_delta = evaluate(model, data.train, cfg.precision, cfg.loss).n_delta
-            best = max(best, val.acc)
+        record = progress.record(epoch, train_loss, progress.train_acc(torch.cat(predictions), torch.cat(labels)), seconds)
         if on_epoch is not None:
-            on_epoch(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "train_acc": (r_squared(torch.cat(predictions), torch.cat(labels)) if regression else
-                                  (torch.cat(predictions) == torch.cat(labels)).sum().item() / samples),
-                    "val_loss": val.loss,
-                    "val_acc": val.acc,
-                    "test_loss": test.loss,
-                    "test_acc": test.acc,
-                    "seconds": seconds,
-                    "flops": flops,
-                    "best_val_acc": max(best, 0.0),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    **({"n_delta": n_delta} if cfg.loss == "hinge" else {}),
-                    "steps": steps,  # optimisation steps this epoch
-                    "samples": samples,  # training samples drawn this epoch
-                    "distinct_samples": min(samples, len(data.train)),  # of which different rows
-                }
-            )
-        if reason == "diverged":
+            on_epoch(record)
+        if progress.advance():
             break
-        plateau.observe(val.acc, ranks() if plateau.needs_ranks else None)
-        if plateau.plateaued:
-            if drops_left == 0:
-                reason = "saturated"
-                break
-            # Plateau at this learning rate: anneal and look for saturation again. Ending on a low
-            # rate makes the final accuracy (and the spectrum we measure) far less noisy.
-            drops_left -= 1
-            plateau.restart()
-            for group in optimizer.param_groups:
-                group["lr"] *= cfg.lr_drop_factor
-
-    return TrainResult(epochs=epoch, stop_reason=reason, best_val_acc=max(best, 0.0), seconds=total_seconds, flops=total_flops)
+    return progress.result()

@@ -15,12 +15,15 @@ iteration), so a resumed run continues exactly as an uninterrupted one would hav
 
     phases.py     the rules: pure functions of a depth's iteration history
     iteration.py  one iteration: make the network, train it with the probes measuring, its row
-    loop.py       per depth: resume, `while next phase: run one iteration`, the summary
+    loop.py       per depth: resume, `while next phase: run one iteration`, the summary; several replicas in
+                  lockstep, their iterations trained together (ensemble.py)
 """
 
-from rankprune.evolve.loop import DepthResult, NullReporter, Reporter, evolve, evolve_depth, starting_widths
+from rankprune.evolve.loop import (DepthResult, NullReporter, Replica, Reporter, evolve, evolve_depth, evolve_depth_together,
+                                   evolve_together, starting_widths)
 from rankprune.evolve.phases import DEPTH_STOP_REASONS
 from rankprune.seeds import derive_seed
 
-__all__ = ["Reporter", "NullReporter", "DepthResult", "evolve", "evolve_depth", "starting_widths", "derive_seed",
+__all__ = ["Reporter", "NullReporter", "DepthResult", "Replica", "evolve", "evolve_together", "evolve_depth",
+           "evolve_depth_together", "starting_widths", "derive_seed",
            "DEPTH_STOP_REASONS"]

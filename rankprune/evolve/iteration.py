@@ -4,6 +4,7 @@ measuring, and return its row of iterations.jsonl (the caller decides the stop a
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,9 +19,10 @@ from rankprune.rebuild import next_widths, rebuild
 from rankprune.runfolder import EPOCHS, RunFolder
 from rankprune.seeds import INIT, ORDER, REBUILD, SAMPLE, derive_seed
 from rankprune.scaling import center_and_scale
-from rankprune.train import evaluate, train_to_saturation
+from rankprune.ensemble import Member
+from rankprune.train import TrainResult, evaluate, train_to_saturation
 
-__all__ = ["run_iteration", "restore"]
+__all__ = ["run_iteration", "start_iteration", "finish_iteration", "PendingIteration", "restore"]
 
 
 def restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict, start: bool = False) -> nn.Module:
@@ -38,11 +40,42 @@ def _sample(data: Splits, cfg: RunConfig, depth: int, iteration: int) -> torch.T
     return torch.index_select(data.train.x, 0, idx)
 
 
+@dataclass
+class PendingIteration:
+    """An iteration made and ready to train: its network and how it trains (`member`), and what finish_iteration
+    needs to write its row once training is done."""
+
+    member: Member
+    cfg: RunConfig
+    data: Splits
+    run: RunFolder
+    depth: int
+    iteration: int
+    phase: str
+    history: list[dict]
+    widths: list[int]
+    ctx: ProbeContext
+    probes: list
+    base: tuple[float, float]  # cumulative seconds and FLOPs before this iteration
+    after_rebuild: dict
+    last: dict  # the last epoch's row, as on_epoch wrote it
+
+
 def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iteration: int, phase: str,
                   history: list[dict], widths: list[int], previous: nn.Module | None, reporter) -> tuple[dict, nn.Module]:
     """Train one iteration of `phase` at `widths` and return (its row without `stop`, the trained network).
 
     `previous` is the last iteration's network when it is still in memory (else it is restored from disk)."""
+    pending = start_iteration(cfg, data, run, depth, iteration, phase, history, widths, previous, reporter)
+    m = pending.member
+    return finish_iteration(pending, train_to_saturation(m.model, data, m.cfg, m.weight_decay, m.seed, m.on_epoch, m.ranks))
+
+
+def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iteration: int, phase: str,
+                    history: list[dict], widths: list[int], previous: nn.Module | None, reporter) -> PendingIteration:
+    """Make the network of one iteration of `phase` at `widths` (built, rebuilt or restored), save where it
+    starts, and return it with its training settings and probes; ensemble.train_members or train_to_saturation
+    trains it, and finish_iteration writes its row."""
     family = get_family(cfg.model.family)
     annealing = anneals(cfg)
     train_cfg = dataclasses.replace(cfg.train, lr_drops=0) if annealing else cfg.train
@@ -92,8 +125,21 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
 
     drive = parse_measure(cfg.rank.measure).spec
     # --saturate rank|both watch the driving rank the spectra probe has just measured on this epoch.
-    result = train_to_saturation(model, data, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
-                                 ranks=lambda: last["row"][f"rank_{drive}"][:-1])
+    member = Member(model, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
+                    ranks=lambda: last["row"][f"rank_{drive}"][:-1])
+    return PendingIteration(member, cfg, data, run, depth, iteration, phase, history, widths, ctx, probes,
+                            (base_seconds, base_flops), after_rebuild, last)
+
+
+def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[dict, nn.Module]:
+    """After training: the iteration-end probes, the saved weights, and its row without `stop`."""
+    p = pending
+    cfg, data, run, depth, iteration, phase, history, widths = p.cfg, p.data, p.run, p.depth, p.iteration, p.phase, p.history, p.widths
+    model, weight_decay, ctx, probes, last, after_rebuild = p.member.model, p.member.weight_decay, p.ctx, p.probes, p.last, p.after_rebuild
+    base_seconds, base_flops = p.base
+    family = get_family(cfg.model.family)
+    annealing = anneals(cfg)
+    drive = parse_measure(cfg.rank.measure).spec
     final_epoch = last["row"]
     train_eval = evaluate(model, data.train, cfg.train.precision, cfg.train.loss)
     measured: dict = {}

@@ -3,19 +3,21 @@ the depth's summary. The rules live in phases.py, one iteration in iteration.py,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from torch import nn
 
 from rankprune.config import RunConfig
 from rankprune.data import Splits
-from rankprune.evolve.iteration import run_iteration
+from rankprune.ensemble import train_members
+from rankprune.evolve.iteration import finish_iteration, start_iteration
 from rankprune.evolve.phases import SHRINK, next_phase, phase, result_iteration, stop_reason
 from rankprune.models import get_family, width_for_parameters
 from rankprune.runfolder import DEPTHS, ITERATION_TABLES, ITERATIONS, RunFolder
 
-__all__ = ["Reporter", "NullReporter", "DepthResult", "evolve", "evolve_depth", "starting_widths"]
+__all__ = ["Reporter", "NullReporter", "DepthResult", "Replica", "evolve", "evolve_together", "evolve_depth", "evolve_depth_together",
+           "starting_widths"]
 
 
 class Reporter(Protocol):
@@ -51,33 +53,89 @@ def starting_widths(cfg: RunConfig, data: Splits, depth: int) -> list[int]:
     return [cfg.model.width or family.default_width] * depth
 
 
+@dataclass
+class Replica:
+    """One network's controller in a lockstep evolve: its config, data, run folder and live view. Replicas that
+    share a Splits object (and a batch key, ensemble.batch_key) train their iterations in one batch."""
+
+    cfg: RunConfig
+    data: Splits
+    run: RunFolder
+    reporter: Reporter = field(default_factory=NullReporter)
+    initial_widths: list[int] | None = None
+
+
+@dataclass
+class _DepthState:
+    replica: Replica
+    cfg: RunConfig
+    history: list[dict]
+    widths: list[int]
+    previous: nn.Module | None = None
+
+
 def evolve_depth(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, reporter: Reporter,
                  initial_widths: list[int] | None = None) -> DepthResult:
     """Run the controller for one depth, from `initial_widths` (one per hidden layer) or starting_widths;
     a depth with finished iterations in the run folder continues after the last of them."""
-    cfg = cfg.resolved()
-    if initial_widths is not None and len(initial_widths) != depth:
-        raise ValueError(f"depth {depth} needs {depth} initial widths, got {list(initial_widths)}")
-    history = [r for r in run.rows(ITERATIONS) if r["depth"] == depth]
-    widths = history[-1]["next_widths"] if history else list(initial_widths or starting_widths(cfg, data, depth))
-    reporter.depth_started(depth, widths, len(history))
-    previous: nn.Module | None = None
-    while (upcoming := next_phase(history, cfg)) is not None:
-        iteration = history[-1]["iteration"] + 1 if history else 0
-        run.set_status("running", depth=depth, iteration=iteration)
-        row, previous = run_iteration(cfg, data, run, depth, iteration, upcoming, history, widths, previous, reporter)
-        shrinks = [h for h in history if phase(h) == SHRINK]
-        row["stop"] = stop_reason(row, shrinks + [row], cfg) if upcoming == SHRINK else history[-1]["stop"]
-        run.append(ITERATIONS, row)  # last: a row here means the iteration's files are complete
-        history.append(row)
-        reporter.iteration_done(depth, row)
-        widths = row["next_widths"]
-    summary = _summary(cfg, depth, history)
+    return evolve_depth_together([Replica(cfg, data, run, reporter, initial_widths)], depth)[0]
+
+
+def evolve_depth_together(replicas: list[Replica], depth: int, max_members: int | None = None) -> list[DepthResult]:
+    """The controller for one depth of every replica, in lockstep: each round makes every unfinished replica's
+    next iteration, trains them together (ensemble.train_members, at most `max_members` per batch), and writes
+    each replica's row as soon as its network has finished training. Each replica decides its phases and stop
+    from its own history (phases.py), exactly as alone; one that stops sits out the later rounds."""
+    states = []
+    for r in replicas:
+        cfg = r.cfg.resolved()
+        if r.initial_widths is not None and len(r.initial_widths) != depth:
+            raise ValueError(f"depth {depth} needs {depth} initial widths, got {list(r.initial_widths)}")
+        history = [row for row in r.run.rows(ITERATIONS) if row["depth"] == depth]
+        widths = history[-1]["next_widths"] if history else list(r.initial_widths or starting_widths(cfg, r.data, depth))
+        r.reporter.depth_started(depth, widths, len(history))
+        states.append(_DepthState(r, cfg, history, widths))
+    while True:
+        pending = []
+        for st in states:
+            upcoming = next_phase(st.history, st.cfg)
+            if upcoming is None:
+                continue
+            iteration = st.history[-1]["iteration"] + 1 if st.history else 0
+            st.replica.run.set_status("running", depth=depth, iteration=iteration)
+            pending.append((st, start_iteration(st.cfg, st.replica.data, st.replica.run, depth, iteration, upcoming,
+                                                st.history, st.widths, st.previous, st.replica.reporter)))
+        if not pending:
+            break
+        by_data: dict[int, list] = {}
+        for item in pending:
+            by_data.setdefault(id(item[0].replica.data), []).append(item)
+        for group in by_data.values():
+            train_members([p.member for _, p in group], group[0][0].replica.data,
+                          lambda i, result, group=group: _record(depth, *group[i], result), max_members)
+    return [_finish_depth(st, depth) for st in states]
+
+
+def _record(depth: int, st: _DepthState, pending, result) -> None:
+    """A replica's iteration has trained: its row, with the stop its rules give, goes into iterations.jsonl."""
+    row, st.previous = finish_iteration(pending, result)
+    upcoming = pending.phase
+    shrinks = [h for h in st.history if phase(h) == SHRINK]
+    row["stop"] = stop_reason(row, shrinks + [row], st.cfg) if upcoming == SHRINK else st.history[-1]["stop"]
+    st.replica.run.append(ITERATIONS, row)  # last: a row here means the iteration's files are complete
+    st.history.append(row)
+    st.replica.reporter.iteration_done(depth, row)
+    st.widths = row["next_widths"]
+
+
+def _finish_depth(st: _DepthState, depth: int) -> DepthResult:
+    run, cfg = st.replica.run, st.cfg
+    summary = _summary(cfg, depth, st.history)
     run.save_weights(run.load_weights(depth, summary["chosen_iteration"]), depth)
     depths = run.read(DEPTHS, {})
     depths[str(depth)] = summary
     run.write(DEPTHS, depths)
-    reporter.depth_done(depth, summary)
+    st.replica.reporter.depth_done(depth, summary)
     return DepthResult(depth, summary)
 
 
@@ -147,19 +205,37 @@ def _reopen_if_extended(cfg: RunConfig, run: RunFolder, depth: int) -> None:
 
 def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | None = None) -> list[DepthResult]:
     """Run the controller for every depth in cfg.evolve.layers; depths already finished are kept."""
-    reporter = reporter or NullReporter()
-    cfg = cfg.resolved()  # the family's defaults (the CLI, studies and the API resolve already; callers may not)
-    # Rows of an iteration that never finished (interrupted) are dropped; it is redone from its start.
-    # A torn last line (killed mid-write) is dropped too, so the next row never lands on its fragment.
-    finished = [(r["depth"], r["iteration"]) for r in run.rows(ITERATIONS)]
-    run.keep_rows(ITERATIONS, finished)
-    for table in ITERATION_TABLES:
-        run.keep_rows(table, finished)
-    for depth in cfg.evolve.layers:
-        _reopen_if_extended(cfg, run, depth)
-    results = []
-    for depth in cfg.evolve.layers:
-        done = run.read(DEPTHS, {}).get(str(depth))
-        results.append(DepthResult(depth, done) if done else evolve_depth(cfg, data, run, depth, reporter))
-    run.set_status("finished")
-    return results
+    return evolve_together([Replica(cfg, data, run, reporter or NullReporter())])[0]
+
+
+def evolve_together(replicas: list[Replica], max_members: int | None = None) -> list[list[DepthResult]]:
+    """evolve() for several replicas (seeds of one configuration, say) in lockstep, depth by depth; each
+    replica's run folder is its own, and resumes as evolve() resumes it."""
+    for r in replicas:
+        r.cfg = r.cfg.resolved()  # the family's defaults (the CLI, studies and the API resolve already; callers may not)
+        # Rows of an iteration that never finished (interrupted) are dropped; it is redone from its start.
+        # A torn last line (killed mid-write) is dropped too, so the next row never lands on its fragment.
+        finished = [(row["depth"], row["iteration"]) for row in r.run.rows(ITERATIONS)]
+        r.run.keep_rows(ITERATIONS, finished)
+        for table in ITERATION_TABLES:
+            r.run.keep_rows(table, finished)
+        for depth in r.cfg.evolve.layers:
+            _reopen_if_extended(r.cfg, r.run, depth)
+    results: list[dict[int, DepthResult]] = [{} for _ in replicas]
+    depths = sorted({d for r in replicas for d in r.cfg.evolve.layers}, key=lambda d: min(
+        r.cfg.evolve.layers.index(d) for r in replicas if d in r.cfg.evolve.layers))
+    for depth in depths:
+        todo = []
+        for i, r in enumerate(replicas):
+            if depth not in r.cfg.evolve.layers:
+                continue
+            done = r.run.read(DEPTHS, {}).get(str(depth))
+            if done:
+                results[i][depth] = DepthResult(depth, done)
+            else:
+                todo.append(i)
+        for i, result in zip(todo, evolve_depth_together([replicas[i] for i in todo], depth, max_members)):
+            results[i][depth] = result
+    for r in replicas:
+        r.run.set_status("finished")
+    return [[res[d] for d in r.cfg.evolve.layers] for r, res in zip(replicas, results)]

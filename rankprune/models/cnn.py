@@ -49,6 +49,10 @@ class CNN(nn.Module):
     def weights(self) -> list[torch.Tensor]:
         return [conv.weight for conv in self.convs] + [self.classifier.weight]
 
+    def layer_parameters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(weight, bias) of every block, then the classifier's: what a batch (models.batched) stacks."""
+        return [(conv.weight, conv.bias) for conv in self.convs] + [(self.classifier.weight, self.classifier.bias)]
+
     @torch.no_grad()
     def keep_units(self, layer: int, keep: torch.Tensor, fold: torch.Tensor) -> None:
         """Block `layer` keeps output channels `keep`; the next convolution (or the classifier) reads them
@@ -95,6 +99,12 @@ class CNNFamily:
     # At the MLP's 5e-3 this network underfits the MNIST subset (88% training accuracy, depth 2); 1e-3 lets it
     # fit while its second block's rank still falls (64 -> 46 channels at depth 2, benchmarks/results/evolve_cnn_mnist10k.md).
     default_weight_decay = 1e-3
+
+    def batched(self, members: list[CNN]):
+        """K members trained as one model (models.batched): grouped convolutions."""
+        from rankprune.models.batched import BatchedCNN
+
+        return BatchedCNN(members)
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         if len(input_shape) != 3:

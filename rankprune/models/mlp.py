@@ -46,6 +46,10 @@ class MLP(nn.Module):
     def weights(self) -> list[torch.Tensor]:
         return [linear.weight for linear in self.linears]
 
+    def layer_parameters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(weight, bias) of every layer, hidden layers first: what a batch (models.batched) stacks."""
+        return [(linear.weight, linear.bias) for linear in self.linears]
+
     @torch.no_grad()
     def keep_units(self, layer: int, keep: torch.Tensor, fold: torch.Tensor) -> None:
         """Hidden layer `layer` keeps the units `keep` (rows of its weights and biases); the next layer's
@@ -70,6 +74,12 @@ class MLPFamily:
     default_width = 784  # the original experiment's width: MNIST's input size
     width_unit = "units"
     default_weight_decay = 5e-3  # the original experiment's
+
+    def batched(self, members: list[MLP]):
+        """K members trained as one model (models.batched)."""
+        from rankprune.models.batched import BatchedMLP
+
+        return BatchedMLP(members)
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         pass  # any input flattens

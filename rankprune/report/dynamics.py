@@ -70,7 +70,7 @@ def fitted(doc: _Document, run: RunData) -> None:
     from rankprune.data import load
     from rankprune.scaling import center_and_scale
     cfg = RunConfig.from_dict(cfg_dict)
-    data = load(cfg.data, cfg.seed)  # regression tasks are drawn from the seed: the same points as trained on
+    data = load(cfg.data, cfg.data_seed)  # regression tasks are drawn from the seed: the same points as trained on
     folder = RunFolder(run.path)
     xs = torch.linspace(-1, 1, 801).unsqueeze(1)
     fits = {}

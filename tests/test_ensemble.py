@@ -1,0 +1,198 @@
+"""Batched ensembles (models/batched.py, ensemble.py, evolve_together): a member trained in a batch is the same
+configuration trained alone, up to floating-point summation order; padded units stay out of everything."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from rankprune.cli import main
+from rankprune.config import TrainConfig
+from rankprune.data import load
+from rankprune.ensemble import Member, batch_key, train_batch, train_members
+from rankprune.evolve import Replica, evolve, evolve_together
+from rankprune.models import get_family
+from rankprune.runfolder import DEPTHS, EPOCHS, ITERATIONS, RunFolder
+from rankprune.scaling import center_and_scale
+from rankprune.train import train_to_saturation
+
+# Different widths (padding in every hidden layer), seeds, weight decays and learning rates per member.
+SPECS = [([24, 12], 1, 5e-3, 0.05), ([16, 12], 2, 1e-3, 0.08), ([24, 7], 3, 0.0, 0.05), ([9, 5], 4, 2e-3, 0.03),
+         ([20, 16], 5, 5e-3, 0.05)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load(__import__("rankprune.config", fromlist=["DataConfig"]).DataConfig(dataset="digits"), 0)
+
+
+def _train_cfg(lr: float, **kw) -> TrainConfig:
+    return TrainConfig(lr=lr, max_epochs=6, patience=2, lr_drops=1, saturate="accuracy", samples_per_epoch="pass", **kw)
+
+
+def _members(digits, specs, family="mlp", records=None):
+    fam = get_family(family)
+    out = []
+    for i, (widths, seed, wd, lr) in enumerate(specs):
+        model = fam.build(digits.input_shape, widths, digits.n_classes, seed)
+        on_epoch = None if records is None else records.setdefault(i, []).append
+        out.append(Member(model, _train_cfg(lr), wd, 100 + seed, on_epoch))
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_a_member_in_a_batch_trains_as_it_would_alone(digits, k):
+    specs = SPECS[:k]
+    alone_records, batch_records = {}, {}
+    alone = _members(digits, specs, records=alone_records)
+    for m in alone:
+        train_to_saturation(m.model, digits, m.cfg, m.weight_decay, m.seed, m.on_epoch)
+    batched = _members(digits, specs, records=batch_records)
+    results = {}
+    train_batch(batched, digits, results.__setitem__)  # the batched step even for K = 1
+    for i, (a, b) in enumerate(zip(alone, batched)):
+        assert results[i].epochs == len(alone_records[i]) == len(batch_records[i])
+        for ra, rb in zip(alone_records[i], batch_records[i]):
+            assert abs(ra["val_acc"] - rb["val_acc"]) <= 0.002 and abs(ra["test_acc"] - rb["test_acc"]) <= 0.002
+            assert ra["lr"] == pytest.approx(rb["lr"])  # its own learning-rate drops
+        for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+            assert pa.shape == pb.shape
+            assert torch.allclose(pa, pb, atol=1e-4), f"member {i} drifted from its lone run"
+            assert pb.is_contiguous()  # released: storage of its own again, not a view of the batch
+
+
+def test_padded_units_stay_zero_and_members_keep_their_own_widths(digits):
+    members = _members(digits, SPECS[:3])
+    net = get_family("mlp").batched([m.model for m in members])
+    assert net.widths == [24, 12]
+    x = digits.train.x[:64].flatten(1).expand(3, 64, -1).contiguous()
+    net(x).sum().backward()
+    for m, p in zip(members, [0, 1, 2]):
+        w0 = net.weights[0][p]
+        assert torch.all(w0[m.model.widths[0]:] == 0) and torch.all(net.weights[0].grad[p][m.model.widths[0]:] == 0)
+        assert torch.all(net.weights[1].grad[p][:, m.model.widths[0]:] == 0)  # the next layer never reads padding
+    # A member's own network reads its block: the batch's output for member k is its network's output.
+    with torch.no_grad():
+        for k, m in enumerate(members):
+            assert torch.allclose(net(x)[k], m.model(x[k]), atol=1e-5)
+
+
+def test_a_cnn_member_in_a_batch_trains_as_it_would_alone(digits):
+    specs = [([6, 4], 1, 1e-3, 0.02), ([3, 4], 2, 1e-3, 0.02)]
+    alone, batched = _members(digits, specs, "cnn"), _members(digits, specs, "cnn")
+    for m in alone:
+        train_to_saturation(m.model, digits, m.cfg, m.weight_decay, m.seed)
+    train_members(batched, digits)
+    for a, b in zip(alone, batched):
+        for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+            assert torch.allclose(pa, pb, atol=1e-4)
+
+
+def test_settings_that_cannot_share_a_step_train_alone(digits):
+    base = _members(digits, SPECS[:2])
+    assert batch_key(base[0]) == batch_key(base[1]) is not None
+    other_batch = Member(base[1].model, TrainConfig(batch_size=32), 0.0, 1)
+    adam = Member(base[1].model, TrainConfig(optimizer="adam"), 0.0, 1)
+    assert batch_key(other_batch) != batch_key(base[0]) and batch_key(adam) is None
+    scaled = _members(digits, SPECS[:1])[0]
+    center_and_scale(scaled.model, 4.0)
+    assert batch_key(scaled) is None
+
+
+def test_a_diverging_member_stops_alone_and_the_others_go_on(digits):
+    members = _members(digits, SPECS[:3])
+    members[1].cfg = _train_cfg(1e6)  # diverges at once
+    results = train_members(members, digits)
+    assert results[1].stop_reason == "diverged" and results[1].epochs == 1
+    assert all(results[i].stop_reason != "diverged" and results[i].epochs > 1 for i in (0, 2))
+
+
+def _replica_configs(tiny_config, seeds):
+    base = tiny_config(evolve={"layers": (2,), "max_iterations": 3}, train={"max_epochs": 4, "lr_drops": 1},
+                       data={"seed": 0})
+    return [base.replace(seed=s) for s in seeds]
+
+
+def test_replicas_in_lockstep_reproduce_their_single_runs(tiny_config, tmp_path):
+    configs = _replica_configs(tiny_config, [0, 3, 7])
+    data = load(configs[0].data, configs[0].data_seed)
+    replicas = [Replica(c, data, RunFolder(tmp_path / f"seed-{c.seed}", tags={"seed": c.seed})) for c in configs]
+    for r in replicas:
+        r.run.path.mkdir()
+        (r.run.path / "weights").mkdir()
+    evolve_together(replicas)
+    for c, r in zip(configs, replicas):
+        single = RunFolder(tmp_path / f"single-{c.seed}")
+        single.path.mkdir()
+        (single.path / "weights").mkdir()
+        evolve(c, load(c.data, c.data_seed), single)
+        together, alone = r.run.rows(ITERATIONS), single.rows(ITERATIONS)
+        assert [row["widths"] for row in together] == [row["widths"] for row in alone]
+        for a, b in zip(together, alone):
+            assert abs(a["val_acc"] - b["val_acc"]) <= 0.002 and abs(a["test_acc"] - b["test_acc"]) <= 0.002
+        assert all(row["seed"] == c.seed for row in together + r.run.rows(EPOCHS))
+
+
+def _evolve_seeds(tmp_path, *extra):
+    return main(["evolve", "--dataset", "digits", "--layers", "2", "--width", "24", "--max-epochs", "4",
+                 "--patience", "2", "--max-iterations", "2", "--seeds", "0..2", "--out", str(tmp_path / "reps"), *extra])
+
+
+def test_evolve_seeds_writes_a_run_per_seed_and_the_spread(tmp_path, capsys):
+    assert _evolve_seeds(tmp_path) == 0
+    doc = json.loads((tmp_path / "reps/replicates.json").read_text())
+    assert doc["seeds"] == [0, 1, 2] and doc["data_seed"] == 0
+    summary = doc["summary"]["2"]
+    totals = []
+    for s in (0, 1, 2):
+        depths = json.loads((tmp_path / f"reps/seed-{s}/depths.json").read_text())
+        cfg = json.loads((tmp_path / f"reps/seed-{s}/config.json").read_text())
+        assert cfg["seed"] == s and cfg["data"]["seed"] == 0
+        totals.append(sum(depths["2"]["widths"]))
+    assert summary["total_width"]["mean"] == pytest.approx(sum(totals) / 3)
+    assert summary["total_width"]["min"] == min(totals) and summary["seeds"] == [0, 1, 2]
+    assert "mean ± sd over seeds" in capsys.readouterr().out
+
+
+def test_an_interrupted_seeds_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    assert _evolve_seeds(tmp_path) == 0
+    reference = {s: RunFolder(tmp_path / f"reps/seed-{s}").rows(ITERATIONS) for s in (0, 1, 2)}
+    other = tmp_path / "again"
+    other.mkdir()
+    import rankprune.evolve.loop as loop
+
+    real, calls = loop._record, {"n": 0}
+
+    def interrupt_after_four(*args):
+        real(*args)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_record", interrupt_after_four)
+    assert _evolve_seeds(other) == 130
+    kept = sum(len(RunFolder(other / f"reps/seed-{s}").rows(ITERATIONS)) for s in (0, 1, 2))
+    assert kept == 4  # every member-iteration that finished is on disk
+    monkeypatch.setattr(loop, "_record", real)
+    assert main(["evolve", "--out", str(other / "reps"), "--resume"]) == 0
+    for s in (0, 1, 2):
+        rows = RunFolder(other / f"reps/seed-{s}").rows(ITERATIONS)
+        assert [r["widths"] for r in rows] == [r["widths"] for r in reference[s]]
+        assert all(math.isclose(a["val_acc"], b["val_acc"], abs_tol=0.002) for a, b in zip(rows, reference[s]))
+        assert json.loads((other / f"reps/seed-{s}" / DEPTHS).read_text())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "3..1"], "bad --seeds"),
+    (["--seeds", "0,0"], "appears twice"),
+    (["--seeds", "0..1", "--seed", "4"], "not both"),
+    (["--seeds", "0..1", "--batch-members", "0"], "--batch-members"),
+])
+def test_bad_seeds_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["evolve", "--dataset", "digits", "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
