@@ -444,6 +444,9 @@ def _add_study(sub) -> None:
     r.add_argument("--heartbeat", type=int, help="seconds between trial heartbeats (default: the file's, or 60)")
     r.add_argument("--data-dir", help="dataset folder, overriding the file's base.data.data_dir")
     r.add_argument("--no-download", action="store_true", help="never download; a trial fails if the data is missing")
+    r.add_argument("--batch", type=int, default=1, help="trials asked from Optuna at once and trained together, "
+                                                          "grouped by depth and family (1: one at a time)")
+    r.add_argument("--batch-members", type=int, help="networks in one training batch at most (default 16 on CPU, 128 on a GPU)")
     r.set_defaults(handler=_run_study)
 
     for name, helptext, handler in (
@@ -494,6 +497,10 @@ def _run_study(args: argparse.Namespace) -> int:
     spec = parse_spec(args.file)
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {args.n_trials}")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
+    if args.batch_members is not None and args.batch_members < 1:
+        raise ConfigError(f"--batch-members must be at least 1, got {args.batch_members}")
     if args.study_name is not None and not all(c.isalnum() or c in "._-" for c in args.study_name):
         raise ConfigError(f"study name {args.study_name!r} may hold only letters, digits, '.', '_' and '-'")
     if args.heartbeat is not None:
@@ -544,7 +551,8 @@ def _run_study(args: argparse.Namespace) -> int:
         console.print(f"warning: {warning}", soft_wrap=True)
     try:
         with progress:
-            study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial])
+            study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial],
+                              batch=args.batch, max_members=args.batch_members)
     except KeyboardInterrupt as exc:
         console.print("interrupted; finished trials stay in the study, the interrupted one is marked failed. "
                       f"Continue with: {_study_resume_command(args)}", soft_wrap=True)

@@ -19,6 +19,7 @@ ordinary run folder under ROOT/studies/NAME/trial-NNNN.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -392,29 +393,34 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
     }
 
 
-def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None):
-    from rankprune import data as data_mod
-    from rankprune.evolve import NullReporter, evolve_depth
-    from rankprune.provenance import environment
-    from rankprune.runfolder import RunFolder
+class _Trials:
+    """How a trial is made and concluded, shared by one-at-a-time (Optuna's optimize) and batched (ask/tell)
+    running: `prepare` samples its config and opens its run folder's settings, `conclude` turns its depth's
+    summary into user attributes and the objective values."""
 
-    cache: dict[tuple, Any] = {}
+    def __init__(self, spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None):
+        self.spec, self.root, self.study_name, self.on_trial = spec, root, study_name, on_trial
+        self.cache: dict[tuple, Any] = {}
 
-    def objective(trial: optuna.Trial):
+    def prepare(self, trial: optuna.Trial):
+        """(config, data, initial widths, run folder) of a new trial; TrialFailed where it cannot run."""
+        from rankprune import data as data_mod
+        from rankprune.evolve import starting_widths
+        from rankprune.models import get_family
+        from rankprune.runfolder import RunFolder
+
         try:
-            cfg, widths = sample_trial(trial, spec)
+            cfg, widths = sample_trial(trial, self.spec)
         except TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
         key = (cfg.data, cfg.data_seed, cfg.device)
-        if key not in cache:  # trials sharing a dataset and seed share its tensors
-            cache.clear()
-            cache[key] = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
-        data = cache[key]
-        run = RunFolder(root / "studies" / study_name / f"trial-{trial.number:04d}")
-        from rankprune.evolve import starting_widths
-        from rankprune.models import get_family
-
+        if key not in self.cache:  # trials sharing a dataset and seed share its tensors (and can share a batch)
+            if len(self.cache) >= 4:
+                self.cache.clear()
+            self.cache[key] = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
+        data = self.cache[key]
+        run = RunFolder(self.root / "studies" / self.study_name / f"trial-{trial.number:04d}")
         try:  # a CNN on inputs without an image shape fails the trial, not the study
             get_family(cfg.model.family).check_input(data.input_shape)
         except ConfigError as exc:
@@ -423,9 +429,36 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
         widths = widths or starting_widths(cfg, data, cfg.evolve.layers[0])
         trial.set_user_attr("initial_widths", widths)
         trial.set_user_attr("run_folder", str(run.path))
-        env = environment(cfg.device, cfg.seed) | {"study": spec.name, "trial": trial.number}
+        return cfg, data, widths, run
+
+    def session(self, trial: optuna.Trial, cfg: RunConfig, data, run):
+        from rankprune.provenance import environment
+
+        env = environment(cfg.device, cfg.seed) | {"study": self.spec.name, "trial": trial.number}
+        return run.session(cfg.to_dict(), env, data.describe(), resume=False, overwrite=True)
+
+    def conclude(self, trial: optuna.Trial, cfg: RunConfig, data, run, summary: dict):
+        if summary["stop_reason"] == "diverged" and summary["iterations"] == 1:
+            trial.set_user_attr("fail_reason", "diverged: the training loss became NaN or infinite")
+            raise TrialFailed("diverged: the training loss became NaN or infinite")
+        attrs = trial_attributes(summary, cfg.model.family, data.input_shape, data.n_classes, run.path)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if self.on_trial is not None:
+            self.on_trial(trial.number, attrs)
+        objectives = self.spec.objectives
+        return tuple(attrs[o.metric] for o in objectives) if len(objectives) > 1 else attrs[objectives[0].metric]
+
+
+def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None):
+    from rankprune.evolve import NullReporter, evolve_depth
+
+    trials = _Trials(spec, root, study_name, on_trial)
+
+    def objective(trial: optuna.Trial):
+        cfg, data, widths, run = trials.prepare(trial)
         try:
-            with run.session(cfg.to_dict(), env, data.describe(), resume=False, overwrite=True):
+            with trials.session(trial, cfg, data, run):
                 result = evolve_depth(cfg, data, run, len(widths), NullReporter(), initial_widths=widths)
                 run.set_status("finished")
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial failed and stops the study
@@ -434,18 +467,77 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
         except BaseException as exc:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
             raise
-        summary = result.summary
-        if summary["stop_reason"] == "diverged" and summary["iterations"] == 1:
-            trial.set_user_attr("fail_reason", "diverged: the training loss became NaN or infinite")
-            raise TrialFailed("diverged: the training loss became NaN or infinite")
-        attrs = trial_attributes(summary, cfg.model.family, data.input_shape, data.n_classes, run.path)
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        if on_trial is not None:
-            on_trial(trial.number, attrs)
-        return tuple(attrs[o.metric] for o in spec.objectives) if len(spec.objectives) > 1 else attrs[spec.objectives[0].metric]
+        return trials.conclude(trial, cfg, data, run, result.summary)
 
     return objective
+
+
+def _grid_cells(spec: StudySpec) -> int:
+    return math.prod(len(v) for v in _grid(spec).values())
+
+
+def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int, batch: int,
+                     max_members: int | None = None, callbacks: list | None = None, on_trial=None) -> None:
+    """Run n_trials trials `batch` at a time: ask Optuna for a batch of trials, make each one's network, train
+    every trial of one depth together (evolve_depth_together: members of one family and batch key share each
+    step), and tell Optuna each result. Every trial keeps its own run folder and user attributes; a trial that
+    diverges or cannot run fails alone. A grid study asks for no more trials than it has cells left."""
+    from rankprune.evolve import Replica, evolve_depth_together
+
+    trials = _Trials(spec, root, study_name, on_trial)
+    if spec.sampler == "grid":
+        taken = sum(1 for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL)
+        n_trials = min(n_trials, max(0, _grid_cells(spec) - taken))
+    done = 0
+
+    def tell(trial, **kw):
+        # GridSampler stops the study from its after_trial once every cell is taken, which Optuna allows only inside
+        # optimize(); the cap above already ends this loop there, so the stop is let through as it is in optimize.
+        local = study._thread_local
+        before, local.in_optimize_loop = local.in_optimize_loop, True
+        try:
+            frozen = study.tell(trial, **kw)
+        finally:
+            local.in_optimize_loop = before
+        for callback in callbacks or []:
+            callback(study, frozen)
+
+    while done < n_trials:
+        asked = [study.ask() for _ in range(min(batch, n_trials - done))]
+        done += len(asked)
+        ready = []
+        for trial in asked:
+            try:
+                ready.append((trial, *trials.prepare(trial)))
+            except TrialFailed:
+                tell(trial, state=optuna.trial.TrialState.FAIL)
+        by_depth: dict[int, list] = {}
+        for item in ready:
+            by_depth.setdefault(len(item[3]), []).append(item)
+        for depth, group in by_depth.items():
+            try:
+                with contextlib.ExitStack() as stack:
+                    for trial, cfg, data, widths, run in group:
+                        stack.enter_context(trials.session(trial, cfg, data, run))
+                    replicas = [Replica(cfg, data, run, initial_widths=widths) for _, cfg, data, widths, run in group]
+                    results = evolve_depth_together(replicas, depth, max_members)
+                    for _, _, _, _, run in group:
+                        run.set_status("finished")
+            except KeyboardInterrupt:
+                for trial, *_ in group:
+                    trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM) before it finished")
+                    tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            except Exception as exc:  # one batch's error fails its trials, not the study
+                for trial, *_ in group:
+                    trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
+                    tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            for (trial, cfg, data, _widths, run), result in zip(group, results):
+                try:
+                    tell(trial, values=trials.conclude(trial, cfg, data, run, result.summary))
+                except TrialFailed:
+                    tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_trials: int = 0) -> int:
@@ -468,9 +560,10 @@ def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_t
 
 def run_study(
     spec: StudySpec, storage_url: str, root: Path, n_trials: int, study_name: str | None = None,
-    seed: int | None = None, callbacks: list | None = None, on_trial=None,
+    seed: int | None = None, callbacks: list | None = None, on_trial=None, batch: int = 1, max_members: int | None = None,
 ) -> optuna.Study:
-    """Create or resume the study and run n_trials more trials in this process."""
+    """Create or resume the study and run n_trials more trials in this process; with batch > 1, that many at a
+    time trained together (optimize_batched)."""
     storage = open_storage(storage_url, spec.heartbeat_interval, spec.grace_period)
     study_name = study_name or spec.name
     study = optuna.create_study(
@@ -483,5 +576,8 @@ def run_study(
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)
     study.set_user_attr("space", spec.space)
-    study.optimize(make_objective(spec, root, study_name, on_trial), n_trials=n_trials, catch=(TrialFailed,), callbacks=callbacks)
+    if batch > 1:
+        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial)
+    else:
+        study.optimize(make_objective(spec, root, study_name, on_trial), n_trials=n_trials, catch=(TrialFailed,), callbacks=callbacks)
     return study

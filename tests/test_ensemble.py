@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,3 +197,48 @@ def test_bad_seeds_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message)
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+# --- studies: --batch K asks K trials at once and trains each depth's trials together --------------------------
+def _study(tmp_path, name, space, n_trials, batch, sampler="random"):
+    from studyfiles import tiny_study_toml
+
+    (tmp_path / f"{name}.toml").write_text(tiny_study_toml(name, sampler, n_trials, max_epochs=3, space=space))
+    root = tmp_path / "runs"
+    assert main(["study", "run", str(tmp_path / f"{name}.toml"), "--root", str(root), "--batch", str(batch)]) == 0
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root}/studies.sqlite3"), root
+
+
+def test_a_batched_study_gives_each_trial_what_it_gets_alone(tmp_path):
+    from rankprune.config import RunConfig
+    from rankprune.evolve import NullReporter, evolve_depth
+
+    study, root = _study(tmp_path, "batched", 'depth = { choices = [1, 2] }\nwidth = { low = 8, high = 24 }\n'
+                                              '"train.lr" = { low = 0.03, high = 0.1, log = true }\n', 5, 5)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        folder = Path(t.user_attrs["run_folder"])
+        cfg = RunConfig.from_stored(json.loads((folder / "config.json").read_text()))
+        alone = RunFolder(tmp_path / f"alone-{t.number}")
+        (alone.path / "weights").mkdir(parents=True)
+        widths = t.user_attrs["initial_widths"]
+        result = evolve_depth(cfg, load(cfg.data, cfg.data_seed), alone, len(widths), NullReporter(), initial_widths=widths)
+        assert result.summary["widths"] == t.user_attrs["widths"]
+        assert abs(result.summary["val_acc"] - t.user_attrs["val_acc"]) <= 0.002
+
+
+def test_a_batched_grid_study_runs_each_cell_once(tmp_path):
+    study, _ = _study(tmp_path, "grid", 'depth = { choices = [1, 2] }\n"train.lr" = { choices = [0.05, 0.1] }\n', 10, 3,
+                      sampler="grid")
+    cells = [(t.params["depth"], t.params["train.lr"]) for t in study.get_trials(deepcopy=False)]
+    assert sorted(cells) == [(1, 0.05), (1, 0.1), (2, 0.05), (2, 0.1)]
+
+
+def test_a_diverging_trial_fails_alone_in_its_batch(tmp_path):
+    study, _ = _study(tmp_path, "nan", 'depth = 1\n"train.lr" = { choices = [0.05, 1000000.0] }\n', 6, 6)
+    states = {t.number: (t.params["train.lr"], t.state.name) for t in study.get_trials(deepcopy=False)}
+    assert {lr for lr, _ in states.values()} == {0.05, 1e6}  # both kinds were drawn into the one batch
+    assert all(state == ("FAIL" if lr == 1e6 else "COMPLETE") for lr, state in states.values())
