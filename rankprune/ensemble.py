@@ -53,21 +53,29 @@ def batch_key(member: Member) -> tuple | None:
             member.cfg.samples_per_epoch)
 
 
-def default_batch_members(device: torch.device) -> int:
-    """How many members one batch holds unless --batch-members says: on CPU, 16 (the batched step's gain over
-    one network at a time is 2.9x at K = 16 and width 64 and grows little beyond it, while memory grows
-    linearly; benchmarks/results/ensemble_cpu.md); on a GPU, 128 (launch-bound members: 128 LeNet-sized MLPs
-    take about 1 GB)."""
-    return 128 if device.type == "cuda" else 16
+# On CPU a batch pays only where members are small: 16 members of 784-64-64-10 (55k parameters) train 2.5x faster
+# in one batch than one after another, of 784-256-256-10 (268k) 0.9x and of 784-784-784-10 (1.2M) 0.4x: one
+# larger network's matmuls already run near the CPU's peak, and K stacked weight sets leave the cache
+# (benchmarks/results/ensemble_cpu.md). The shrunk networks of a run (784-165-39-10: 136k) batch again.
+CPU_BATCH_MAX_PARAMETERS = 200_000
+
+
+def default_batch_members(device: torch.device, largest: int) -> int:
+    """How many members one batch holds unless --batch-members says, given the largest member's parameter
+    count. On a GPU, 128 (small members are launch-bound; 128 LeNet-300-100-sized members with their SGD state
+    take about 0.4 GB). On CPU, 16 for members of at most CPU_BATCH_MAX_PARAMETERS, else 1: larger networks
+    train one after another."""
+    if device.type == "cuda":
+        return 128
+    return 16 if largest <= CPU_BATCH_MAX_PARAMETERS else 1
 
 
 def train_members(members: list[Member], data: Splits, on_finished: Callable[[int, TrainResult], None] | None = None,
                   max_members: int | None = None) -> list[TrainResult]:
     """Train every member to saturation; members that can share a step train in batches of at most
-    `max_members` (default_batch_members), the rest one after another. `on_finished(index, result)` is called
+    `max_members` (default: default_batch_members), the rest one after another. `on_finished(index, result)` is called
     as each member stops, with its network holding its final weights in storage of its own."""
     results: list[TrainResult | None] = [None] * len(members)
-    limit = max_members or default_batch_members(data.train.x.device)
     groups: dict[tuple, list[int]] = {}
     for i, member in enumerate(members):
         key = batch_key(member)
@@ -79,6 +87,8 @@ def train_members(members: list[Member], data: Splits, on_finished: Callable[[in
             on_finished(i, result)
 
     for indices in groups.values():
+        largest = max(sum(p.numel() for p in members[i].model.parameters()) for i in indices)
+        limit = max_members or default_batch_members(data.train.x.device, largest)
         for start in range(0, len(indices), limit):
             chunk = indices[start : start + limit]
             if len(chunk) == 1:
