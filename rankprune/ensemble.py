@@ -53,11 +53,11 @@ def batch_key(member: Member) -> tuple | None:
             member.cfg.samples_per_epoch)
 
 
-# On CPU a batch pays only where members are small: 16 members of 784-64-64-10 (55k parameters) train 2.5x faster
-# in one batch than one after another, of 784-256-256-10 (268k) 0.9x and of 784-784-784-10 (1.2M) 0.4x: one
-# larger network's matmuls already run near the CPU's peak, and K stacked weight sets leave the cache
-# (benchmarks/results/ensemble_cpu.md). The shrunk networks of a run (784-165-39-10: 136k) batch again.
-CPU_BATCH_MAX_PARAMETERS = 200_000
+# On CPU a batch pays only where members are small: 16 members of 784-64-64-10 (55k parameters) train 3.3x faster
+# in one batch than one after another, of 784-256-256-10 (268k) 1.4x, and of 784-784-784-10 (1.2M) 0.7x: one
+# large network's matmuls already run near the CPU's peak, and K stacked weight sets leave the cache
+# (benchmarks/results/ensemble_cpu.md).
+CPU_BATCH_MAX_PARAMETERS = 400_000
 
 
 def default_batch_members(device: torch.device, largest: int) -> int:

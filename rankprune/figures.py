@@ -20,7 +20,7 @@ from rankprune.runfolder import atomic_path
 
 __all__ = [
     "save", "accuracy_curves", "widths_per_iteration", "ranks_across_epochs", "spectra_per_iteration",
-    "rank_scatter", "optuna_figure",
+    "rank_scatter", "optuna_figure", "replicates_per_iteration",
 ]
 
 DPI = 110
@@ -370,4 +370,40 @@ def optuna_figure(axes, xlabel: str | None = None, ylabel: str | None = None, in
         first.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig = first.figure
     fig.set_size_inches(max(fig.get_figwidth(), 7.5), max(fig.get_figheight(), 4.5))
+    return fig
+
+
+# --- replicates -------------------------------------------------------------------------------------
+def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units") -> Figure:
+    """Per depth (columns), every seed's total hidden width (top) and test accuracy (bottom) against the
+    controller iteration, one line per seed: how far replicates of one configuration spread as they shrink.
+    `iterations` has columns seed, depth, iteration, widths (list), test_acc."""
+    depths = sorted(iterations["depth"].unique())
+    seeds = sorted(iterations["seed"].unique())
+    ncols = len(depths)
+    width, height = 4.2 * ncols, 6.4
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.4 / height,
+                        wspace=0.9 / 3.4, hspace=0.4)
+    axes = fig.subplots(2, ncols, squeeze=False)
+    colours = _colours(len(seeds))
+    for col, depth in enumerate(depths):
+        part = iterations[iterations["depth"] == depth]
+        top, bottom = axes[0][col], axes[1][col]
+        for seed, colour in zip(seeds, colours):
+            rows = part[part["seed"] == seed].sort_values("iteration")
+            if rows.empty:
+                continue
+            top.plot(rows["iteration"], [sum(w) for w in rows["widths"]], "o-", ms=3, lw=1, color=colour, label=f"seed {seed}")
+            bottom.plot(rows["iteration"], 100 * rows["test_acc"], "o-", ms=3, lw=1, color=colour)
+        top.set_title(f"depth {depth}")
+        top.set_ylabel(f"total hidden width ({unit})")
+        top.set_ylim(bottom=0)
+        bottom.set_ylabel("test accuracy (%)")
+        for ax in (top, bottom):
+            ax.set_xlabel("controller iteration")
+            ax.set_xticks(sorted(part["iteration"].unique()))
+            ax.grid(alpha=0.3)
+        if col == 0:
+            top.legend(fontsize=7, ncol=2 if len(seeds) > 6 else 1)
     return fig

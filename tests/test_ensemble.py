@@ -71,10 +71,10 @@ def test_padded_units_stay_zero_and_members_keep_their_own_widths(digits):
     assert net.widths == [24, 12]
     x = digits.train.x[:64].flatten(1).expand(3, 64, -1).contiguous()
     net(x).sum().backward()
-    for m, p in zip(members, [0, 1, 2]):
-        w0 = net.weights[0][p]
-        assert torch.all(w0[m.model.widths[0]:] == 0) and torch.all(net.weights[0].grad[p][m.model.widths[0]:] == 0)
-        assert torch.all(net.weights[1].grad[p][:, m.model.widths[0]:] == 0)  # the next layer never reads padding
+    for p, m in enumerate(members):  # the MLP stacks weights as (K, in, out): a hidden unit is a column
+        h = m.model.widths[0]
+        assert torch.all(net.weights[0][p][:, h:] == 0) and torch.all(net.weights[0].grad[p][:, h:] == 0)
+        assert torch.all(net.weights[1].grad[p][h:, :] == 0)  # the next layer never reads padding
     # A member's own network reads its block: the batch's output for member k is its network's output.
     with torch.no_grad():
         for k, m in enumerate(members):
@@ -156,6 +156,14 @@ def test_evolve_seeds_writes_a_run_per_seed_and_the_spread(tmp_path, capsys):
     assert summary["total_width"]["mean"] == pytest.approx(sum(totals) / 3)
     assert summary["total_width"]["min"] == min(totals) and summary["seeds"] == [0, 1, 2]
     assert "mean ± sd over seeds" in capsys.readouterr().out
+    # The report of the folder: the spread per depth, every seed, and the per-iteration figure.
+    assert main(["report", str(tmp_path / "reps")]) == 0
+    report = (tmp_path / "reps/report/report.md").read_text()
+    mean = summary["total_width"]["mean"]
+    assert f"{mean:.1f} ± {summary['total_width']['sd']:.1f}" in report
+    assert all(f"| {s}      | 2       | {json.loads((tmp_path / f'reps/seed-{s}/depths.json').read_text())['2']['widths']}" in report
+               for s in (0, 1, 2))
+    assert (tmp_path / "reps/report/figures/replicates_per_iteration.png").stat().st_size > 0
 
 
 def test_an_interrupted_seeds_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):

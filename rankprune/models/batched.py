@@ -29,7 +29,10 @@ def layer_parameters(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]
 
 class BatchedNetwork(nn.Module):
     """The stacked parameters of K members and their SGD state; a family's subclass gives `forward(x)`, x of
-    shape (K, B, *input_shape), returning (K, B, n_out)."""
+    shape (K, B, *input_shape), returning (K, B, n_out). With `transposed`, 2-D weights are stacked as
+    (K, in, out), so that the batched matmul and its weight gradient need no transposed copies."""
+
+    transposed = False
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
@@ -45,13 +48,14 @@ class BatchedNetwork(nn.Module):
         pairs = [layer_parameters(m) for m in members]
         weights, biases = [], []
         for layer in range(len(pairs[0])):
-            w_shape = tuple(max(p[layer][0].shape[d] for p in pairs) for d in range(pairs[0][layer][0].dim()))
+            w_shape = tuple(max(self._stored(p[layer][0]).shape[d] for p in pairs) for d in range(pairs[0][layer][0].dim()))
             b_shape = (max(p[layer][1].shape[0] for p in pairs),)
             w = first.layer_parameters()[layer][0].new_zeros((len(members), *w_shape))
             b = first.layer_parameters()[layer][1].new_zeros((len(members), *b_shape))
             with torch.no_grad():
                 for k, p in enumerate(pairs):
-                    w[k][_block(p[layer][0].shape)].copy_(p[layer][0])
+                    stored = self._stored(p[layer][0])
+                    w[k][_block(stored.shape)].copy_(stored)
                     b[k][: p[layer][1].shape[0]].copy_(p[layer][1])
             weights.append(nn.Parameter(w))
             biases.append(nn.Parameter(b))
@@ -67,11 +71,16 @@ class BatchedNetwork(nn.Module):
         self.momentum_buffers = [torch.zeros_like(p) for p in self.parameters()]
         self._bind()
 
+    def _stored(self, weight: torch.Tensor) -> torch.Tensor:
+        """A member's weight as the stack holds it."""
+        return weight.t() if self.transposed and weight.dim() == 2 else weight
+
     def _bind(self) -> None:
         """Point every member's parameters at its block of the stacked tensors."""
         for k, member in enumerate(self.members):
             for layer, (weight, bias) in enumerate(layer_parameters(member)):
-                weight.data = self.weights[layer].data[k][_block(weight.shape)]
+                block = self.weights[layer].data[k][_block(self._stored(weight).shape)]
+                weight.data = self._stored(block)  # a transposed view of a transposed block is the (out, in) weight
                 bias.data = self.biases[layer].data[k][: bias.shape[0]]
 
     def release(self, indices: list[int] | None = None) -> None:
@@ -105,7 +114,7 @@ class BatchedNetwork(nn.Module):
         """One SGD step of every member with its own lr, momentum and weight decay ((K,) tensors)."""
         for p, buf in zip(self.parameters(), self.momentum_buffers):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            d = p.grad.addcmul(p, weight_decay.view(shape))
+            d = p.grad.addcmul_(p, weight_decay.view(shape))  # the gradient is fresh every step: updated in place
             buf.mul_(momentum.view(shape)).add_(d)
             p.addcmul_(buf, lr.view(shape), value=-1.0)
 
@@ -121,11 +130,13 @@ def _block(shape: torch.Size | tuple[int, ...]) -> tuple[slice, ...]:
 class BatchedMLP(BatchedNetwork):
     """K MLPs: per layer one batched matmul, (K, B, in) x (K, in, out) + (K, 1, out)."""
 
+    transposed = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(2)  # (K, B, *input_shape) -> (K, B, n_in)
         last = len(self.weights) - 1
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(1), h, w)
             if layer < last:
                 h = torch.relu(h)
                 if self.masks[layer] is not None:

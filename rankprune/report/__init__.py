@@ -13,6 +13,7 @@ The package gathers first, then writes one section at a time:
     gather.py      a run folder -> RunData, a study -> StudyData (every read happens here)
     run.py         the sections of a run report, and render_run
     study.py       the sections of a study report, and render_study
+    replicates.py  a replicates folder (evolve --seeds): the spread over seeds, and render_replicates
     reference.py   published MNIST networks and the training-data caveat (both reports)
     document.py    the Markdown document: cell formatting, figure links, stale figures, the out folder
     __init__.py    render: a run or a study, and where the report goes
@@ -30,6 +31,8 @@ from rankprune.config import ConfigError
 from rankprune.report.document import FIGURES, REPORT, _check_out
 # DIGITS_IMAGES and _best_of_run are not public API: re-exported because tests import them from here.
 from rankprune.report.reference import DIGITS_IMAGES, PUBLISHED, Published, TrainingData, training_data
+from rankprune.replicates import is_replicates_folder
+from rankprune.report.replicates import render_replicates
 from rankprune.report.run import _best_of_run, render_run
 from rankprune.report.study import render_study
 from rankprune.runfolder import CONFIG, RunFolder
@@ -48,6 +51,12 @@ def render(target: str | Path, out: str | Path | None = None, *, storage: str | 
     if out is not None:
         _check_out(Path(out))
     path = Path(target)
+    if is_replicates_folder(path):  # evolve --seeds: the spread over seeds
+        if storage is not None:
+            raise ConfigError(f"{path} is a replicates folder; --storage applies to a study name")
+        out = Path(out) if out is not None else path / "report"
+        _check_out(out)
+        return render_replicates(path, out)
     if (path / CONFIG).is_file():
         if storage is not None:
             raise ConfigError(f"{path} is a run folder; --storage applies to a study name")

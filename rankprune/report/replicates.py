@@ -1,0 +1,77 @@
+"""The report of a replicates folder (`evolve --seeds`): per depth the spread of the chosen networks over seeds,
+every seed's result, and how the seeds' widths and accuracies moved per iteration. Each seed-S/ is an ordinary
+run folder with a report of its own (`rankprune report DIR/seed-S`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from rankprune import figures
+from rankprune.config import task_knobs
+from rankprune.models import get_family
+from rankprune.replicates import read_replicates, seed_folder, summarise
+from rankprune.report.document import _Document
+from rankprune.runfolder import ITERATIONS, RunFolder
+
+__all__ = ["render_replicates"]
+
+
+def _spread(s: dict, scale: float = 1.0, digits: int = 1) -> str:
+    return (f"{s['mean'] * scale:.{digits}f} ± {s['sd'] * scale:.{digits}f} "
+            f"({s['min'] * scale:.{digits}f}-{s['max'] * scale:.{digits}f})")
+
+
+def render_replicates(root: Path, out: Path) -> Path:
+    doc_json = read_replicates(root)
+    seeds = doc_json["seeds"]
+    summary = summarise(root, seeds)
+    config = doc_json.get("config", {})
+    unit = get_family(config.get("model", {}).get("family", "mlp")).width_unit
+    doc = _Document(out)
+    doc.add(f"# Replicates: {root.name}", "",
+            f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) of one configuration, sharing the data of data seed "
+            f"{doc_json.get('data_seed')} (split, label noise, tasks) and differing in initialisation and data order.", "",
+            "Task: " + "; ".join(task_knobs(config)) + ".", "")
+    doc.add("## The chosen networks over seeds", "",
+            "Mean ± standard deviation (minimum-maximum) over the seeds that finished the depth.", "")
+    if summary:
+        doc.table(pd.DataFrame([{
+            "depth": d["depth"], "seeds": len(d["seeds"]),
+            f"widths ({unit})": "[" + ", ".join(f"{w['mean']:.1f} ± {w['sd']:.1f}" for w in d["widths"]) + "]",
+            "total width": _spread(d["total_width"]),
+            "parameters": _spread(d["parameters"], digits=0),
+            "test acc (%)": _spread(d["test_acc"], 100, 2),
+            "val acc (%)": _spread(d["val_acc"], 100, 2),
+            "iterations": _spread(d["iterations"]),
+            "cumulative train s": _spread(d["cumulative_seconds"]),
+            "stopped by": ", ".join(f"{k} x{v}" for k, v in sorted(d["stop_reasons"].items())),
+        } for d in summary.values()]))
+    else:
+        doc.add("*No seed has finished a depth yet.*", "")
+    rows = []
+    for seed in seeds:
+        folder = seed_folder(root, seed)
+        for r in RunFolder(folder).rows(ITERATIONS) if folder.is_dir() else []:
+            rows.append({**r, "seed": seed})
+    per_seed = [{"seed": int(s), "depth": d["depth"], **v} for d in summary.values() for s, v in d["per_seed"].items()]
+    if per_seed:
+        doc.add("## Every seed", "")
+        doc.table(pd.DataFrame([{
+            "seed": p["seed"], "depth": p["depth"], f"chosen widths ({unit})": str(p["widths"]),
+            "test acc (%)": f"{100 * p['test_acc']:.2f}", "val acc (%)": f"{100 * p['val_acc']:.2f}",
+            "stopped by": p["stop_reason"], "iterations": p["iterations"],
+            "cumulative train s": f"{p['cumulative_seconds']:.1f}"} for p in sorted(per_seed, key=lambda p: (p["depth"], p["seed"]))]))
+    if rows:
+        doc.add("## Per iteration", "")
+        doc.figure("replicates_per_iteration", lambda: figures.replicates_per_iteration(pd.DataFrame(rows), unit),
+                   "total hidden width and test accuracy per iteration, one line per seed",
+                   "Each seed's total hidden width (top) and test accuracy (bottom) at every controller iteration; "
+                   "a warm run's last iteration is the anneal of the chosen network.")
+    unfinished = [s for s in seeds if not any(str(s) in d["per_seed"] for d in summary.values())]
+    if unfinished:
+        doc.add(f"*Seeds with no finished depth yet: {', '.join(map(str, unfinished))}. Continue with "
+                f"`rankprune evolve --out {root} --resume`.*", "")
+    doc.add("Each seed's own report: `rankprune report " + str(seed_folder(root, seeds[0])) + "` (and so on per seed).", "")
+    return doc.write()
