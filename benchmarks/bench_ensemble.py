@@ -15,7 +15,8 @@ gradients, momentum) x 4 bytes plus K x batch x (784 + sum of widths + 10) x 4 b
 
 e2e: `rankprune evolve --layers 2 --width W --seeds S` in-process against the same seeds as single runs
 (`--seed s --data-seed first`) one after another, wall time, each member's widths against its single run,
-and the rank measurement's share of each (the weight spectra the probes take every epoch, timed).
+and the rank measurement's share of each (the weight spectra the probes take every epoch, and a batch's one
+decomposition of all its members' weights, timed).
 """
 
 from __future__ import annotations
@@ -165,6 +166,18 @@ def e2e_bench(args) -> None:
             spent["measure"] += time.perf_counter() - start
 
     spectra.measure_layers = timed
+    from rankprune.models import batched
+
+    real_batched = batched.BatchedNetwork.singular_values
+
+    def timed_batched(self):
+        start = time.perf_counter()
+        try:
+            return real_batched(self)
+        finally:
+            spent["measure"] += time.perf_counter() - start
+
+    batched.BatchedNetwork.singular_values = timed_batched  # a batch's one decomposition of all its members
     base = RunConfig().replace(data={"dataset": "mnist", "data_dir": str(args.data_dir), "download": False, "seed": seeds[0]},
                                model={"width": args.width}, evolve={"layers": (2,)}).validate().resolved()
     data = load(base.data, base.data_seed)

@@ -7,9 +7,9 @@ the command line start without importing torch.
 
 __version__ = "0.1.0"
 
-__all__ = ["RunConfig", "ConfigError", "Run", "run", "run_tensors", "open_run", "load_network", "__version__"]
+__all__ = ["RunConfig", "ConfigError", "Run", "Replicates", "run", "run_seeds", "run_tensors", "open_run", "load_network", "__version__"]
 
-_API = {"Run", "run", "run_tensors", "open_run", "load_network", "NormalisedNetwork"}
+_API = {"Run", "Replicates", "run", "run_seeds", "run_tensors", "open_run", "load_network", "NormalisedNetwork"}
 
 
 def __getattr__(name: str):

@@ -23,7 +23,7 @@ from torch import nn
 from rankprune.config import ConfigError, RunConfig
 from rankprune.runfolder import CONFIG, DATA, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, default_run_folder, settings_key
 
-__all__ = ["Run", "NormalisedNetwork", "run", "run_tensors", "open_run", "load_network"]
+__all__ = ["Run", "Replicates", "NormalisedNetwork", "run", "run_seeds", "run_tensors", "open_run", "load_network"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,54 @@ def run(config: RunConfig | None = None, out: str | Path | None = None, *, resum
 
     cfg = (config or RunConfig()).validate()
     return _execute(cfg, data_mod.load(cfg.data, cfg.data_seed, cfg.device), out, resume, overwrite, progress)
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """A replicates folder's results (rankprune evolve --seeds): each seed's Run, and the spread per depth."""
+
+    path: Path
+    seeds: tuple[int, ...]
+
+    @cached_property
+    def runs(self) -> dict[int, Run]:
+        from rankprune.replicates import seed_folder
+
+        return {s: Run(seed_folder(self.path, s)) for s in self.seeds}
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """One row per depth: seeds, and mean / sd / min / max of total width, test and validation accuracy,
+        parameters and cumulative seconds over the seeds."""
+        from rankprune.replicates import summarise
+
+        rows = []
+        for key, d in summarise(self.path, list(self.seeds)).items():
+            row = {"depth": d["depth"], "seeds": d["seeds"], "stop_reasons": d["stop_reasons"],
+                   "widths_mean": [w["mean"] for w in d["widths"]], "widths_sd": [w["sd"] for w in d["widths"]]}
+            for what in ("total_width", "test_acc", "val_acc", "parameters", "cumulative_seconds"):
+                row.update({f"{what}_{stat}": d[what][stat] for stat in ("mean", "sd", "min", "max")})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def run_seeds(config: RunConfig | None = None, seeds=(0, 1, 2), out: str | Path | None = None, *, resume: bool = False,
+              overwrite: bool = False, progress: bool = True, batch_members: int | None = None) -> Replicates:
+    """`rankprune evolve --seeds`: the config once per seed, sharing the data of config.data.seed (default the
+    first seed), trained together in batches; one folder (default runs/evolve-DATASET-HASH of the config and
+    seeds) with a run folder per seed."""
+    from rich.console import Console
+
+    from rankprune.live import ReplicasReporter
+    from rankprune.replicates import parse_seeds, run_replicates
+
+    seeds = parse_seeds(",".join(str(int(s)) for s in seeds)) if seeds else parse_seeds("")
+    cfg = (config or RunConfig()).validate().resolved()
+    cfg = cfg.replace(data={"seed": cfg.data.seed if cfg.data.seed is not None else seeds[0]})
+    root = Path(out) if out is not None else default_run_folder({**cfg.to_dict(), "seeds": seeds})
+    live = ReplicasReporter(cfg, seeds, Console(stderr=True)) if progress else None
+    run_replicates(cfg, seeds, root, resume=resume, overwrite=overwrite, max_members=batch_members, live=live)
+    return Replicates(root, tuple(seeds))
 
 
 def run_tensors(config: RunConfig | None = None, *, train: tuple, val: tuple, test: tuple,

@@ -352,15 +352,9 @@ def _run_replicates(args: argparse.Namespace) -> int:
     """evolve --seeds: a run folder per seed under one folder, every seed's iterations trained together."""
     from rich.console import Console
 
-    from rankprune import data as data_mod
-    from rankprune.evolve import Replica, evolve_together, starting_widths
     from rankprune.live import ReplicasReporter, replicates_table
-    from rankprune.models import get_family
-    from rankprune.probes import check_probes
-    from rankprune.provenance import environment
-    from rankprune.replicates import (is_replicates_folder, parse_seeds, read_replicates, seed_folder, summarise,
-                                      write_replicates)
-    from rankprune.runfolder import CONFIG, RunFolder, RunFolderError, default_run_folder
+    from rankprune.replicates import parse_seeds, read_replicates, run_replicates, seed_folder
+    from rankprune.runfolder import default_run_folder
 
     if args.resume:
         if not args.out:
@@ -378,49 +372,16 @@ def _run_replicates(args: argparse.Namespace) -> int:
         cfg = _evolve_config(args)
         base = cfg.replace(data={"seed": cfg.data.seed if cfg.data.seed is not None else seeds[0]})
         root = Path(args.out or default_run_folder({**base.to_dict(), "seeds": seeds}))
-        if root.exists() and not root.is_dir():
-            raise RunFolderError(f"{root} exists and is not a folder")
-        if root.exists() and any(root.iterdir()):
-            if not args.overwrite:
-                raise RunFolderError(f"{root} exists and is not empty; pass --resume to continue it or --overwrite to replace it")
-            if not is_replicates_folder(root):
-                raise RunFolderError(f"--overwrite replaces only a rankprune replicates folder, and {root} is not one; "
-                                     "nothing was touched")
     base = base.replace(device=_resolve_device(args.device or (base.device if args.resume else None))).validate()
-    try:
-        data = data_mod.load(base.data, base.data_seed, base.device)
-    except data_mod.DataError as exc:
-        raise ConfigError(f"{exc}; give --data-dir DIR, or use --dataset digits offline") from None
-    family = get_family(base.model.family)
-    family.check_input(data.input_shape)
-    check_probes(base.resolved(), min(family.parameter_count(data.input_shape, starting_widths(base, data, d), data.n_classes)
-                                      for d in base.evolve.layers))
-    runs, configs = [], []
-    for seed in seeds:
-        path = seed_folder(root, seed)
-        started = args.resume and (path / CONFIG).is_file()
-        runs.append(RunFolder.check(path, resume=started, overwrite=args.overwrite and not started, tags={"seed": seed}))
-        configs.append((base.replace(seed=seed), started))
-    root.mkdir(parents=True, exist_ok=True)
-    write_replicates(root, {"seeds": seeds, "data_seed": base.data_seed, "config": base.to_dict(),
-                            "summary": read_replicates(root).get("summary", {}) if is_replicates_folder(root) else {}})
     console = Console(stderr=True)
-    console.print(f"replicates folder: {root}")
+    live = ReplicasReporter(base, seeds, console)
     try:
-        with contextlib.ExitStack() as stack, ReplicasReporter(base, seeds, console) as live:
-            replicas = []
-            for seed, run, (cfg, started) in zip(seeds, runs, configs):
-                stack.enter_context(run.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(),
-                                                resume=started, overwrite=args.overwrite and not started))
-                replicas.append(Replica(cfg, data, run, live.for_seed(seed)))
-            evolve_together(replicas, args.batch_members)
+        summary = run_replicates(base, seeds, root, resume=args.resume, overwrite=args.overwrite, max_members=args.batch_members,
+                                 live=live, announce=lambda: console.print(f"replicates folder: {root}"))
     except KeyboardInterrupt as exc:
-        write_replicates(root, {**read_replicates(root), "summary": summarise(root, seeds)})
         console.print(f"interrupted; finished epochs and iterations are in {root}. "
                       f"Continue with: rankprune evolve --out {root} --resume", soft_wrap=True)
         return _interrupted_exit(exc)
-    summary = summarise(root, seeds)
-    write_replicates(root, {**read_replicates(root), "summary": summary})
     out = Console()
     if not out.is_terminal:
         out = Console(width=140)

@@ -14,6 +14,7 @@ A member's seconds are its share of the batch's: each epoch's wall time divided 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -27,7 +28,7 @@ from rankprune.losses import per_sample
 from rankprune.models import family_of
 from rankprune.train import TrainingProgress, TrainResult, _autocast, train_to_saturation
 
-__all__ = ["Member", "batch_key", "train_members", "train_batch", "default_batch_members"]
+__all__ = ["Member", "batch_key", "train_members", "train_batch", "default_batch_members", "member_bytes"]
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Member:
     seed: int  # the data order's
     on_epoch: Callable[[dict], None] | None = None
     ranks: Callable[[], Sequence[int]] | None = None
+    # Takes the member's weight singular values (a list per weight matrix) before on_epoch, where a batch took
+    # them for all its members at once (BatchedNetwork.singular_values); None: nobody needs them.
+    on_spectra: Callable[[list], None] | None = None
 
 
 def batch_key(member: Member) -> tuple | None:
@@ -60,13 +64,26 @@ def batch_key(member: Member) -> tuple | None:
 CPU_BATCH_MAX_PARAMETERS = 400_000
 
 
-def default_batch_members(device: torch.device, largest: int) -> int:
+GPU_MAX_MEMBERS = 1024  # beyond a few hundred small members a GPU step gains little more, while memory keeps growing
+
+
+def member_bytes(parameters: int, batch_size: int, activations_per_sample: int) -> int:
+    """A member's memory in a batch, float32: weights, gradients and momentum, and its batch's activations
+    (inputs and every hidden layer's output) about three times over (forward, backward, temporaries). The
+    CPU benchmark measured 1.1-1.8x this as resident memory (benchmarks/results/ensemble_cpu.md)."""
+    return 4 * (3 * parameters + 3 * batch_size * activations_per_sample)
+
+
+def default_batch_members(device: torch.device, largest: int, per_member: int = 0, free: int | None = None) -> int:
     """How many members one batch holds unless --batch-members says, given the largest member's parameter
-    count. On a GPU, 128 (small members are launch-bound; 128 LeNet-300-100-sized members with their SGD state
-    take about 0.4 GB). On CPU, 16 for members of at most CPU_BATCH_MAX_PARAMETERS, else 1: larger networks
-    train one after another."""
+    count and its memory (member_bytes). On a GPU, as many as fill half of the free memory (`free`, default
+    what CUDA reports), at most GPU_MAX_MEMBERS: small members are launch-bound, and 128 LeNet-300-100-sized
+    ones at batch 128 take about 0.6 GB. On CPU, 16 for members of at most CPU_BATCH_MAX_PARAMETERS, else 1:
+    larger networks train one after another."""
     if device.type == "cuda":
-        return 128
+        if free is None:
+            free, _total = torch.cuda.mem_get_info(device)
+        return int(max(1, min(GPU_MAX_MEMBERS, free // max(1, 2 * per_member))))
     return 16 if largest <= CPU_BATCH_MAX_PARAMETERS else 1
 
 
@@ -88,7 +105,9 @@ def train_members(members: list[Member], data: Splits, on_finished: Callable[[in
 
     for indices in groups.values():
         largest = max(sum(p.numel() for p in members[i].model.parameters()) for i in indices)
-        limit = max_members or default_batch_members(data.train.x.device, largest)
+        per_sample = math.prod(data.input_shape) + max(sum(members[i].model.widths) for i in indices)
+        limit = max_members or default_batch_members(
+            data.train.x.device, largest, member_bytes(largest, members[indices[0]].cfg.batch_size, per_sample))
         for start in range(0, len(indices), limit):
             chunk = indices[start : start + limit]
             if len(chunk) == 1:
@@ -141,6 +160,10 @@ def train_batch(members: list[Member], data: Splits, finished: Callable[[int, Tr
             train_loss = (loss_sum / samples).tolist()  # sync point: the epoch's work is done here
             seconds = (time.perf_counter() - start) / k
             predictions, labels = torch.cat(predictions, 1), torch.cat(labels, 1)
+            if any(members[i].on_spectra is not None for i in active):
+                for i, values in zip(active, net.singular_values()):
+                    if members[i].on_spectra is not None and values is not None:
+                        members[i].on_spectra(values)
             stopped = []
             for j, i in enumerate(active):
                 p = progress[i]

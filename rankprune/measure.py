@@ -56,20 +56,24 @@ def _matrix(w: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], -1)
 
 
-def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int | None = None) -> LayerSpectra:
+def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int | None = None,
+                   singular: list[np.ndarray] | None = None) -> LayerSpectra:
     """Every weight matrix of a network of any family (network.weights(): hidden layers, then the output).
 
     Weights are decomposed in their own precision (float32: numpy's matrix_rank does the same, and it is what
     an epoch's measurement costs most). `grad_rows`, the rows the gradients were taken over, bounds a linear
     layer's gradient rank and lets it be counted from a sketch (rank.sketched_numerical_rank), which falls
     back to the full SVD wherever the bound does not hold (a convolution's gradient sums over positions too).
+    `singular`: each weight matrix's singular values already taken (a batch takes its members' at once,
+    models.batched); the measures, norms and gradient ranks are then computed from them as from an SVD here.
     """
     svals, ranks, spectral, frobenius, grad_rank = [], {m.spec: [] for m in measures}, [], [], []
-    for weight in model.weights():
+    for i, weight in enumerate(model.weights()):
         w = _matrix(weight)
         # numpy's rule uses the eps of the dtype the weights are stored in.
         eps = float(torch.finfo(w.dtype).eps)
-        s = singular_values(w, dtype=w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32)
+        s = singular[i] if singular is not None else singular_values(
+            w, dtype=w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32)
         svals.append(s)
         for m in measures:
             ranks[m.spec].append(m(s, tuple(w.shape), eps))

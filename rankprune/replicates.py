@@ -4,7 +4,8 @@ the seeds, the shared data seed, and per depth every seed's result with the mean
 
 The replicates share one data draw (config data.seed, default the first seed: the same split, label noise and
 tasks) and differ in initialisation and data order, so they train as one batch (ensemble.py); each seed's
-folder equals a single run with `--seed S --data-seed D`. No training code here.
+folder equals a single run with `--seed S --data-seed D`. `run_replicates` makes or resumes such a folder and
+runs every seed through the lockstep controller (evolve.evolve_together); the CLI and the API call it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import statistics
 from pathlib import Path
 
 from rankprune.errors import ConfigError
-from rankprune.runfolder import DEPTHS, write_json_atomic
+from rankprune.runfolder import CONFIG, DEPTHS, RunFolder, RunFolderError, write_json_atomic
 
 __all__ = ["REPLICATES", "parse_seeds", "seed_folder", "is_replicates_folder", "read_replicates", "write_replicates",
-           "summarise", "spread"]
+           "summarise", "spread", "run_replicates"]
 
 REPLICATES = "replicates.json"
 MAX_REPLICATES = 4096
@@ -107,3 +108,66 @@ def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
                                                             "iterations", "cumulative_seconds")} for s in sorted(rows)},
         }
     return out
+
+
+def run_replicates(base, seeds: list[int], root: str | Path, *, resume: bool = False, overwrite: bool = False,
+                   max_members: int | None = None, live=None, announce=None) -> dict[str, dict]:
+    """Make (or with `resume` continue) the replicates folder `root`: `base` (a validated RunConfig whose
+    data.seed is set) once per seed, trained in lockstep batches, each in its own seed-S/ run folder; returns
+    summarise()'s spread per depth, also written to replicates.json (after an interrupt too). `live`: a
+    live.ReplicasReporter (or None); `announce()` is called once the folder is about to be written. Bad
+    settings and folders raise ConfigError before anything is written."""
+    import contextlib
+
+    from rankprune import data as data_mod
+    from rankprune.evolve import NullReporter, Replica, evolve_together, starting_widths
+    from rankprune.models import get_family
+    from rankprune.probes import check_probes
+    from rankprune.provenance import environment
+
+    root = Path(root)
+    if base.data.seed is None:
+        raise ConfigError("replicates share one data draw: set data.seed (--data-seed)")
+    if not resume and root.exists():
+        if not root.is_dir():
+            raise RunFolderError(f"{root} exists and is not a folder")
+        if any(root.iterdir()):
+            if not overwrite:
+                raise RunFolderError(f"{root} exists and is not empty; pass --resume to continue it or --overwrite to replace it")
+            if not is_replicates_folder(root):
+                raise RunFolderError(f"--overwrite replaces only a rankprune replicates folder, and {root} is not one; "
+                                     "nothing was touched")
+    try:
+        data = data_mod.load(base.data, base.data_seed, base.device)
+    except data_mod.DataError as exc:
+        raise ConfigError(f"{exc}; give --data-dir DIR, or use --dataset digits offline") from None
+    family = get_family(base.model.family)
+    family.check_input(data.input_shape)
+    check_probes(base.resolved(), min(family.parameter_count(data.input_shape, starting_widths(base, data, d), data.n_classes)
+                                      for d in base.evolve.layers))
+    runs, started = [], []
+    for seed in seeds:
+        path = seed_folder(root, seed)
+        again = resume and (path / CONFIG).is_file()
+        runs.append(RunFolder.check(path, resume=again, overwrite=overwrite and not again, tags={"seed": seed}))
+        started.append(again)
+    if announce is not None:
+        announce()
+    root.mkdir(parents=True, exist_ok=True)
+    earlier = read_replicates(root).get("summary", {}) if is_replicates_folder(root) else {}
+    write_replicates(root, {"seeds": seeds, "data_seed": base.data_seed, "config": base.to_dict(), "summary": earlier})
+    try:
+        with contextlib.ExitStack() as stack:
+            if live is not None:
+                stack.enter_context(live)
+            replicas = []
+            for seed, run, again in zip(seeds, runs, started):
+                cfg = base.replace(seed=seed)
+                stack.enter_context(run.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(),
+                                                resume=again, overwrite=overwrite and not again))
+                replicas.append(Replica(cfg, data, run, live.for_seed(seed) if live is not None else NullReporter()))
+            evolve_together(replicas, max_members)
+    finally:
+        summary = summarise(root, seeds)
+        write_replicates(root, {**read_replicates(root), "summary": summary})
+    return summary

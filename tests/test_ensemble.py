@@ -250,3 +250,51 @@ def test_a_diverging_trial_fails_alone_in_its_batch(tmp_path):
     states = {t.number: (t.params["train.lr"], t.state.name) for t in study.get_trials(deepcopy=False)}
     assert {lr for lr, _ in states.values()} == {0.05, 1e6}  # both kinds were drawn into the one batch
     assert all(state == ("FAIL" if lr == 1e6 else "COMPLETE") for lr, state in states.values())
+
+
+@pytest.mark.parametrize("family, specs", [("mlp", SPECS[:3]), ("cnn", [([6, 4], 1, 0.0, 0.02), ([3, 4], 2, 0.0, 0.02)])])
+def test_a_batch_measures_each_members_own_spectrum(digits, family, specs):
+    import numpy as np
+
+    from rankprune.measure import measure_layers, recorded_measures
+
+    members = _members(digits, specs, family)
+    net = get_family(family).batched([m.model for m in members])
+    measures = recorded_measures("numerical:0.02")
+    for member, values in zip(members, net.singular_values()):
+        own = measure_layers(member.model, measures)
+        assert [len(v) for v in values] == [len(v) for v in own.singular_values]  # padding adds nothing
+        for v, o in zip(values, own.singular_values):
+            assert np.allclose(v, o, atol=1e-5 * o[0])
+        ranks = measure_layers(member.model, measures, singular=values).ranks
+        for spec in own.ranks:  # counts equal; the continuous measures (effective, stable) to float32 rounding
+            assert ranks[spec] == pytest.approx(own.ranks[spec], rel=1e-5), spec
+    with torch.no_grad():
+        net.weights[0][1].fill_(float("nan"))
+    assert net.singular_values()[1] is None and net.singular_values()[0] is not None
+
+
+def test_the_default_batch_follows_the_device_and_the_members_size():
+    from rankprune.ensemble import CPU_BATCH_MAX_PARAMETERS, GPU_MAX_MEMBERS, default_batch_members, member_bytes
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_batch_members(cpu, CPU_BATCH_MAX_PARAMETERS) == 16
+    assert default_batch_members(cpu, CPU_BATCH_MAX_PARAMETERS + 1) == 1  # wide networks lose in a CPU batch
+    lenet = member_bytes(266_610, 128, 784 + 400)
+    assert default_batch_members(cuda, 266_610, lenet, free=80 * 2**30) == GPU_MAX_MEMBERS
+    assert default_batch_members(cuda, 266_610, lenet, free=64 * lenet) == 32  # half the free memory
+    assert default_batch_members(cuda, 266_610, lenet, free=lenet) == 1
+
+
+def test_the_api_runs_replicates_as_the_cli_does(tiny_config, tmp_path):
+    import rankprune as rp
+
+    cfg = tiny_config(evolve={"layers": (1,), "max_iterations": 2})
+    reps = rp.run_seeds(cfg, seeds=(4, 5), out=tmp_path / "reps", progress=False)
+    assert reps.seeds == (4, 5) and set(reps.runs) == {4, 5}
+    assert reps.runs[5].config.seed == 5 and reps.runs[5].config.data.seed == 4  # the first seed's data
+    totals = [sum(reps.runs[s].depths.iloc[0]["widths"]) for s in (4, 5)]
+    row = reps.summary.iloc[0]
+    assert row["depth"] == 1 and row["total_width_mean"] == pytest.approx(sum(totals) / 2)
+    with pytest.raises(rp.ConfigError, match="not empty"):
+        rp.run_seeds(cfg, seeds=(4, 5), out=tmp_path / "reps", progress=False)

@@ -126,7 +126,8 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
     drive = parse_measure(cfg.rank.measure).spec
     # --saturate rank|both watch the driving rank the spectra probe has just measured on this epoch.
     member = Member(model, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
-                    ranks=lambda: last["row"][f"rank_{drive}"][:-1])
+                    ranks=lambda: last["row"][f"rank_{drive}"][:-1],
+                    on_spectra=lambda values: ctx.precomputed.__setitem__("singular_values", values))
     return PendingIteration(member, cfg, data, run, depth, iteration, phase, history, widths, ctx, probes,
                             (base_seconds, base_flops), after_rebuild, last)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -27,6 +27,9 @@ class ProbeContext:
     sample: torch.Tensor  # the iteration's seeded sample of training inputs (as the warm rebuild uses)
     train: TrainConfig  # how this iteration trains (a warm shrink iteration: without its learning-rate drops)
     weight_decay: float  # this iteration's weight decay (after --wd-decay)
+    # What the trainer already measured after this epoch, for the probes to use instead of measuring again:
+    # "singular_values" (per weight matrix) from a batch's one decomposition of all its members (ensemble.py).
+    precomputed: dict = field(default_factory=dict)
 
 
 class Probe(Protocol):

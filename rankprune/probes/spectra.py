@@ -37,7 +37,8 @@ class SpectraProbe:
     def epoch(self, ctx: ProbeContext) -> dict:
         x, y = self._gradient_batch(ctx)
         batch_gradient(ctx.model, x, y, ctx.precision, ctx.cfg.train.loss)  # read by measure_layers' grad_rank
-        self._last = measure_layers(ctx.model, recorded_measures(ctx.cfg.rank.measure), grad_rows=len(x))
+        self._last = measure_layers(ctx.model, recorded_measures(ctx.cfg.rank.measure), grad_rows=len(x),
+                                    singular=ctx.precomputed.pop("singular_values", None))
         return self._last.row()
 
     def iteration(self, ctx: ProbeContext) -> dict:
