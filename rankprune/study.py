@@ -506,11 +506,16 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
         asked = [study.ask() for _ in range(min(batch, n_trials - done))]
         done += len(asked)
         ready = []
-        for trial in asked:
+        for n, trial in enumerate(asked):
             try:
                 ready.append((trial, *trials.prepare(trial)))
             except TrialFailed:
                 tell(trial, state=optuna.trial.TrialState.FAIL)
+            except BaseException as exc:  # the study stops, as optimize() stops on it; no asked trial stays RUNNING
+                for left in [t for t, *_ in ready] + asked[n:]:
+                    left.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
+                    tell(left, state=optuna.trial.TrialState.FAIL)
+                raise
         by_depth: dict[int, list] = {}
         for item in ready:
             by_depth.setdefault(len(item[3]), []).append(item)
