@@ -3,6 +3,7 @@ after another, and `evolve --seeds` end to end.
 
     python benchmarks/bench_ensemble.py step [--device cpu|cuda] [--ks 1,4,16,64] [--widths 64,784] [--batch 64]
     python benchmarks/bench_ensemble.py e2e --data-dir ../shared/data/mnist10k [--seeds 0..7] [--width 256]
+    python benchmarks/bench_ensemble.py study [--file wd_decay] [--trials 16] [--batch 8]
 
 step: samples/s summed over members. One after another: each of min(K, 4) freshly built MLPs (784-w-w-10)
 trains `--steps` steps with torch.optim.SGD (fused, momentum 0.9, weight decay), as train_to_saturation
@@ -224,6 +225,42 @@ def e2e_bench(args) -> None:
     print("\n".join(lines))
 
 
+def study_bench(args) -> None:
+    """A study file of studies/ with the random sampler (the same draws whatever the batch),
+    run once with --batch 1 and once with --batch B, each in a fresh root: wall time, and each trial's ranks."""
+    import optuna
+
+    source = ROOT / "studies" / f"{args.file}.toml"
+    spec = source.read_text().replace('sampler = "tpe"', 'sampler = "random"')
+    tmp = Path(tempfile.mkdtemp(prefix="bench-study-"))
+    (tmp / "study.toml").write_text(spec)
+    walls, trials = {}, {}
+    for batch in (1, args.batch):
+        root = tmp / f"batch-{batch}"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "rankprune", "study", "run", str(tmp / "study.toml"), "--root", str(root),
+                        "--n-trials", str(args.trials), "--batch", str(batch)], cwd=ROOT, check=True, capture_output=True)
+        walls[batch] = time.perf_counter() - start
+        study = optuna.load_study(study_name=args.file, storage=f"sqlite:///{root}/studies.sqlite3")
+        trials[batch] = {t.number: t for t in study.get_trials(deepcopy=False)}
+    one, many = trials[1], trials[args.batch]
+    same_params = sum(one[n].params == many[n].params for n in one)
+    both = [n for n in one if one[n].state.name == many[n].state.name == "COMPLETE"]
+    same_ranks = sum(one[n].user_attrs["ranks"] == many[n].user_attrs["ranks"] for n in both)
+    lines = [f"# Study {args.file}: one trial at a time against --batch {args.batch}", "",
+             f"{dt.date.today()}, torch {torch.__version__}, {os.cpu_count()} CPUs; command: "
+             f"`python benchmarks/bench_ensemble.py study --file {args.file} --trials {args.trials} --batch {args.batch}`", "",
+             f"studies/{args.file}.toml with the random sampler, so both runs draw the same trials.", "",
+             "| | wall (s) |", "|---|---|",
+             f"| --batch 1 | {walls[1]:.1f} |", f"| --batch {args.batch} | {walls[args.batch]:.1f} |",
+             f"| ratio | **{walls[1] / walls[args.batch]:.2f}x** |", "",
+             f"{same_params} of {len(one)} trials drew the same parameters; of the {len(both)} complete in both, "
+             f"{same_ranks} measured the same ranks in every layer."]
+    out = Path(args.out or RESULTS / f"ensemble_study_{args.file}.md")
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -241,8 +278,13 @@ def main() -> None:
     e.add_argument("--width", type=int, default=256)
     e.add_argument("--batch-members", type=int)
     e.add_argument("--out")
+    t = sub.add_parser("study")
+    t.add_argument("--file", default="wd_decay", help="a study in studies/ (its name)")
+    t.add_argument("--trials", type=int, default=16)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--out")
     args = p.parse_args()
-    step_bench(args) if args.what == "step" else e2e_bench(args)
+    {"step": step_bench, "e2e": e2e_bench, "study": study_bench}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from rankprune.losses import per_sample
 from rankprune.models import family_of
 from rankprune.train import TrainingProgress, TrainResult, _autocast, train_to_saturation
 
-__all__ = ["Member", "batch_key", "train_members", "train_batch", "default_batch_members", "member_bytes"]
+__all__ = ["Member", "batch_key", "pack", "train_members", "train_batch", "default_batch_members", "member_bytes"]
 
 
 @dataclass
@@ -87,6 +87,42 @@ def default_batch_members(device: torch.device, largest: int, per_member: int = 
     return 16 if largest <= CPU_BATCH_MAX_PARAMETERS else 1
 
 
+# A batch computes every member at the widest member's widths: members are packed so that the padded work is at
+# most this much more than the members' own. Without it a 32-wide member batched beside a 512-wide one costs as
+# much as a second 512-wide network: a survey of random architectures (depth 1-5, widths 32-512) ran 0.87x with
+# --batch 8 before packing; packed, its trials mostly train alone (0.89x and 1.04x in two runs, host noise),
+# while a study of one architecture (studies/wd_decay.toml) runs 1.70x (benchmarks/results/ensemble_study_*.md).
+MAX_PADDING = 1.5
+
+
+def _parameters(model: nn.Module, widths: list[int] | None = None) -> int:
+    family = family_of(model)
+    return family.parameter_count(model.input_shape, widths or model.widths, model.n_out)
+
+
+def pack(members: list[Member], indices: list[int], data: Splits, max_members: int | None = None) -> list[list[int]]:
+    """Members of one batch key (`indices`) in batches: by size, smallest first, each batch growing while its
+    padded parameter count times its members stays within MAX_PADDING of their own summed counts and it is no
+    larger than max_members (default: default_batch_members for its largest member)."""
+    order = sorted(indices, key=lambda i: (_parameters(members[i].model), i))
+    chunks: list[list[int]] = []
+    for i in order:
+        chunk = chunks[-1] if chunks else None
+        if chunk is not None:
+            candidate = chunk + [i]
+            widths = [max(members[j].model.widths[layer] for j in candidate) for layer in range(len(members[i].model.widths))]
+            padded = _parameters(members[i].model, widths)
+            own = sum(_parameters(members[j].model) for j in candidate)
+            per_sample = math.prod(data.input_shape) + sum(widths)
+            limit = max_members or default_batch_members(data.train.x.device, padded,
+                                                         member_bytes(padded, members[i].cfg.batch_size, per_sample))
+            if len(candidate) <= limit and padded * len(candidate) <= MAX_PADDING * own:
+                chunk.append(i)
+                continue
+        chunks.append([i])
+    return chunks
+
+
 def train_members(members: list[Member], data: Splits, on_finished: Callable[[int, TrainResult], None] | None = None,
                   max_members: int | None = None) -> list[TrainResult]:
     """Train every member to saturation; members that can share a step train in batches of at most
@@ -104,12 +140,7 @@ def train_members(members: list[Member], data: Splits, on_finished: Callable[[in
             on_finished(i, result)
 
     for indices in groups.values():
-        largest = max(sum(p.numel() for p in members[i].model.parameters()) for i in indices)
-        per_sample = math.prod(data.input_shape) + max(sum(members[i].model.widths) for i in indices)
-        limit = max_members or default_batch_members(
-            data.train.x.device, largest, member_bytes(largest, members[indices[0]].cfg.batch_size, per_sample))
-        for start in range(0, len(indices), limit):
-            chunk = indices[start : start + limit]
+        for chunk in pack(members, indices, data, max_members):
             if len(chunk) == 1:
                 m = members[chunk[0]]
                 finished(chunk[0], train_to_saturation(m.model, data, m.cfg, m.weight_decay, m.seed, m.on_epoch, m.ranks))

@@ -239,7 +239,7 @@ def test_a_batched_study_gives_each_trial_what_it_gets_alone(tmp_path):
 
 
 def test_a_batched_grid_study_runs_each_cell_once(tmp_path):
-    study, _ = _study(tmp_path, "grid", 'depth = { choices = [1, 2] }\n"train.lr" = { choices = [0.05, 0.1] }\n', 10, 3,
+    study, _ = _study(tmp_path, "grid", 'depth = { choices = [1, 2] }\nwidth = 16\n"train.lr" = { choices = [0.05, 0.1] }\n', 10, 3,
                       sampler="grid")
     cells = [(t.params["depth"], t.params["train.lr"]) for t in study.get_trials(deepcopy=False)]
     assert sorted(cells) == [(1, 0.05), (1, 0.1), (2, 0.05), (2, 0.1)]
@@ -298,3 +298,18 @@ def test_the_api_runs_replicates_as_the_cli_does(tiny_config, tmp_path):
     assert row["depth"] == 1 and row["total_width_mean"] == pytest.approx(sum(totals) / 2)
     with pytest.raises(rp.ConfigError, match="not empty"):
         rp.run_seeds(cfg, seeds=(4, 5), out=tmp_path / "reps", progress=False)
+
+
+def test_members_are_packed_by_size_so_padding_stays_small(digits):
+    from rankprune.ensemble import MAX_PADDING, pack
+
+    fam = get_family("mlp")
+    widths = [[500], [8], [480], [9], [2000], [2100]]
+    members = [Member(fam.build(digits.input_shape, w, digits.n_classes, s), _train_cfg(0.05), 0.0, s)
+               for s, w in enumerate(widths)]
+    chunks = pack(members, list(range(len(members))), digits)
+    assert sorted(map(sorted, chunks)) == [[0, 2], [1, 3], [4, 5]]
+    for chunk in chunks:
+        padded = max(members[i].model.widths[0] for i in chunk)
+        assert padded * len(chunk) <= MAX_PADDING * sum(members[i].model.widths[0] for i in chunk) + 1e-9
+    assert pack(members, [0, 2], digits, max_members=1) == [[2], [0]]
