@@ -33,6 +33,7 @@ __all__ = [
     "DATASETS",
     "PASS",
     "parse_layers",
+    "parse_integers",
     "load_toml",
 ]
 
@@ -402,17 +403,22 @@ def _build(kind: type, values: dict[str, Any], section: str, base: Any = None):
     return dataclasses.replace(base, **values) if base is not None else kind(**values)
 
 
+def parse_integers(text: str) -> list[int]:
+    """`2..5` -> [2, 3, 4, 5]; `2,3,5` -> [2, 3, 5]; `4` -> [4]. ValueError on anything else (a range backwards too)."""
+    text = text.strip()
+    if ".." in text:
+        lo, hi = (int(x) for x in text.split(".."))
+        if lo > hi:
+            raise ValueError(f"{text!r} runs backwards")
+        return list(range(lo, hi + 1))
+    return [int(x) for x in text.split(",")]
+
+
 def parse_layers(text: str) -> tuple[int, ...]:
-    """`2..5` -> (2, 3, 4, 5); `2,3,5` -> (2, 3, 5); `4` -> (4,). ValueError on anything else."""
+    """`2..5` -> (2, 3, 4, 5); `2,3,5` -> (2, 3, 5); `4` -> (4,). ConfigError on anything else."""
     text = text.strip()
     try:
-        if ".." in text:
-            lo, hi = (int(x) for x in text.split(".."))
-            if lo > hi:
-                raise ValueError
-            depths = tuple(range(lo, hi + 1))
-        else:
-            depths = tuple(int(x) for x in text.split(","))
+        depths = tuple(parse_integers(text))
     except ValueError:
         raise ConfigError(f"bad --layers {text!r}: use a range like 2..5, a list like 2,3,5, or one depth like 4") from None
     if any(d < 1 for d in depths):

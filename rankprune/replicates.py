@@ -14,6 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
+from rankprune.config import parse_integers
 from rankprune.errors import ConfigError
 from rankprune.runfolder import CONFIG, DEPTHS, RunFolder, RunFolderError, write_json_atomic
 
@@ -28,13 +29,7 @@ def parse_seeds(text: str) -> list[int]:
     """`0..4` -> [0, 1, 2, 3, 4]; `0,3,7` -> [0, 3, 7]. ConfigError (one line) on anything else."""
     text = text.strip()
     try:
-        if ".." in text:
-            lo, hi = (int(x) for x in text.split(".."))
-            if lo > hi:
-                raise ValueError
-            seeds = list(range(lo, hi + 1))
-        else:
-            seeds = [int(x) for x in text.split(",")]
+        seeds = parse_integers(text)
     except ValueError:
         raise ConfigError(f"bad --seeds {text!r}: use a range like 0..4 or a list like 0,3,7") from None
     if any(s < 0 for s in seeds):
