@@ -49,6 +49,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+# How many networks one batch holds (ensemble.default_batch_members); the same words for evolve and study run.
+BATCH_MEMBERS_HELP = ("networks trained together in one batch at most (default: on CPU 16 of at most 400,000 parameters, "
+                      "larger ones one at a time; on a GPU as many as fill half its free memory, at most 1,024)")
+
+
+def _at_least_one(*flags: tuple[str, int | None]) -> None:
+    """ConfigError (one line, exit 2) for the first given (flag, value) below 1; None means not given."""
+    for flag, value in flags:
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+
+
 # --- evolve -----------------------------------------------------------------------------------
 def _samples_per_epoch(text: str) -> int | str:
     """--samples-per-epoch: a whole number of samples, or `pass`."""
@@ -134,8 +146,7 @@ def _add_evolve(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--seeds", help="replicates: 0..4 or 0,3,7; one folder with a run per seed, all sharing the data "
                                    "of --data-seed (default the first seed), trained together in batches")
-    p.add_argument("--batch-members", type=int, help="networks trained together in one batch at most "
-                                                     "(default 16 on CPU, 128 on a GPU)")
+    p.add_argument("--batch-members", type=int, help=BATCH_MEMBERS_HELP)
     p.set_defaults(handler=_run_evolve)
 
 
@@ -282,8 +293,7 @@ def _run_evolve(args: argparse.Namespace) -> int:
     from rankprune.replicates import is_replicates_folder
     from rankprune.runfolder import DEPTHS, RunFolder, default_run_folder
 
-    if args.batch_members is not None and args.batch_members < 1:
-        raise ConfigError(f"--batch-members must be at least 1, got {args.batch_members}")
+    _at_least_one(("--batch-members", args.batch_members))
     if args.seeds is not None or (args.resume and args.out and is_replicates_folder(args.out)):
         return _run_replicates(args)
     if args.resume:
@@ -303,21 +313,9 @@ def _run_evolve(args: argparse.Namespace) -> int:
 
     # Load data before writing anything: missing data must leave no half-made run folder behind.
     from rankprune import data as data_mod
+    from rankprune.evolve import checked_data
 
-    try:
-        data = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
-    except data_mod.DataError as exc:
-        hint = "" if cfg.data.dataset == "tensors" else "; give --data-dir DIR, or use --dataset digits offline"
-        raise ConfigError(f"{exc}{hint}") from None
-    from rankprune.models import get_family
-
-    family = get_family(cfg.model.family)
-    family.check_input(data.input_shape)  # a CNN needs images: fail before writing
-    from rankprune.evolve import starting_widths
-    from rankprune.probes import check_probes
-
-    check_probes(cfg.resolved(), min(family.parameter_count(data.input_shape, starting_widths(cfg, data, d), data.n_classes)
-                                     for d in cfg.evolve.layers))
+    data = checked_data(cfg)
 
     from rich.console import Console
 
@@ -407,7 +405,7 @@ def _add_study(sub) -> None:
     r.add_argument("--no-download", action="store_true", help="never download; a trial fails if the data is missing")
     r.add_argument("--batch", type=int, default=1, help="trials asked from Optuna at once and trained together, "
                                                           "grouped by depth and family (1: one at a time)")
-    r.add_argument("--batch-members", type=int, help="networks in one training batch at most (default 16 on CPU, 128 on a GPU)")
+    r.add_argument("--batch-members", type=int, help=BATCH_MEMBERS_HELP)
     r.set_defaults(handler=_run_study)
 
     for name, helptext, handler in (
@@ -456,12 +454,7 @@ def _run_study(args: argparse.Namespace) -> int:
     from rankprune.study import default_storage, open_storage, parse_spec, run_study
 
     spec = parse_spec(args.file)
-    if args.n_trials is not None and args.n_trials < 1:
-        raise ConfigError(f"--n-trials must be at least 1, got {args.n_trials}")
-    if args.batch < 1:
-        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
-    if args.batch_members is not None and args.batch_members < 1:
-        raise ConfigError(f"--batch-members must be at least 1, got {args.batch_members}")
+    _at_least_one(("--n-trials", args.n_trials), ("--batch", args.batch), ("--batch-members", args.batch_members))
     if args.study_name is not None and not all(c.isalnum() or c in "._-" for c in args.study_name):
         raise ConfigError(f"study name {args.study_name!r} may hold only letters, digits, '.', '_' and '-'")
     if args.heartbeat is not None:

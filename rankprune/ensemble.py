@@ -104,15 +104,15 @@ def pack(members: list[Member], indices: list[int], data: Splits, max_members: i
     """Members of one batch key (`indices`) in batches: by size, smallest first, each batch growing while its
     padded parameter count times its members stays within MAX_PADDING of their own summed counts and it is no
     larger than max_members (default: default_batch_members for its largest member)."""
-    order = sorted(indices, key=lambda i: (_parameters(members[i].model), i))
+    size = {i: _parameters(members[i].model) for i in indices}
     chunks: list[list[int]] = []
-    for i in order:
+    for i in sorted(indices, key=lambda i: (size[i], i)):
         chunk = chunks[-1] if chunks else None
         if chunk is not None:
             candidate = chunk + [i]
             widths = [max(members[j].model.widths[layer] for j in candidate) for layer in range(len(members[i].model.widths))]
             padded = _parameters(members[i].model, widths)
-            own = sum(_parameters(members[j].model) for j in candidate)
+            own = sum(size[j] for j in candidate)
             per_sample = math.prod(data.input_shape) + sum(widths)
             limit = max_members or default_batch_members(data.train.x.device, padded,
                                                          member_bytes(padded, members[i].cfg.batch_size, per_sample))

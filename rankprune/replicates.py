@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from rankprune.config import parse_integers
@@ -84,9 +85,6 @@ def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
     for key in sorted(per_depth, key=int):
         rows = per_depth[key]
         runs = list(rows.values())
-        stops: dict[str, int] = {}
-        for r in runs:
-            stops[r["stop_reason"]] = stops.get(r["stop_reason"], 0) + 1
         out[key] = {
             "depth": int(key),
             "seeds": sorted(rows),
@@ -98,7 +96,7 @@ def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
             "iterations": spread([r["iterations"] for r in runs]),
             "cumulative_seconds": spread([r["cumulative_seconds"] for r in runs]),
             "cumulative_flops": spread([r["cumulative_flops"] for r in runs]),
-            "stop_reasons": stops,
+            "stop_reasons": dict(Counter(r["stop_reason"] for r in runs)),
             "per_seed": {str(s): {k: rows[s][k] for k in ("widths", "test_acc", "val_acc", "parameters", "stop_reason",
                                                             "iterations", "cumulative_seconds")} for s in sorted(rows)},
         }
@@ -114,10 +112,7 @@ def run_replicates(base, seeds: list[int], root: str | Path, *, resume: bool = F
     settings and folders raise ConfigError before anything is written."""
     import contextlib
 
-    from rankprune import data as data_mod
-    from rankprune.evolve import NullReporter, Replica, evolve_together, starting_widths
-    from rankprune.models import get_family
-    from rankprune.probes import check_probes
+    from rankprune.evolve import NullReporter, Replica, checked_data, evolve_together
     from rankprune.provenance import environment
 
     root = Path(root)
@@ -132,14 +127,7 @@ def run_replicates(base, seeds: list[int], root: str | Path, *, resume: bool = F
             if not is_replicates_folder(root):
                 raise RunFolderError(f"--overwrite replaces only a rankprune replicates folder, and {root} is not one; "
                                      "nothing was touched")
-    try:
-        data = data_mod.load(base.data, base.data_seed, base.device)
-    except data_mod.DataError as exc:
-        raise ConfigError(f"{exc}; give --data-dir DIR, or use --dataset digits offline") from None
-    family = get_family(base.model.family)
-    family.check_input(data.input_shape)
-    check_probes(base.resolved(), min(family.parameter_count(data.input_shape, starting_widths(base, data, d), data.n_classes)
-                                      for d in base.evolve.layers))
+    data = checked_data(base)
     runs, started = [], []
     for seed in seeds:
         path = seed_folder(root, seed)

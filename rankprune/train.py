@@ -121,7 +121,7 @@ class TrainingProgress:
         self.steps = -(-self.samples // cfg.batch_size)
         self.regression = data.train.y.is_floating_point()  # accuracy columns hold R^2
         self.flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
-        self.stopped = False
+        self._val_acc = 0.0  # the last epoch's, for advance()
 
     def train_acc(self, predictions: torch.Tensor, labels: torch.Tensor) -> float:
         """The epoch's training accuracy (R^2) from its batches' predictions, taken as the weights moved."""
@@ -170,22 +170,18 @@ class TrainingProgress:
         learning rate (self.lr) by lr_drop_factor, lr_drops times; the plateau after the last drop is saturation."""
         cfg = self.cfg
         if self.reason == "diverged":
-            self.stopped = True
             return True
         self.plateau.observe(self._val_acc, self.ranks() if self.plateau.needs_ranks else None)
         if self.plateau.plateaued:
             if self.drops_left == 0:
-                self.reason, self.stopped = "saturated", True
+                self.reason = "saturated"
                 return True
             # Plateau at this learning rate: anneal and look for saturation again. Ending on a low
             # rate makes the final accuracy (and the spectrum we measure) far less noisy.
             self.drops_left -= 1
             self.plateau.restart()
             self.lr *= cfg.lr_drop_factor
-        if self.epoch >= cfg.max_epochs:
-            self.stopped = True
-            return True
-        return False
+        return self.epoch >= cfg.max_epochs
 
     def result(self) -> TrainResult:
         return TrainResult(epochs=self.epoch, stop_reason=self.reason, best_val_acc=max(self.best, 0.0),

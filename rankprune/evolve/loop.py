@@ -8,16 +8,18 @@ from typing import Protocol
 
 from torch import nn
 
-from rankprune.config import RunConfig
+from rankprune import data as data_mod
+from rankprune.config import ConfigError, RunConfig
 from rankprune.data import Splits
 from rankprune.ensemble import train_members
 from rankprune.evolve.iteration import finish_iteration, start_iteration
 from rankprune.evolve.phases import SHRINK, next_phase, phase, result_iteration, stop_reason
 from rankprune.models import get_family, width_for_parameters
+from rankprune.probes import check_probes
 from rankprune.runfolder import DEPTHS, ITERATION_TABLES, ITERATIONS, RunFolder
 
 __all__ = ["Reporter", "NullReporter", "DepthResult", "Replica", "evolve", "evolve_together", "evolve_depth", "evolve_depth_together",
-           "starting_widths"]
+           "starting_widths", "checked_data"]
 
 
 class Reporter(Protocol):
@@ -42,6 +44,22 @@ class NullReporter:
 class DepthResult:
     depth: int
     summary: dict  # the depths.json entry
+
+
+def checked_data(cfg: RunConfig) -> Splits:
+    """The run's data (data.load, with the config's data seed), checked before anything is written: missing
+    data, inputs the family cannot take (a CNN needs images) and settings a probe cannot work with are one-line
+    ConfigErrors."""
+    try:
+        data = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
+    except data_mod.DataError as exc:
+        hint = "" if cfg.data.dataset == "tensors" else "; give --data-dir DIR, or use --dataset digits offline"
+        raise ConfigError(f"{exc}{hint}") from None
+    family = get_family(cfg.model.family)
+    family.check_input(data.input_shape)
+    check_probes(cfg.resolved(), min(family.parameter_count(data.input_shape, starting_widths(cfg, data, d), data.n_classes)
+                                     for d in cfg.evolve.layers))
+    return data
 
 
 def starting_widths(cfg: RunConfig, data: Splits, depth: int) -> list[int]:
@@ -222,9 +240,7 @@ def evolve_together(replicas: list[Replica], max_members: int | None = None) -> 
         for depth in r.cfg.evolve.layers:
             _reopen_if_extended(r.cfg, r.run, depth)
     results: list[dict[int, DepthResult]] = [{} for _ in replicas]
-    depths = sorted({d for r in replicas for d in r.cfg.evolve.layers}, key=lambda d: min(
-        r.cfg.evolve.layers.index(d) for r in replicas if d in r.cfg.evolve.layers))
-    for depth in depths:
+    for depth in dict.fromkeys(d for r in replicas for d in r.cfg.evolve.layers):  # in the order they are given
         todo = []
         for i, r in enumerate(replicas):
             if depth not in r.cfg.evolve.layers:
