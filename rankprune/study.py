@@ -481,14 +481,15 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     """Run n_trials trials `batch` at a time: ask Optuna for a batch of trials, make each one's network, train
     every trial of one depth together (evolve_depth_together: members of one family and batch key share each
     step), and tell Optuna each result. Every trial keeps its own run folder and user attributes; a trial that
-    diverges or cannot run fails alone. A grid study asks for no more trials than it has cells left."""
-    from rankprune.evolve import Replica, evolve_depth_together
-
+    diverges or cannot run fails alone. A grid study asks for no more trials than it has cells left. Ctrl-C or
+    SIGTERM fails every asked trial not yet told, whatever depth it was waiting in."""
     trials = _Trials(spec, root, study_name, on_trial)
     if spec.sampler == "grid":
         taken = sum(1 for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL)
         n_trials = min(n_trials, max(0, _grid_cells(spec) - taken))
     done = 0
+
+    told: set[int] = set()
 
     def tell(trial, **kw):
         # GridSampler stops the study from its after_trial once every cell is taken, which Optuna allows only inside
@@ -499,50 +500,60 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
             frozen = study.tell(trial, **kw)
         finally:
             local.in_optimize_loop = before
+        told.add(trial.number)
         for callback in callbacks or []:
             callback(study, frozen)
 
-    while done < n_trials:
-        asked = [study.ask() for _ in range(min(batch, n_trials - done))]
-        done += len(asked)
-        ready = []
-        for n, trial in enumerate(asked):
+    def fail(trials_: list, reason: str) -> None:
+        for trial in trials_:
+            if trial.number not in told:
+                trial.set_user_attr("fail_reason", reason)
+                tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats run only inside optimize(); a batch's trials get none (README, Studies).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        while done < n_trials:
+            asked = [study.ask() for _ in range(min(batch, n_trials - done))]
+            done += len(asked)
             try:
-                ready.append((trial, *trials.prepare(trial)))
+                _run_asked(asked, trials, tell, fail, max_members)
+            except BaseException as exc:  # the study stops, as optimize() stops on it; no asked trial stays RUNNING
+                fail(asked, "interrupted (Ctrl-C or SIGTERM) before it finished" if isinstance(exc, KeyboardInterrupt)
+                     else f"{type(exc).__name__}: {_first_line(exc)}")
+                raise
+
+
+def _run_asked(asked: list, trials: _Trials, tell, fail, max_members: int | None) -> None:
+    """One batch of asked trials: make each, train each depth's together, tell each its result."""
+    from rankprune.evolve import Replica, evolve_depth_together
+
+    ready = []
+    for trial in asked:
+        try:
+            ready.append((trial, *trials.prepare(trial)))
+        except TrialFailed:
+            tell(trial, state=optuna.trial.TrialState.FAIL)
+    by_depth: dict[int, list] = {}
+    for item in ready:
+        by_depth.setdefault(len(item[3]), []).append(item)
+    for depth, group in by_depth.items():
+        try:
+            with contextlib.ExitStack() as stack:
+                for trial, cfg, data, widths, run in group:
+                    stack.enter_context(trials.session(trial, cfg, data, run))
+                replicas = [Replica(cfg, data, run, initial_widths=widths) for _, cfg, data, widths, run in group]
+                results = evolve_depth_together(replicas, depth, max_members)
+                for _, _, _, _, run in group:
+                    run.set_status("finished")
+        except Exception as exc:  # one batch's error fails its trials, not the study
+            fail([trial for trial, *_ in group], f"{type(exc).__name__}: {_first_line(exc)}")
+            continue
+        for (trial, cfg, data, _widths, run), result in zip(group, results):
+            try:
+                tell(trial, values=trials.conclude(trial, cfg, data, run, result.summary))
             except TrialFailed:
                 tell(trial, state=optuna.trial.TrialState.FAIL)
-            except BaseException as exc:  # the study stops, as optimize() stops on it; no asked trial stays RUNNING
-                for left in [t for t, *_ in ready] + asked[n:]:
-                    left.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
-                    tell(left, state=optuna.trial.TrialState.FAIL)
-                raise
-        by_depth: dict[int, list] = {}
-        for item in ready:
-            by_depth.setdefault(len(item[3]), []).append(item)
-        for depth, group in by_depth.items():
-            try:
-                with contextlib.ExitStack() as stack:
-                    for trial, cfg, data, widths, run in group:
-                        stack.enter_context(trials.session(trial, cfg, data, run))
-                    replicas = [Replica(cfg, data, run, initial_widths=widths) for _, cfg, data, widths, run in group]
-                    results = evolve_depth_together(replicas, depth, max_members)
-                    for _, _, _, _, run in group:
-                        run.set_status("finished")
-            except KeyboardInterrupt:
-                for trial, *_ in group:
-                    trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM) before it finished")
-                    tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
-            except Exception as exc:  # one batch's error fails its trials, not the study
-                for trial, *_ in group:
-                    trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
-                    tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            for (trial, cfg, data, _widths, run), result in zip(group, results):
-                try:
-                    tell(trial, values=trials.conclude(trial, cfg, data, run, result.summary))
-                except TrialFailed:
-                    tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_trials: int = 0) -> int:

@@ -313,3 +313,23 @@ def test_members_are_packed_by_size_so_padding_stays_small(digits):
         padded = max(members[i].model.widths[0] for i in chunk)
         assert padded * len(chunk) <= MAX_PADDING * sum(members[i].model.widths[0] for i in chunk) + 1e-9
     assert pack(members, [0, 2], digits, max_members=1) == [[2], [0]]
+
+
+def test_an_interrupted_batched_study_leaves_no_trial_running(tmp_path, monkeypatch):
+    """Ctrl-C while the batch's first depth trains fails that depth's trials and those of the depths still waiting."""
+    import optuna
+
+    import rankprune.evolve as evolve_pkg
+    from studyfiles import tiny_study_toml
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evolve_pkg, "evolve_depth_together", interrupted)
+    (tmp_path / "s.toml").write_text(tiny_study_toml("cut", "grid", 4, space='depth = { choices = [1, 2] }\nwidth = 8\n'
+                                                                          '"train.lr" = { choices = [0.05, 0.1] }\n'))
+    root = tmp_path / "runs"
+    assert main(["study", "run", str(tmp_path / "s.toml"), "--root", str(root), "--batch", "4"]) == 130
+    trials = optuna.load_study(study_name="cut", storage=f"sqlite:///{root}/studies.sqlite3").get_trials(deepcopy=False)
+    assert len(trials) == 4 and {t.params["depth"] for t in trials} == {1, 2}
+    assert all(t.state.name == "FAIL" and "interrupted" in t.user_attrs["fail_reason"] for t in trials)
