@@ -22,3 +22,9 @@ def __getattr__(name: str):
 
         return getattr(config, name)
     raise AttributeError(f"module 'rankprune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazily loaded names are not in the module's dict until first use; list them for dir(), tab
+    # completion and help() without importing torch.
+    return sorted(set(globals()) | set(__all__) | _API)

@@ -204,11 +204,15 @@ def load_network(path: str | Path, depth: int, iteration: int | None = None) -> 
     described = folder.read(DATA)
     if not described:
         raise ConfigError(f"{path} has no {DATA} (made before rankprune recorded it): its normalisation is unknown")
+    layers = run.config.evolve.layers
+    if depth not in layers:
+        raise ConfigError(f"depth {depth} was never run in {path} (its depths: {', '.join(map(str, layers))})")
     if iteration is None:
-        summary = (folder.read(DEPTHS, {}) or {}).get(str(depth))
+        finished = folder.read(DEPTHS, {}) or {}
+        summary = finished.get(str(depth))
         if summary is None:
-            raise ConfigError(f"depth {depth} has not finished in {path}; give an iteration, or one of: "
-                              f"{', '.join(sorted(folder.read(DEPTHS, {}) or {}, key=int)) or 'none finished'}")
+            raise ConfigError(f"depth {depth} has not finished yet in {path}; give a finished iteration, or one of the "
+                              f"finished depths: {', '.join(sorted(finished, key=int)) or 'none yet'}")
         widths = summary["widths"]
     else:
         rows = [r for r in folder.rows(ITERATIONS) if r["depth"] == depth and r["iteration"] == iteration]

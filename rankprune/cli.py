@@ -109,7 +109,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--hessian-top": ("probes", "hessian_top", int, "the top K eigenvalues of the training loss's Hessian at every iteration's end, by Lanczos (0: off)"),
     "--hessian-samples": ("probes", "hessian_samples", int, "training rows of the seeded batch the Hessian is taken on (512)"),
     "--hessian-full-max": ("probes", "hessian_full_max", int, "with --hessian-top, networks with at most this many parameters also get the full Hessian spectrum (5000)"),
-    "--loss": ("train", "loss", str, "cross-entropy | hinge (quadratic, as the jamming experiments; records N_Delta) | mse (cross-entropy)"),
+    "--loss": ("train", "loss", str, "cross-entropy | hinge (quadratic, as the jamming experiments; records N_Delta) | mse (mean squared error to one-hot targets, or to a regression target); default: cross-entropy, and mse for the regression datasets"),
     "--samples-per-epoch": ("train", "samples_per_epoch", _samples_per_epoch,
                             "training samples one epoch draws: N | pass (one pass over the data used); default: the "
                             "full training split's size, so --train-fraction keeps the steps per epoch equal"),

@@ -181,6 +181,10 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     as torchvision's Normalize((0.1307,), (0.3081,)) does for MNIST).
     """
     cfg.validate()
+    if cfg.data_dir and Path(cfg.data_dir).is_file():
+        # Refused for every dataset, also those that never read it (digits, regression): a file given as the
+        # data folder is a mistake that would otherwise pass unnoticed.
+        raise ConfigError(f"--data-dir {cfg.data_dir} is a file, not a folder")
     if is_regression(cfg.dataset):
         return _regression_splits(cfg, seed, device)
     if cfg.dataset == "tensors":

@@ -326,7 +326,10 @@ class RunFolder:
         write_text_atomic(self.path / table, "".join(json.dumps(_finite(r)) + "\n" for r in rows))
 
     def keep_rows(self, table: str, keep: Iterable[tuple[int, int]]) -> None:
-        """Rewrite a table keeping only rows whose (depth, iteration) is in `keep` (used by resume)."""
+        """Rewrite a table keeping only rows whose (depth, iteration) is in `keep` (used by resume). A table that
+        does not exist is left so: a probe's table (hessian.jsonl) appears only in runs that record it."""
+        if not (self.path / table).is_file():
+            return
         keep = set(keep)
         self.replace_rows(table, [r for r in self.rows(table) if (r["depth"], r["iteration"]) in keep])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,10 +105,20 @@ def test_open_run_and_load_network_errors(tmp_path, digits_run):
     with pytest.raises(rp.ConfigError, match="not a run folder"):
         rp.open_run(tmp_path)
     _cfg, run = digits_run
-    with pytest.raises(rp.ConfigError, match="depth 7 has not finished"):
+    with pytest.raises(rp.ConfigError, match=r"depth 7 was never run in .* \(its depths: 1, 2\)$"):
         rp.load_network(run.path, depth=7)
+    # a depth of the run's that has not finished: as a run interrupted in depth 2 leaves its folder
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run.path, unfinished)
+    depths = json.loads((unfinished / DEPTHS).read_text())
+    del depths["2"]
+    (unfinished / DEPTHS).write_text(json.dumps(depths))
+    with pytest.raises(rp.ConfigError, match=r"depth 2 has not finished yet in .*finished depths: 1$"):
+        rp.load_network(unfinished, depth=2)
     with pytest.raises(rp.ConfigError, match="no finished iteration 9"):
         rp.load_network(run.path, depth=1, iteration=9)
+    with pytest.raises(rp.ConfigError, match="depth 7 was never run"):
+        rp.load_network(run.path, depth=7, iteration=0)
 
 
 def test_import_rankprune_does_not_import_torch():

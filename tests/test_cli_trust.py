@@ -134,6 +134,10 @@ def _foreign(run: Path) -> None:
     (run / CONFIG).write_text(json.dumps({"name": "my-app", "version": 3}))
 
 
+def _a_file(path: Path) -> None:
+    path.write_text("not a folder\n")
+
+
 ERRORS = {
     "seed-negative": (["evolve", *TINY, "--seed", "-1", "--out", "{tmp}/run"], None, "seed"),
     "seed-huge": (["evolve", *TINY, "--seed", "99999999999999999999", "--out", "{tmp}/run"], None, "seed"),
@@ -147,6 +151,13 @@ ERRORS = {
     "classes-no-storage": (["study", "classes", "s", "--root", "{tmp}/nothing"], None, "no study storage"),
     "trends-no-storage": (["study", "trends", "s", "--root", "{tmp}/nothing"], None, "no study storage"),
     "report-no-storage": (["report", "s", "--root", "{tmp}/nothing"], None, "no study storage"),
+    # --data-dir naming a file: refused also for datasets that never read the folder (digits, regression)
+    "data-dir-file-digits": (["evolve", *TINY, "--data-dir", "{tmp}/run", "--out", "{tmp}/out"], _a_file, "is a file, not a folder"),
+    "data-dir-file-regression": (["evolve", "--dataset", "regression:simple", "--width", "8", "--max-epochs", "1",
+                                  "--layers", "1", "--data-dir", "{tmp}/run", "--out", "{tmp}/out"], _a_file,
+                                 "is a file, not a folder"),
+    "data-dir-file-mnist": (["evolve", "--dataset", "mnist", "--no-download", "--data-dir", "{tmp}/run", "--out", "{tmp}/out"],
+                            _a_file, "is a file, not a folder"),
 }
 
 

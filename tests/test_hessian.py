@@ -56,6 +56,15 @@ def test_runs_record_the_top_eigenvalues_and_the_full_spectrum_of_small_networks
             np.testing.assert_allclose(sorted(h["eigenvalues"])[::-1][:3], it["hessian_top"])
 
 
+def test_a_run_without_hessian_top_has_no_hessian_table_and_its_resume_adds_none(tmp_path, tiny_config, run_controller):
+    cfg = tiny_config(model={"width": 8}, evolve={"layers": (1,), "max_iterations": 1})
+    run = run_controller(cfg, tmp_path / "run")
+    assert run.rows(ITERATIONS) and not (run.path / HESSIAN).exists()
+    run_controller(cfg, tmp_path / "run")  # a resume of the finished run
+    run_controller(cfg.replace(evolve={"max_iterations": 2}), tmp_path / "run")  # a resume that extends it
+    assert not (run.path / HESSIAN).exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--hessian-top", "0"], None),  # 0 is off, not an error
     (["--hessian-top", "-1"], "--hessian-top"),

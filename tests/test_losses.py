@@ -54,3 +54,18 @@ def test_a_hinge_run_records_n_delta_every_epoch_and_iteration(tmp_path, tiny_co
         assert row["n_delta_per_width"] == pytest.approx(row["n_delta"] / sum(row["widths"]))
     plain = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "plain")
     assert all("n_delta" not in r for r in plain.rows(EPOCHS))
+
+
+def test_the_loss_help_names_every_loss_and_says_which_is_the_default(capsys):
+    from rankprune.cli import main
+    from rankprune.losses import LOSSES
+
+    with pytest.raises(SystemExit) as done:
+        main(["evolve", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    start = text.rindex("--loss LOSS")  # its entry, after the usage line
+    loss = text[start:text.index("--samples-per-epoch", start)]
+    assert all(name in loss for name in LOSSES)
+    assert "mse (mean squared error" in loss  # what mse is, not the default in parentheses after it
+    assert f"default: {RunConfig().train.loss}, and mse for the regression datasets" in loss
