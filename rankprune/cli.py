@@ -599,19 +599,29 @@ def _run_trends(args: argparse.Namespace) -> int:
 # --- report ----------------------------------------------------------------------------------
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="Markdown report with figures of a run folder or a study", description=(
-        "Write DIR/report.md and DIR/figures/*.png for PATH: a run folder (a folder holding config.json), "
-        "or else the name of a study in --storage (default: the SQLite file under --root)."))
-    p.add_argument("path", metavar="PATH", help="run folder, or study name")
+        "Write DIR/report.md and DIR/figures/*.png (or --format) for PATH: a run folder (a folder holding "
+        "rankprune's config.json), a replicates folder (evolve --seeds), or else the name of a study in --storage "
+        "(default: the SQLite file under --root)."))
+    p.add_argument("path", metavar="PATH", help="run folder, replicates folder, or study name")
     p.add_argument("--out", help="report folder (default: PATH/report for a run, ROOT/reports/NAME for a study)")
     p.add_argument("--storage", help="SQLAlchemy URL of the study's storage (default: sqlite:///ROOT/studies.sqlite3)")
     p.add_argument("--root", default="runs", help="folder of the default storage, and of a study's default --out (runs)")
+    # rankprune.figures.FORMATS and DPI, written out: importing matplotlib would cost every command 0.5 s to start
+    p.add_argument("--format", choices=("png", "svg", "pdf"), default="png",
+                   help="figure files: png for the Markdown, svg or pdf (vectors) for a paper (png)")
+    p.add_argument("--dpi", type=float, default=110, help="pixels per inch of a png, 50-1200 (110; 300 for print)")
+    # a study's equivalence classes, as `study classes` forms them; None: not given (an error for a folder)
+    p.add_argument("--by", choices=("vector", "sum", "normalized"),
+                   help="a study's classes: what must be equal, as in `study classes` (vector)")
+    p.add_argument("--tol", type=float, help="a study's classes: largest difference inside a class (0: exactly equal)")
     p.set_defaults(handler=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from rankprune.report import render
 
-    path = render(args.path, args.out, storage=args.storage, root=args.root)
+    path = render(args.path, args.out, storage=args.storage, root=args.root, fmt=args.format, dpi=args.dpi,
+                  by=args.by, tol=args.tol)
     print(f"report: {path}")
     return 0
 

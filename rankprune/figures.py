@@ -7,6 +7,7 @@ needs no display and leaves the caller's pyplot state alone; PNGs are rendered b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +15,59 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox, blended_transform_factory, offset_copy
 
 from rankprune.runfolder import atomic_path
 
 __all__ = [
-    "save", "accuracy_curves", "widths_per_iteration", "ranks_across_epochs", "spectra_per_iteration",
-    "rank_scatter", "optuna_figure", "replicates_per_iteration",
+    "save", "FORMATS", "DPI", "Metric", "ACCURACY", "R_SQUARED", "metric_of", "accuracy_curves",
+    "widths_per_iteration", "ranks_across_epochs", "spectra_per_iteration", "rank_scatter", "optuna_figure",
+    "replicates_per_iteration",
 ]
 
-DPI = 110
+FORMATS = ("png", "svg", "pdf")  # what `save` writes: a raster for the Markdown, vectors for a paper
+DPI = 110  # a 9.6-inch figure is 1,056 pixels wide: sharp on a screen; a paper asks for --dpi 300 or svg/pdf
+# Creation dates make every re-render a different file; without them the same report gives the same bytes.
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
-def save(fig: Figure, path: Path) -> None:
-    """Render a PNG to a temporary file beside `path`, then rename it over the target."""
-    # Our figures lay themselves out (constrained); Optuna's do not, and their long tick labels get cut.
-    tight = "tight" if fig.get_layout_engine() is None else None
+def save(fig: Figure, path: Path, dpi: float = DPI) -> None:
+    """Render in the format the suffix of `path` names (one of FORMATS) to a temporary file beside it, then
+    rename it over the target. `dpi` sets a PNG's pixels per inch (its size) and the resolution of anything
+    a vector format rasterises."""
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot save a figure as {path.name}: formats are {', '.join(FORMATS)}")
+    # Every figure but Optuna's places its own margins; Optuna's long tick labels would be cut without "tight",
+    # and so would our legends placed outside the axes.
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches=tight)
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_NO_DATE.get(fmt))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a run's accuracy columns hold, for axis labels: the fraction correct of a classification, or
+    R^2 for a regression task (the same columns: rankprune/regression.py), both drawn x 100."""
+
+    text: str  # its name in prose: "accuracy", "R^2"
+    name: str  # its name on an axis: "accuracy", "$R^2$" (mathtext)
+    unit: str  # what the axis shows: "%" or "×100"
+    floor: float | None  # the least the metric can be, x 100 (R^2 has none)
+    suffix: str  # after a value printed in a figure ("92%")
+
+    def label(self, split: str = "test") -> str:
+        return f"{split} {self.name} ({self.unit})"
+
+
+ACCURACY = Metric("accuracy", "accuracy", "%", 0.0, "%")
+R_SQUARED = Metric("R^2", "$R^2$", "×100", None, "")
+
+
+def metric_of(dataset: str) -> Metric:
+    from rankprune.regression import is_regression
+
+    return R_SQUARED if is_regression(dataset) else ACCURACY
 
 
 def _colours(n: int) -> list:
@@ -74,14 +110,21 @@ def _marker_box(ax, xy, width: float, height: float | None = None, transform=Non
     return Bbox.from_extents(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
+# Space (points) kept clear around a placed label: labels that merely touch read as one number ("6", "7" and
+# "8" side by side read "678").
+LABEL_GAP = 2.5
+
+
 def _place_labels(ax, labels: list[dict], obstacles: list[Bbox]) -> int:
     """Annotate each label {xy, text, candidates, xycoords?, **text properties} at its first candidate
-    (dx, dy points, ha, va) whose text stays inside the axes and clear of every label placed before it and
-    of `obstacles` (markers, display space). A label with no free place is left out: a number missing
-    beside a dot reads better than two numbers printed over each other. Returns how many were left out.
-    Call it last: positions are computed in display space from the final limits and margins."""
+    (dx, dy points, ha, va) whose text stays inside the axes and at least LABEL_GAP points from every label
+    placed before it, and clear of `obstacles` (markers, display space). A label with no free place is left
+    out: a number missing beside a dot reads better than two numbers printed over each other. Returns how
+    many were left out. Call it last: positions are computed in display space from the final limits and
+    margins."""
     renderer = ax.figure.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
+    gap = LABEL_GAP * ax.figure.dpi / 72
     taken = list(obstacles)
     left_out = 0
     for label in labels:
@@ -94,7 +137,7 @@ def _place_labels(ax, labels: list[dict], obstacles: list[Bbox]) -> int:
             box = ann.get_window_extent(renderer)
             if (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
                     and not any(box.overlaps(other) for other in taken)):
-                taken.append(box.expanded(1.0, 1.0))
+                taken.append(box.padded(gap))
                 break
             ann.remove()
         else:
@@ -102,19 +145,63 @@ def _place_labels(ax, labels: list[dict], obstacles: list[Bbox]) -> int:
     return left_out
 
 
-def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 3.3)) -> tuple[Figure, list]:
-    """n panels of `size` inches in rows of ncols. Margins are fixed in inches rather than solved by a
-    layout engine: constrained layout doubled the time to render a 6-panel figure (0.4 s of 0.8 s)."""
+def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 3.3), legend_room: float = 0.0) -> tuple[Figure, list]:
+    """n panels of `size` inches in rows of ncols, each with `legend_room` inches to its right for a legend
+    outside its axes. Margins are fixed in inches rather than solved by a layout engine: constrained layout
+    doubled the time to render a 6-panel figure (0.4 s of 0.8 s)."""
     ncols = min(n, ncols)
     nrows = -(-n // ncols)
-    width, height = size[0] * ncols, size[1] * nrows
+    width, height = (size[0] + legend_room) * ncols, size[1] * nrows
+    left, right, gap = 0.75, 0.15 + legend_room, 0.85 + legend_room  # inches
+    axes_width = (width - left - right - (ncols - 1) * gap) / ncols
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.35 / height,
-                        wspace=0.85 / (size[0] - 0.85), hspace=0.95 / (size[1] - 0.95))
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=0.55 / height, top=1 - 0.35 / height,
+                        wspace=gap / axes_width, hspace=0.95 / (size[1] - 0.95))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def _whole_numbers(axis) -> None:
+    """Ticks at whole numbers only, on an axis of counts (epochs, iterations, indices): never an "epoch 2.5",
+    also where the view holds a single whole number."""
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def _plain_log_y(ax) -> None:
+    """Tick labels of a log y-axis as plain numbers ("0.3", "2"), not "3x10^-1": the long forms of the minor
+    ticks were wider than the margin and ran into the axis label. Minor ticks are labelled only where the
+    axis spans too few decades to show more than one labelled major tick. Call it once the limits are final."""
+    lo, hi = ax.get_ylim()
+    decades = np.log10(hi / lo) if lo > 0 else np.inf
+    minor = (2, 3, 5) if decades < 1 else (2, 5) if decades < 2 else ()
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}" if _leading_digit(v) in minor else ""))
+
+
+def _leading_digit(v: float) -> int:
+    return int(f"{v:e}"[0]) if v > 0 else 0
+
+
+def _outside_legend(ax, **kwargs):
+    """A legend beside the axes, to their right, where it can cover no data (the caller leaves the room)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, **kwargs)
+
+
+def _anneal(rows: pd.DataFrame) -> pd.Series:
+    """Which rows are anneal iterations (phase "anneal": the chosen network retrained at the low learning rate,
+    the depth's result); none in runs from before phases were recorded."""
+    return rows["phase"].eq("anneal") if "phase" in rows else pd.Series(False, index=rows.index)
+
+
+def _anneal_stars(ax, x, y, colour, transform=None) -> None:
+    ax.plot(x, y, "*", color=colour, ms=11, mec="black", mew=0.5, ls="none", zorder=4,
+            transform=transform if transform is not None else ax.transData)
+
+
+def _anneal_handle() -> Line2D:
+    return Line2D([], [], ls="none", marker="*", color="grey", ms=11, mec="black", mew=0.5, label="anneal (the result)")
 
 
 # --- a run ------------------------------------------------------------------------------------------
@@ -122,23 +209,26 @@ DEPTH_LINES = ("-", "--", "-.", ":")
 DEPTH_MARKERS = ("o", "s", "D", "P", "X", "p", "h", "*")  # not "v" / "^": those mark off-scale points
 
 
-def _accuracy_limits(*accuracies: pd.Series) -> tuple[float, float] | None:
-    """y-limits (%) around trained accuracies with a margin: 8% of their span, at least 0.5 points."""
+def _accuracy_limits(*accuracies: pd.Series, floor: float | None = 0.0) -> tuple[float, float] | None:
+    """y-limits (x 100) around trained accuracies with a margin: 8% of their span, at least 0.5 points; never
+    below `floor` (an accuracy's 0; R^2 has none) nor far above 100."""
     values = 100 * pd.concat([a.astype(float) for a in accuracies if a is not None])
     values = values[np.isfinite(values)]
     if values.empty:
         return None
     lo, hi = float(values.min()), float(values.max())
     pad = max(0.08 * (hi - lo), 0.5)
-    return max(0.0, lo - pad), min(100.0 + pad / 2, hi + pad)
+    return lo - pad if floor is None else max(floor, lo - pad), min(100.0 + pad / 2, hi + pad)
 
 
-def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlabel: str, scale: float = 1.0) -> Figure:
-    """Test accuracy (%) per epoch against a cumulative cost column `x` (times `scale`: 1e-12 draws FLOPs as
-    TFLOP), a colour, a line style and an end marker per depth, and one line per iteration (the network is
-    rebuilt in between, so the line breaks); a marker labelled with the iteration number ends every finished
-    iteration; a hollow marker at an iteration's start is the accuracy right after the rebuild, before
-    retraining.
+def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlabel: str, scale: float = 1.0,
+                    metric: Metric = ACCURACY) -> Figure:
+    """Test accuracy (or `metric`, x 100) per epoch against a cumulative cost column `x` (times `scale`: 1e-12
+    draws FLOPs as TFLOP), a colour, a line style and an end marker per depth, and one line per iteration (the
+    network is rebuilt in between, so the line breaks); a marker labelled with the iteration number ends every
+    finished iteration; a hollow marker at an iteration's start is the accuracy right after the rebuild, before
+    retraining, drawn over the lines (under them it hid) and larger than an end marker, so that one on top of
+    the other shows as a ring.
 
     The y-axis spans the trained accuracies (every epoch and every iteration end). A reinitialised network
     starts at chance (about 10%), and scaling the axis to it would squeeze the trained curves into a band
@@ -147,7 +237,7 @@ def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlab
     ax = fig.subplots()
     depths = sorted(epochs["depth"].unique())
     ends = iterations if not iterations.empty else None
-    limits = _accuracy_limits(epochs["test_acc"], None if ends is None else ends["test_acc"])
+    limits = _accuracy_limits(epochs["test_acc"], None if ends is None else ends["test_acc"], floor=metric.floor)
     edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in axes fraction
     labels: list[dict] = []
     markers: list[tuple] = []  # (xy, size, transform): obstacles for the labels
@@ -179,27 +269,27 @@ def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlab
         high = starts["acc"] > limits[1] if limits else np.zeros(len(starts), bool)
         shown = starts[~(low | high)]
         in_range |= not shown.empty
-        ax.plot(shown["x"], shown["acc"], marker, mfc="none", mec=colour, ms=6, mew=1.1)
-        markers.extend(((xy, 6, None) for xy in zip(shown["x"], shown["acc"])))
+        ax.plot(shown["x"], shown["acc"], marker, mfc="none", mec=colour, ms=9, mew=1.3, zorder=4)
+        markers.extend(((xy, 9, None) for xy in zip(shown["x"], shown["acc"])))
         for side, at, symbol, candidates in ((low, 0.025, "v", BESIDE_UP), (high, 0.975, "^", BESIDE_DOWN)):
             for _, row in starts[side].iterrows():
                 off_scale.add(symbol)
                 ax.plot([row["x"]], [at], symbol, transform=edge, mfc="none", mec=colour, mew=1.1, ms=7, clip_on=False)
                 markers.append(((row["x"], at), 7, edge))
-                labels.append({"xy": (row["x"], at), "xycoords": edge, "text": f"{row['acc']:.0f}%",
+                labels.append({"xy": (row["x"], at), "xycoords": edge, "text": f"{row['acc']:.0f}{metric.suffix}",
                                "candidates": candidates, "fontsize": 7, "color": colour})
     handles.append(Line2D([], [], ls="none", marker="o", color="grey", mec="black", mew=0.6,
                           label="end of iteration (number)"))
     if in_range:
-        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="grey",
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="grey", ms=9, mew=1.3,
                               label="after rebuild,\nbefore retraining"))
     handles += [Line2D([], [], ls="none", marker=symbol, mfc="none", mec="grey", ms=7,
-                       label=f"after rebuild, {where}\nthe axis (its accuracy)")
+                       label=f"after rebuild, {where}\nthe axis (its value)")
                 for symbol, where in (("v", "below"), ("^", "above")) if symbol in off_scale]
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(metric.label("test"))
     ax.grid(alpha=0.3)
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    _outside_legend(ax, handles=handles, fontsize=8)
     if limits:
         ax.set_ylim(*limits)
     ax.autoscale_view()
@@ -258,6 +348,7 @@ def ranks_across_epochs(epochs: pd.DataFrame, measures: list[str], drive: str | 
             ax.axvline(s - 0.5, color="grey", ls=":", lw=0.8)
         ax.set_title(f"rank: {spec}" + (" (drives the widths)" if spec == drive else ""))
         ax.set_xlabel("epoch (counted across iterations)")
+        _whole_numbers(ax.xaxis)
         ax.set_ylabel("rank (singular directions)")
         # Each measure on its own scale, from 0 (ranks are counts: a shared zero keeps layers comparable) to
         # just above its largest value. The widths join the scale only where they are within a third of it
@@ -280,16 +371,20 @@ def ranks_across_epochs(epochs: pd.DataFrame, measures: list[str], drive: str | 
     return fig
 
 
-def spectra_per_iteration(spectra: pd.DataFrame, rtol: float | None) -> Figure:
+def spectra_per_iteration(spectra: pd.DataFrame, rtol: float | None, widths: dict[int, list] | None = None) -> Figure:
     """One depth: a panel per weight matrix, one line per iteration (dark to light), of sigma_i / sigma_1
-    at saturation on a log scale; the horizontal line is the numerical rank's cut (rtol), if one drives."""
+    at saturation on a log scale; the horizontal line is the numerical rank's cut (rtol), if one drives.
+    `widths` (iteration -> hidden widths) puts each hidden layer's width beside its count of singular values
+    in the legend: a matrix has min(rows, columns) of them, so the first layer of a 128-wide network on
+    digits' 64 pixels has 64, and a bare "(64)" read as its width. Legends sit beside the panels: inside,
+    they covered the first iteration's curve, which starts at the top."""
     import matplotlib
 
     layers = sorted(spectra["layer"].unique())
     iterations = sorted(spectra["iteration"].unique())
     cmap = matplotlib.colormaps["viridis"]
     shade = {it: cmap(0.85 * k / max(1, len(iterations) - 1)) for k, it in enumerate(iterations)}
-    fig, axes = _grid(len(layers))
+    fig, axes = _grid(len(layers), ncols=2, legend_room=1.75)
     for ax, layer in zip(axes, layers):
         part = spectra[spectra["layer"] == layer].sort_values("iteration")
         for _, row in part.iterrows():
@@ -299,21 +394,32 @@ def spectra_per_iteration(spectra: pd.DataFrame, rtol: float | None) -> Figure:
             rel = s / s[0]
             rel[rel <= 0] = np.nan  # exact zeros have no place on a log axis
             ax.plot(np.arange(1, s.size + 1), rel, color=shade[row["iteration"]], lw=1.2,
-                    label=f"iteration {int(row['iteration'])} ({s.size})")
+                    marker="o" if s.size <= 2 else None, ms=4,  # a line of one value is a point
+                    label=_spectrum_label(int(row["iteration"]), s.size, layer, len(layers), widths))
         if rtol is not None:
-            ax.axhline(rtol, color="crimson", ls="--", lw=0.9, label=f"rtol {rtol:g}")
+            ax.axhline(rtol, color="crimson", ls="--", lw=0.9, label=f"rtol {rtol:g} (the rank's cut)")
         ax.set_yscale("log")
         ax.set_title(_layer_name(layer, len(layers)))
         ax.set_xlabel("index i (largest first)")
         ax.set_ylabel(r"$\sigma_i\,/\,\sigma_1$ (ratio, log scale)")
+        _whole_numbers(ax.xaxis)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, title="(singular values)", title_fontsize=7)
+        _outside_legend(ax, fontsize=7, title="iteration: singular values", title_fontsize=7)
     return fig
+
+
+def _spectrum_label(iteration: int, count: int, layer: int, n_matrices: int, widths: dict[int, list] | None) -> str:
+    """"3: 37 values, width 37": the count of singular values, and the hidden layer's width where it is known."""
+    hidden = widths.get(iteration) if widths else None
+    values = f"{iteration}: {count} value{'' if count == 1 else 's'}"
+    if layer < n_matrices - 1 and isinstance(hidden, list) and layer < len(hidden):
+        return f"{values}, width {hidden[layer]}"
+    return values
 
 
 # --- a study ----------------------------------------------------------------------------------------
 def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int, str], y: str, ylabel: str,
-                 scale: float = 100.0) -> Figure:
+                 scale: float = 100.0, class_title: str = "equivalence class: per-layer ranks") -> Figure:
     """Network rank (sum of hidden-layer ranks) against `y` * scale, a colour per equivalence class; each
     point is labelled with its trial number. Trials at the same (rank, y) share one label listing them all
     ("#3, #7") and their markers are spread sideways, so every class's colour shows; labels are placed clear
@@ -345,8 +451,7 @@ def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int,
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(ids) <= 15:
-        ax.legend(fontsize=7, title="equivalence class: per-layer ranks", title_fontsize=7,
-                  loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        _outside_legend(ax, fontsize=7, title=class_title, title_fontsize=7)
     ax.update_datalim(frame[["x", "y"]].dropna().to_numpy())  # markers drawn with an offset are not counted
     ax.margins(0.08)  # room for labels beside the outermost points
     ax.autoscale_view()
@@ -356,54 +461,128 @@ def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int,
     return fig
 
 
-def optuna_figure(axes, xlabel: str | None = None, ylabel: str | None = None, integer_x: bool = False) -> Figure:
+def optuna_figure(axes, xlabel: str | None = None, ylabel: str | None = None, integer_x: bool = False,
+                  shares: bool = False, title: str | None = None) -> Figure:
     """The Figure behind what an optuna.visualization.matplotlib function returned (an Axes or an array),
-    with its axis labels replaced by ones that carry units where given."""
+    with its axis labels replaced by ones that carry units where given, in the report's own style (Optuna
+    draws in ggplot's grey). `shares`: an importance plot, whose fractions of variance (bar labels and x-axis)
+    read as percentages like every other share in the report; `title` replaces Optuna's."""
     first = np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes
     if xlabel is not None:
         first.set_xlabel(xlabel)
     if ylabel is not None:
         first.set_ylabel(ylabel)
     if integer_x:  # trial numbers
-        from matplotlib.ticker import MaxNLocator
-
-        first.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _whole_numbers(first.xaxis)
+    if shares:
+        first.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        for text in first.texts:
+            text.set_text(_as_percent(text.get_text()))
+    if title is not None:
+        first.set_title(title, loc="left")
     fig = first.figure
+    _plain_style(fig)
     fig.set_size_inches(max(fig.get_figwidth(), 7.5), max(fig.get_figheight(), 4.5))
     return fig
 
 
+def _as_percent(label: str) -> str:
+    """Optuna's importance label ("0.52", "<0.01") as a percentage ("52%", "<1%")."""
+    bound = label[:1] if label[:1] in ("<", ">") else ""
+    try:
+        return f"{bound}{100 * float(label[len(bound):]):.0f}%"
+    except ValueError:
+        return label
+
+
+def _plain_style(fig: Figure) -> None:
+    """White ground, black text and frame, a faint grid: what our own figures look like, on a figure drawn
+    under ggplot's style."""
+    fig.set_facecolor("white")
+    for ax in fig.axes:
+        ax.set_facecolor("white")
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_edgecolor("black")
+            spine.set_linewidth(0.8)
+        ax.grid(True, color="0.5", alpha=0.3, linewidth=0.8)
+        ax.set_axisbelow(True)
+        ax.tick_params(which="both", colors="black", labelsize=10)
+        for text in (ax.xaxis.label, ax.yaxis.label):
+            text.set_color("black")
+            text.set_fontsize(10)
+        for loc in ("left", "center", "right"):
+            if ax.get_title(loc):
+                ax.set_title(ax.get_title(loc), loc=loc, color="black", fontsize=11)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.get_frame().set_facecolor("white")
+            legend.get_frame().set_edgecolor("0.8")
+
+
 # --- replicates -------------------------------------------------------------------------------------
-def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units") -> Figure:
+SEED_LINES = ("-", "--", ":", "-.")
+SEED_MARKERS = ("o", "s", "D", "P", "X", "p", "h", "<", ">", "d")  # not "*": it marks an anneal
+
+
+def _dodge(n: int, step: float, most: float) -> list[float]:
+    """Shifts for n lines that may coincide, centred on 0, `step` apart and `most` across them all."""
+    step = min(step, most / max(n - 1, 1))
+    return [(k - (n - 1) / 2) * step for k in range(n)]
+
+
+def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units", metric: Metric = ACCURACY) -> Figure:
     """Per depth (columns), every seed's total hidden width (top) and test accuracy (bottom) against the
     controller iteration, one line per seed: how far replicates of one configuration spread as they shrink.
-    `iterations` has columns seed, depth, iteration, widths (list), test_acc."""
+    Seeds often end at equal widths, and their lines lay on top of each other with only the last visible: so
+    each seed has its own line style and marker, is shifted sideways by a fraction of an iteration, and drawn
+    a point or two higher or lower than the next (display space: at most 10 points across all seeds, so values
+    read true to within a hair). The accuracy panels share one y-range, so that depths compare at a glance. A star marks an anneal iteration
+    (phase "anneal": the chosen network retrained at the low learning rate, the depth's result).
+    `iterations` has columns seed, depth, iteration, widths (list), test_acc, and phase where recorded."""
     depths = sorted(iterations["depth"].unique())
     seeds = sorted(iterations["seed"].unique())
     ncols = len(depths)
-    width, height = 4.2 * ncols, 6.4
+    legend_columns = 2 if len(seeds) > 12 else 1
+    legend_room = 1.3 * legend_columns
+    width, height = 4.2 * ncols + legend_room, 6.4
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.4 / height,
-                        wspace=0.9 / 3.4, hspace=0.4)
+    axes_width = (width - 0.8 - 0.2 - legend_room - (ncols - 1) * 0.9) / ncols
+    fig.subplots_adjust(left=0.8 / width, right=1 - (0.2 + legend_room) / width, bottom=0.55 / height,
+                        top=1 - 0.4 / height, wspace=0.9 / axes_width, hspace=0.4)
     axes = fig.subplots(2, ncols, squeeze=False)
+    for bottom in axes[1][1:]:
+        bottom.sharey(axes[1][0])
     colours = _colours(len(seeds))
+    anneal = _anneal(iterations)
+    handles = []
+    shifts = zip(_dodge(len(seeds), 0.08, 0.3), _dodge(len(seeds), 1.5, 10.0))  # (iterations, points)
+    for k, (seed, colour, (shift, lift)) in enumerate(zip(seeds, colours, shifts)):
+        style = {"color": colour, "ls": SEED_LINES[k % len(SEED_LINES)], "marker": SEED_MARKERS[k % len(SEED_MARKERS)],
+                 "ms": 4, "lw": 1.1}
+        handles.append(Line2D([], [], label=f"seed {seed}", **style))
+        for col, depth in enumerate(depths):
+            rows = iterations[(iterations["depth"] == depth) & (iterations["seed"] == seed)].sort_values("iteration")
+            x = rows["iteration"] + shift
+            for ax, y in ((axes[0][col], rows["widths"].map(sum)), (axes[1][col], 100 * rows["test_acc"])):
+                lifted = offset_copy(ax.transData, fig=fig, y=lift, units="points")
+                ax.plot(x, y, transform=lifted, **style)
+                ax.update_datalim(np.column_stack([x, y]))  # lines drawn with an offset are not counted
+                annealed = anneal[rows.index]
+                _anneal_stars(ax, x[annealed], y[annealed], colour, lifted)
+    if anneal.any():
+        handles.append(_anneal_handle())
     for col, depth in enumerate(depths):
-        part = iterations[iterations["depth"] == depth]
         top, bottom = axes[0][col], axes[1][col]
-        for seed, colour in zip(seeds, colours):
-            rows = part[part["seed"] == seed].sort_values("iteration")
-            if rows.empty:
-                continue
-            top.plot(rows["iteration"], [sum(w) for w in rows["widths"]], "o-", ms=3, lw=1, color=colour, label=f"seed {seed}")
-            bottom.plot(rows["iteration"], 100 * rows["test_acc"], "o-", ms=3, lw=1, color=colour)
         top.set_title(f"depth {depth}")
         top.set_ylabel(f"total hidden width ({unit})")
-        top.set_ylim(bottom=0)
-        bottom.set_ylabel("test accuracy (%)")
+        bottom.set_ylabel(metric.label("test"))
+        ticks = sorted(iterations.loc[iterations["depth"] == depth, "iteration"].unique())
         for ax in (top, bottom):
+            ax.autoscale_view()
             ax.set_xlabel("controller iteration")
-            ax.set_xticks(sorted(part["iteration"].unique()))
+            ax.set_xticks(ticks)
             ax.grid(alpha=0.3)
-        if col == 0:
-            top.legend(fontsize=7, ncol=2 if len(seeds) > 6 else 1)
+        top.set_ylim(bottom=0)
+    _outside_legend(axes[0][-1], handles=handles, fontsize=7, ncol=legend_columns)
     return fig

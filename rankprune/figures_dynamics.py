@@ -7,13 +7,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rankprune.figures import _colours, _grid, _layer_name
+from rankprune.figures import (
+    DEPTH_LINES, DEPTH_MARKERS, _anneal, _anneal_handle, _anneal_stars, _colours, _figure, _grid, _layer_name,
+    _outside_legend, _plain_log_y, _whole_numbers,
+)
 
 # An eigenvalue below this fraction of the largest magnitude counts as zero (float64 Hessians of small networks
 # put their flat directions at 1e-20 or so of the top).
 ZERO_RTOL = 1e-10
 
-__all__ = ["movement_across_epochs", "hessian_top_per_iteration", "hessian_density", "fitted_function", "jamming"]
+__all__ = ["movement_across_epochs", "hessian_top_per_iteration", "hessian_density", "fitted_function", "jamming",
+           "accuracies_per_iteration", "n_delta_across_training"]
 
 
 def _per_layer(values: pd.Series, n: int) -> np.ndarray:
@@ -33,7 +37,7 @@ def movement_across_epochs(epochs: pd.DataFrame, drive: str) -> Figure:
     colours = _colours(n)
     panels = (("movement", "from the iteration's start", "||W - W_start|| / ||W_start||", True),
               ("movement_from_init", "from the first initialisation", "||W - W_init|| / ||W_init||", True),
-              (f"change_rank_{drive}", f"rank `{drive}` of W - W_start", "rank of the change", False))
+              (f"change_rank_{drive}", f"rank ({drive}) of W - W_start", "rank of the change (directions)", False))
     for ax, (column, title, ylabel, log) in zip(axes, panels):
         values = _per_layer(epochs[column], n) if column in epochs else np.full((len(epochs), n), np.nan)
         for layer, colour in enumerate(colours):
@@ -42,6 +46,7 @@ def movement_across_epochs(epochs: pd.DataFrame, drive: str) -> Figure:
             ax.axvline(s - 0.5, color="grey", ls=":", lw=0.8)
         if log and np.isfinite(values).any() and np.nanmax(values) > 0:
             ax.set_yscale("log")
+            _plain_log_y(ax)
         elif not log:
             ax.set_ylim(bottom=0)
         if not np.isfinite(values).any():
@@ -49,6 +54,7 @@ def movement_across_epochs(epochs: pd.DataFrame, drive: str) -> Figure:
                     color="dimgrey")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch (counted across iterations)")
+        _whole_numbers(ax.xaxis)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -142,8 +148,6 @@ def jamming(points: pd.DataFrame) -> Figure:
     """The jamming transition: training loss against N_Delta / N (unsatisfied margins per parameter), one point
     per epoch coloured by the epoch, a grey line per network (`run`), each network's last epoch labelled with its
     `label` (its parameter count); the dashed line is N_Delta = N. Columns: run, label, epoch, x, train_loss."""
-    from rankprune.figures import _figure
-
     fig = _figure(7.0, 4.6, (0.85, 0.3, 0.6, 0.3))
     ax = fig.add_subplot()
     sc = None
@@ -157,11 +161,7 @@ def jamming(points: pd.DataFrame) -> Figure:
         ax.annotate(str(label), (float(last.x.median()), float(last.train_loss.median())), xytext=(4, 4),
                     textcoords="offset points", fontsize=7)
     ax.axvline(1.0, color="red", ls="--", lw=0.8)
-    positive = points.x[points.x > 0]
-    if len(positive) == len(points):
-        ax.set_xscale("log")
-    else:  # networks that fit every margin sit at 0: linear around it, logarithmic beyond
-        ax.set_xscale("symlog", linthresh=float(positive.min()) / 2 if len(positive) else 1e-3)
+    _log_or_symlog(ax.set_xscale, points.x)
     ax.set_yscale("log")
     ax.set_xlabel("N_Delta / N (samples with an unsatisfied margin, per parameter)")
     ax.set_ylabel("training loss (quadratic hinge)")
@@ -169,4 +169,94 @@ def jamming(points: pd.DataFrame) -> Figure:
     if sc is not None:
         cbar = fig.colorbar(sc, ax=ax, fraction=0.05, pad=0.02)
         cbar.set_label("epoch")
+    return fig
+
+
+def _log_or_symlog(set_scale, values: pd.Series) -> None:
+    """A log scale for counts per parameter; where some are 0 (a network that fits every margin), linear
+    around 0 and logarithmic beyond."""
+    positive = values[values > 0]
+    if len(positive) == len(values):
+        set_scale("log")
+    else:
+        set_scale("symlog", linthresh=float(positive.min()) / 2 if len(positive) else 1e-3)
+
+
+SERIES_STYLES = tuple(zip(DEPTH_LINES, DEPTH_MARKERS))  # a line style and marker per series, beside its colour
+
+
+def accuracies_per_iteration(iterations: pd.DataFrame, series: list[tuple[str, str]], chance: float | None = None) -> Figure:
+    """A panel per depth: accuracies (fractions, drawn as %) of the columns in `series` ((column, legend label),
+    ...) at the end of each controller iteration, a colour, line style and marker per column; a star marks an
+    anneal; the dashed grey line is chance level (`chance`, a fraction: 1 / classes) where given. The panels
+    share the y-range 0-100%, so that depths and subsets compare at a glance. Columns a row lacks are gaps."""
+    depths = sorted(iterations["depth"].unique())
+    fig, axes = _grid(len(depths), ncols=3, size=(3.8, 3.3))
+    colours = _colours(len(series))
+    for ax, depth in zip(axes, depths):
+        rows = iterations[iterations["depth"] == depth].sort_values("iteration")
+        annealed = _anneal(rows)
+        for (column, label), colour, (line, marker) in zip(series, colours, SERIES_STYLES):
+            if column not in rows:
+                continue
+            y = 100 * rows[column].astype(float)
+            ax.plot(rows["iteration"], y, color=colour, ls=line, marker=marker, ms=5, lw=1.3, label=label)
+            _anneal_stars(ax, rows["iteration"][annealed], y[annealed], colour)
+        if chance is not None:
+            ax.axhline(100 * chance, color="grey", ls="--", lw=0.9, label=f"chance (1/{round(1 / chance)})")
+        ax.set_title(f"depth {depth}", fontsize=10)
+        ax.set_xlabel("controller iteration")
+        ax.set_xticks(sorted(rows["iteration"].unique()))
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+    handles, _ = axes[0].get_legend_handles_labels()
+    if _anneal(iterations).any():
+        handles.append(_anneal_handle())
+    # beside the first row's last panel, past the figure's right edge: `save` keeps what sticks out
+    _outside_legend(axes[min(len(axes), 3) - 1], handles=handles, fontsize=7)
+    return fig
+
+
+def n_delta_across_training(epochs: pd.DataFrame, iterations: pd.DataFrame, n_train: int | None) -> Figure:
+    """The quadratic hinge's N_Delta (training samples with at least one unsatisfied margin): per epoch as a
+    share of the `n_train` training samples (a count where that is unknown), against epochs counted across
+    each depth's iterations, an iteration's last epoch marked; and per iteration N_Delta / N (N: the network's
+    parameters) at saturation, log scale, the dashed line N_Delta = N where the jamming experiments put the
+    transition (below it a network can fit every margin). A colour, line style and marker per depth."""
+    fig, (per_epoch, per_iteration) = _grid(2, ncols=2, size=(4.8, 3.6))
+    depths = sorted(epochs["depth"].unique())
+    scale = 100 / n_train if n_train else 1.0
+    for k, (depth, colour) in enumerate(zip(depths, _colours(len(depths)))):
+        line, marker = DEPTH_LINES[k % len(DEPTH_LINES)], DEPTH_MARKERS[k % len(DEPTH_MARKERS)]
+        rows = epochs[(epochs["depth"] == depth) & epochs["n_delta"].notna()].sort_values(["iteration", "epoch"])
+        step = np.arange(1, len(rows) + 1)
+        ends = (rows["iteration"] != rows["iteration"].shift(-1)).to_numpy()
+        per_epoch.plot(step, scale * rows["n_delta"], color=colour, ls=line, lw=1.3, label=f"depth {depth}")
+        per_epoch.plot(step[ends], scale * rows["n_delta"][ends], marker, color=colour, mec="black", mew=0.5, ms=5,
+                       ls="none")
+        done = iterations[(iterations["depth"] == depth)].dropna(subset=["n_delta_per_parameter"]).sort_values("iteration")
+        per_iteration.plot(done["iteration"], done["n_delta_per_parameter"], color=colour, ls=line, marker=marker,
+                           mec="black", mew=0.5, ms=5, lw=1.3, label=f"depth {depth}")
+        annealed = _anneal(done)
+        _anneal_stars(per_iteration, done["iteration"][annealed], done["n_delta_per_parameter"][annealed], colour)
+    per_epoch.set_xlabel("epoch (counted across a depth's iterations)")
+    per_epoch.set_ylabel(r"$N_\Delta$ (% of training samples)" if n_train else r"$N_\Delta$ (training samples)")
+    per_epoch.set_ylim(bottom=0, top=102 if n_train else None)
+    per_epoch.set_title("samples with an unsatisfied margin, per epoch", fontsize=10)
+    _whole_numbers(per_epoch.xaxis)
+    per_iteration.axhline(1.0, color="red", ls="--", lw=0.9, label=r"$N_\Delta = N$")
+    _log_or_symlog(per_iteration.set_yscale, iterations["n_delta_per_parameter"].dropna())
+    if per_iteration.get_yscale() == "log":
+        _plain_log_y(per_iteration)
+    per_iteration.set_xlabel("controller iteration")
+    per_iteration.set_ylabel(r"$N_\Delta\,/\,N$ (per parameter)")
+    per_iteration.set_title("per parameter, at each iteration's end", fontsize=10)
+    _whole_numbers(per_iteration.xaxis)
+    handles, _ = per_iteration.get_legend_handles_labels()
+    if _anneal(iterations).any():
+        handles.append(_anneal_handle())
+    _outside_legend(per_iteration, handles=handles, fontsize=7)  # past the right edge: `save` keeps it
+    for ax in (per_epoch, per_iteration):
+        ax.grid(alpha=0.3, which="both")
     return fig

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["TFLOP", "tflop"]
+__all__ = ["TFLOP", "tflop", "seconds"]
 
 TFLOP = 1e12  # floating-point operations in one TFLOP
 
@@ -22,6 +22,18 @@ def tflop(flops: float | None) -> str:
     value = flops / TFLOP
     if value == 0:
         return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return f"{value:.{decimals}f}"
+
+
+def seconds(value: float) -> str:
+    """Seconds to 3 significant figures, never in exponent notation, so a short trial does not read '0.0':
+    0.0342 -> '0.0342', 1.5 -> '1.50', 12.34 -> '12.3', 4567.8 -> '4,570'."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    value = float(f"{value:.3g}")  # rounded first, so 99.96 is '100', not '100.0'
     if abs(value) >= 100:
         return f"{value:,.0f}"
     decimals = 2 - math.floor(math.log10(abs(value)))

@@ -7,6 +7,7 @@ text with the figure's own renderer (display space), as a reader's eye would see
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -123,3 +124,138 @@ def test_trials_at_the_same_point_share_one_label_and_show_every_class():
     centres = [tuple(np.round(xy, 1)) for c in ax.collections if len(c.get_offsets())
                for xy in c.get_offset_transform().transform(c.get_offsets())]
     assert len(centres) == len(trials) and len(set(centres)) == len(trials)
+
+
+# --- what each figure names and where its parts sit (issue 18) ---------------------------------------
+def display_points(line) -> np.ndarray:
+    """A line's vertices as drawn (display space), whatever transform it was drawn with."""
+    return line.get_transform().transform(np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float))
+
+
+def test_a_regression_run_names_r_squared_on_its_accuracy_axes():
+    r_squared = figures.metric_of("regression:middle")
+    epochs, iterations = run_tables(depths=(1,))
+    curves = figures.accuracy_curves(epochs, iterations, "cumulative_seconds", "cumulative training time (s)",
+                                     metric=r_squared)
+    assert "R^2" in curves.axes[0].get_ylabel() and "accuracy" not in curves.axes[0].get_ylabel()
+    replicates = figures.replicates_per_iteration(iterations.assign(seed=0, widths=[[8]] * len(iterations)),
+                                                  metric=r_squared)
+    assert "R^2" in replicates.axes[1].get_ylabel() and "accuracy" not in replicates.axes[1].get_ylabel()
+    assert figures.metric_of("digits").label("test") == "test accuracy (%)"
+
+
+def test_iteration_labels_keep_a_gap_so_that_neighbours_never_read_as_one_number():
+    """"6", "7" and "8" placed edge to edge read "678"."""
+    epochs, iterations = run_tables(iterations=9, epochs=2, step=1e8)
+    fig = figures.accuracy_curves(epochs, iterations, "cumulative_seconds", "cumulative training time (s)")
+    ax = fig.axes[0]
+    FigureCanvasAgg(fig).draw()
+    gap = 2 * fig.dpi / 72  # two points, in pixels
+    boxes = [t.get_window_extent() for t in ax.texts if t.get_text().isdigit()]
+    assert len(boxes) >= 9
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.padded(gap / 2).overlaps(b.padded(gap / 2))
+
+
+def test_after_rebuild_markers_are_drawn_over_the_lines():
+    epochs, iterations = run_tables(depths=(1, 2), after_rebuild=0.93)  # within the axis: hollow markers
+    ax = figures.accuracy_curves(epochs, iterations, "cumulative_flops", "cumulative training compute (TFLOP)", 1e-12).axes[0]
+    hollow = [line for line in ax.lines if line.get_markerfacecolor() == "none" and line.get_xdata().size]
+    curves = [line for line in ax.lines if line.get_marker() in ("None", None, "") and line.get_xdata().size]
+    assert hollow and curves
+    assert min(h.get_zorder() for h in hollow) > max(c.get_zorder() for c in curves)
+    ends = [line for line in ax.lines if line.get_markerfacecolor() != "none" and line.get_marker() in figures.DEPTH_MARKERS]
+    assert min(h.get_zorder() for h in hollow) > max(e.get_zorder() for e in ends)  # a ring round an end marker
+
+
+def test_spectra_legends_sit_beside_the_panels_and_name_counts_and_widths():
+    """Hidden 1 of a 128-wide layer on 64 inputs has 64 singular values; the legend says which is which."""
+    rng = np.random.default_rng(0)
+    spectra = pd.DataFrame([{"depth": 1, "iteration": it, "layer": layer,
+                             "singular_values": sorted(rng.random(n), reverse=True)}
+                            for it, (w, n_out) in enumerate(((128, 64), (60, 60))) for layer, n in ((0, n_out), (1, 10))])
+    fig = figures.spectra_per_iteration(spectra, rtol=0.02, widths={0: [128], 1: [60]})
+    FigureCanvasAgg(fig).draw()
+    hidden, output = fig.axes[:2]
+    for ax in (hidden, output):
+        legend = ax.get_legend()
+        assert not legend.get_window_extent().overlaps(ax.get_window_extent())  # outside: covers no curve
+    labels = [t.get_text() for t in hidden.get_legend().get_texts()]
+    assert "0: 64 values, width 128" in labels and "1: 60 values, width 60" in labels
+    assert "singular values" in hidden.get_legend().get_title().get_text()
+    assert [t.get_text() for t in output.get_legend().get_texts()][:2] == ["0: 10 values", "1: 10 values"]
+    assert overlapping(fig.texts + [t for ax in fig.axes for t in ax.get_legend().get_texts()]) == []
+
+
+def whole_number_ticks(axis) -> bool:
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = [t for t in axis.get_ticklocs() if lo <= t <= hi]
+    return len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def movement_epochs() -> pd.DataFrame:
+    """Two iterations of 2 epochs (4 epochs: a default locator ticks 1.5, 2.5); movement from the first
+    initialisation between 0.5 and 1.4 (under one decade: a log axis labels its minor ticks there)."""
+    rows = []
+    for it in (0, 1):
+        for e in (1, 2):
+            step = 2 * it + e
+            rows.append({"depth": 1, "iteration": it, "epoch": e, "widths": [8],
+                         "movement": [0.3 * e, 0.2 * e], "movement_from_init": [0.25 + 0.27 * step, 0.3 + 0.2 * step],
+                         "change_rank_numerical:0.02": [float(e + 2), float(e)]})
+    return pd.DataFrame(rows)
+
+
+def test_movement_panels_count_whole_epochs_label_log_ticks_plainly_and_print_no_markdown():
+    """Log ticks labelled "6x10^-1" were wider than the margin: in the saved figure the middle panel's y-label
+    ran over them."""
+    from rankprune import figures_dynamics
+
+    fig = figures_dynamics.movement_across_epochs(movement_epochs(), "numerical:0.02")
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes[:3]:
+        assert "`" not in ax.get_title()
+        assert whole_number_ticks(ax.xaxis)
+        ticks = [t for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_visible() and t.get_text()]
+        assert ticks and all(re.fullmatch(r"[0-9.]+", t.get_text()) for t in ticks), [t.get_text() for t in ticks]
+        label = ax.yaxis.label.get_window_extent()
+        assert not any(label.overlaps(t.get_window_extent()) for t in ticks), ax.get_ylabel()
+
+
+def test_rank_traces_count_whole_epochs():
+    epochs = pd.DataFrame({"depth": 1, "iteration": [0, 0, 1, 1], "epoch": [1, 2, 1, 2], "widths": [[8]] * 4,
+                           "rank_numerical": [[8.0, 3.0], [7.0, 3.0], [6.0, 3.0], [6.0, 3.0]]})
+    fig = figures.ranks_across_epochs(epochs, ["numerical"], "numerical")
+    FigureCanvasAgg(fig).draw()
+    assert whole_number_ticks(fig.axes[0].xaxis)
+
+
+def replicate_rows(widths: dict[int, int], accuracies: dict[int, list[float]]) -> pd.DataFrame:
+    """Iterations of seeds 0-2 at depth 1 and 2, every seed at the same total width per depth; the last
+    iteration is the anneal."""
+    rows = []
+    for seed in (0, 1, 2):
+        for depth, width in widths.items():
+            for it, acc in enumerate(accuracies[depth]):
+                rows.append({"seed": seed, "depth": depth, "iteration": it, "widths": [width] * depth,
+                             "test_acc": acc, "phase": "anneal" if it == len(accuracies[depth]) - 1 else "shrink"})
+    return pd.DataFrame(rows)
+
+
+def test_replicates_with_equal_widths_stay_visible_share_an_accuracy_scale_and_mark_the_anneal():
+    rows = replicate_rows({1: 32, 2: 24}, {1: [0.95, 0.955, 0.96], 2: [0.90, 0.93, 0.97]})
+    fig = figures.replicates_per_iteration(rows)
+    FigureCanvasAgg(fig).draw()
+    top_left, top_right, bottom_left, bottom_right = fig.axes[:4]
+    seed_lines = [line for line in top_left.lines if line.get_marker() != "*"]
+    assert len(seed_lines) == 3
+    assert len({line.get_linestyle() for line in seed_lines}) == 3
+    drawn = [display_points(line) for line in seed_lines]
+    for a, b in itertools.combinations(drawn, 2):  # equal widths, yet no two seeds on the same pixels
+        assert np.abs(a - b).max() >= 1.0
+    assert bottom_left.get_ylim() == bottom_right.get_ylim()
+    stars = [line for line in top_left.lines + bottom_left.lines if line.get_marker() == "*" and line.get_xdata().size]
+    assert len(stars) == 6  # each seed's anneal, in both panels
+    assert np.allclose(sorted(np.round(np.concatenate([s.get_xdata() for s in stars]))), [2] * 6)
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert any("anneal" in text for text in legend)

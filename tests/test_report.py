@@ -84,6 +84,8 @@ def test_a_run_report_draws_every_figure_as_a_linked_png(finished):
     text = report.read_text()
     assert "Figure not drawn" not in text
     assert "## What is missing" not in text  # a finished run lacks nothing
+    for knob_section in ("Memorisation", "unseen tasks", "N_Delta"):  # nothing for knobs the run did not turn
+        assert knob_section not in text
     # every figure has a one-line caption right after it
     for link in links(report):
         after = text.split(f"({link})", 1)[1].lstrip("\n").splitlines()[0]
@@ -277,9 +279,19 @@ def study_root(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_study_report_draws_rank_figures_optuna_plots_and_the_class_table(study_root):
-    report = render("tiny", root=study_root)  # found in the default storage under --root
-    assert report == study_root / "reports" / "tiny" / REPORT
+@pytest.fixture(scope="module")
+def study_report(study_root) -> Path:
+    """The study's report, through the CLI, its classes formed as `study classes tiny --by sum --tol 8` forms
+    them (the default, by vector within 0, is what the single-objective study below is reported with)."""
+    from rankprune.cli import main
+
+    # found in the default storage under --root
+    assert main(["report", "tiny", "--root", str(study_root), "--by", "sum", "--tol", "8"]) == 0
+    return study_root / "reports" / "tiny" / REPORT
+
+
+def test_a_study_report_draws_rank_figures_optuna_plots_and_the_class_table(study_root, study_report):
+    report = study_report
     names = check_figures(report)
     assert {"rank-vs-test-acc", "rank-vs-gap", "optuna-history-test_acc", "optuna-history-network_rank_normalized",
             "optuna-pareto", "optuna-importances"} <= names
@@ -297,6 +309,52 @@ def test_a_study_report_draws_rank_figures_optuna_plots_and_the_class_table(stud
     text = report.read_text().lower()
     assert "rank-pruned" not in text and "convergent" not in text
     assert "not shrunk" in section(report, "Reference")
+
+
+def test_a_study_report_forms_its_classes_as_study_classes_does_with_the_same_by_and_tol(study_root, study_report):
+    from rankprune.classes import BY, class_table
+    from rankprune.report.study import CLASSES_BY
+
+    assert tuple(CLASSES_BY) == tuple(BY)
+    df = trials_frame(optuna.load_study(study_name="tiny", storage=default_storage(study_root)))
+    expected = class_table(df, "sum", 8.0)
+    assert len(expected) < len(class_table(df))  # the tolerance merges classes: the default would not pass
+    text = section(study_report, "Equivalence classes")
+    assert "--by sum --tol 8" in text
+    assert [(r[1], r[3]) for r in table_rows(text)] == list(zip(expected["signature"], expected["members"]))
+    with pytest.raises(ConfigError, match="--tol must be non-negative"):
+        render("tiny", root=study_root, by="sum", tol=-1)
+    with pytest.raises(ConfigError, match="--by must be one of"):
+        render("tiny", root=study_root, by="product")
+
+
+def test_optunas_plots_draw_accuracies_in_percent_in_the_reports_own_style(study_root):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from rankprune.report.gather import read_study
+    from rankprune.report.study import _history, _pareto
+
+    study = optuna.load_study(study_name="tiny", storage=default_storage(study_root))
+    accuracies = 100 * trials_frame(study)["test_acc"]
+    s = read_study(study, default_storage(study_root))
+    before = set(plt.get_fignums())
+    with matplotlib.rc_context():  # Optuna switches pyplot's style to ggplot: keep it from the other tests
+        history, pareto = _history(s, 0), _pareto(s)
+        for fig, ax, values in ((history, history.axes[0], "y"), (pareto, pareto.axes[0], "x")):
+            label = ax.get_ylabel() if values == "y" else ax.get_xlabel()
+            low, high = ax.get_ylim() if values == "y" else ax.get_xlim()
+            assert "%" in label and low <= accuracies.min() and high >= accuracies.max() > 1, label
+            assert matplotlib.colors.same_color(ax.get_facecolor(), "white")
+            assert matplotlib.colors.same_color(fig.get_facecolor(), "white")
+    for number in set(plt.get_fignums()) - before:
+        plt.close(number)
+
+
+def test_importances_from_few_trials_carry_a_sample_size_caveat(study_report):
+    text = section(study_report, "Optuna's plots")
+    caption = text.split("(figures/optuna-importances.png)", 1)[1].strip().splitlines()[0]
+    assert "Caveat: 4 completed trials for 4 sampled parameters" in caption and "noise" in caption
 
 
 def test_the_best_network_is_chosen_on_validation_and_reported_on_test():

@@ -38,6 +38,7 @@ def test_a_regression_run_draws_its_fitted_function_and_says_accuracy_is_r_squar
     assert "fitted-function" in check_figures(report)
     text = report.read_text()
     assert "every accuracy in this report is R^2" in text and "10 training points" in text and "alpha 2" in text
+    assert "![test R^2 against training time]" in text  # the figures name the metric they draw
     assert "Caveat" not in text and "LeNet" not in text  # no comparison with MNIST's published error
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from rankprune import figures
 from rankprune.config import ConfigError
 from rankprune.runfolder import write_text_atomic
+from rankprune.units import seconds
 
 REPORT = "report.md"
 FIGURES = "figures"
@@ -40,6 +41,12 @@ def _list(v: Any) -> str:
     return "[" + ", ".join(_num(x) or "nan" for x in v) + "]" if isinstance(v, (list, tuple)) else ""
 
 
+def _seconds(v: Any) -> str:
+    """Seconds to 3 significant figures (units.seconds): a digits run trains an iteration in 0.06 s, which a
+    fixed decimal printed as 0.0, a column of zeros; '' when absent."""
+    return "" if _absent(v) else seconds(v)
+
+
 def _pct(v: Any) -> str:
     """An accuracy (a fraction) as a percentage with 2 decimals."""
     return "" if _absent(v) else f"{100 * v:.2f}"
@@ -62,10 +69,12 @@ def _md_table(df: pd.DataFrame) -> str:
 
 # --- the document ----------------------------------------------------------------------------------
 class _Document:
-    """Markdown lines and the figures written for them; `write` puts report.md in place last."""
+    """Markdown lines and the figures written for them, as `fmt` files (figures.FORMATS) at `dpi`; `write`
+    puts report.md in place last."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, fmt: str = "png", dpi: float = figures.DPI):
         self.out = out
+        self.fmt, self.dpi = fmt, dpi
         self.lines: list[str] = []
         self.figures: list[Path] = []
 
@@ -79,15 +88,15 @@ class _Document:
         self.add(*(f"- {item}" for item in items), "")
 
     def figure(self, name: str, draw: Callable[[], Any], alt: str, caption: str) -> bool:
-        """Draw, save as figures/NAME.png and link it; a figure that cannot be drawn is a note saying why."""
-        path = self.out / FIGURES / f"{name}.png"
+        """Draw, save as figures/NAME.FMT and link it; a figure that cannot be drawn is a note saying why."""
+        path = self.out / FIGURES / f"{name}.{self.fmt}"
         try:
-            figures.save(draw(), path)
+            figures.save(draw(), path, dpi=self.dpi)
         except Exception as exc:
             self.add(f"*Figure not drawn ({alt}): {_reason(exc)}.*", "")
             return False
         self.figures.append(path)
-        self.add(f"![{alt}]({FIGURES}/{name}.png)", "", f"*{caption}*", "")
+        self.add(f"![{alt}]({FIGURES}/{path.name})", "", f"*{caption}*", "")
         return True
 
     def write(self) -> Path:
@@ -101,7 +110,7 @@ class _Document:
         return path
 
 
-_FIGURE_LINK = re.compile(rf"\]\({FIGURES}/([A-Za-z0-9_.-]+\.png)\)")
+_FIGURE_LINK = re.compile(rf"\]\({FIGURES}/([A-Za-z0-9_.-]+\.(?:{'|'.join(figures.FORMATS)}))\)")
 
 
 def _linked_figures(report: Path) -> set[str]:
@@ -110,6 +119,18 @@ def _linked_figures(report: Path) -> set[str]:
         return set(_FIGURE_LINK.findall(report.read_text()))
     except (OSError, UnicodeDecodeError):
         return set()
+
+
+DPI_RANGE = (50, 1200)  # pixels per inch: below 50 text is unreadable; above 1200 a figure runs to 100 MB
+
+
+def _check_figure_options(fmt: str, dpi: float) -> None:
+    """--format and --dpi, refused in one line before anything is read or written."""
+    if fmt not in figures.FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(figures.FORMATS)}, got {fmt!r}")
+    lo, hi = DPI_RANGE
+    if not lo <= dpi <= hi:
+        raise ConfigError(f"--dpi must be between {lo} and {hi} (pixels per inch), got {dpi:g}")
 
 
 def _check_out(out: Path) -> None:

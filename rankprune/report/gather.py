@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from rankprune.config import ConfigError, RunConfig
+from rankprune.figures import Metric, metric_of
 from rankprune.runfolder import CONFIG, DATA, DEPTHS, ENVIRONMENT, EPOCHS, HESSIAN, ITERATIONS, SPECTRA, STATUS, RunFolder
 
 
@@ -39,6 +40,11 @@ class RunData:
     def data(self) -> dict:
         """The config's data section."""
         return self.config.get("data", {})
+
+    @property
+    def metric(self) -> Metric:
+        """What the accuracy columns hold: accuracy, or R^2 for a regression task."""
+        return metric_of(self.data.get("dataset", ""))
 
     @property
     def measure(self) -> str:
@@ -104,12 +110,19 @@ class StudyData:
     failed: list  # the FAIL trials
     frame: pd.DataFrame  # one row per finished trial with rank attributes (classes.trials_frame); may be empty
     repeats: dict  # trial number -> the earlier trial whose parameters it repeats (left out of frame)
-    classes: pd.Series | None  # equivalence class of each row of frame (per-layer ranks, tolerance 0)
+    by: str  # what equal classes share: "vector" (per-layer ranks), "sum" or "normalized" (classes.BY)
+    tol: float  # the largest difference inside a class
+    classes: pd.Series | None  # equivalence class of each row of frame (classes.equivalence_classes by, tol)
     class_table: pd.DataFrame | None  # one row per class; None when frame is empty
     best: pd.Series | None  # the row of frame with the highest validation accuracy
     best_data: dict | None  # its run folder's data section; None when that folder is not here
     best_described: Any  # its run folder's data.json
     best_missing: str  # why best_data is None although best is not ("" otherwise)
+
+    @property
+    def metric(self) -> Metric:
+        """What the trials' accuracies hold, as the best trial's run folder says (R^2 for a regression task)."""
+        return metric_of((self.best_data or {}).get("dataset", ""))
 
 
 def _best_trial(frame: pd.DataFrame) -> tuple[pd.Series | None, dict | None, Any, str]:
@@ -128,8 +141,9 @@ def _best_trial(frame: pd.DataFrame) -> tuple[pd.Series | None, dict | None, Any
     return r, config.get("data", {}), described, ""
 
 
-def read_study(study, storage: str) -> StudyData:
-    """Everything a study report shows."""
+def read_study(study, storage: str, by: str = "vector", tol: float = 0.0) -> StudyData:
+    """Everything a study report shows; equivalence classes as `rankprune study classes --by BY --tol TOL` makes
+    them."""
     import optuna
 
     from rankprune.classes import class_table, equivalence_classes, trials_frame
@@ -145,7 +159,8 @@ def read_study(study, storage: str) -> StudyData:
         complete=[t for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
         failed=[t for t in trials if t.state == optuna.trial.TrialState.FAIL],
         frame=frame, repeats=frame.attrs.get("repeats", {}),
-        classes=None if frame.empty else equivalence_classes(frame, "vector", 0.0),
-        class_table=None if frame.empty else class_table(frame, "vector", 0.0),
+        by=by, tol=tol,
+        classes=None if frame.empty else equivalence_classes(frame, by, tol),
+        class_table=None if frame.empty else class_table(frame, by, tol),
         best=best, best_data=data, best_described=described, best_missing=why,
     )

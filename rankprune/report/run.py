@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from rankprune import figures
-from rankprune.report import dynamics
-from rankprune.report.document import _absent, _count, _Document, _list, _num, _pct
+from rankprune.report import dynamics, tasks
+from rankprune.report.document import _absent, _count, _Document, _list, _num, _pct, _seconds
 from rankprune.report.gather import RunData, read_run
 from rankprune.report.reference import _reference
 from rankprune.runfolder import DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
@@ -121,7 +121,7 @@ def _depth_table(depths: dict) -> pd.DataFrame:
             "gap (pp)": _pct(s.get("generalisation_gap")),
             f"ranks ({s.get('rank_measure', '?')})": _list(s.get("ranks")),
             "epochs": _num(s.get("epochs")),
-            "cumulative train time (s)": f"{s.get('cumulative_seconds', float('nan')):.1f}",
+            "cumulative train time (s)": _seconds(s.get("cumulative_seconds")),
             "cumulative compute (TFLOP)": tflop(s.get("cumulative_flops")),
         })
     return pd.DataFrame(rows)
@@ -171,19 +171,21 @@ def _run_reference(doc: _Document, run: RunData) -> None:
 def _accuracy(doc: _Document, run: RunData) -> None:
     if run.epochs.empty:
         return
+    metric = run.metric.text
     doc.add("## Accuracy against training cost", "")
     for x, scale, name, label, cost in (
         ("cumulative_seconds", 1.0, "accuracy-seconds", "cumulative training time (s)", "training time"),
         ("cumulative_flops", 1 / TFLOP, "accuracy-flops", "cumulative training compute (TFLOP)",
          "compute (a machine-independent cost)"),
     ):
-        doc.figure(name, lambda x=x, scale=scale, label=label: figures.accuracy_curves(run.epochs, run.iterations, x, label, scale),
-                   f"test accuracy against {cost}",
-                   f"Test accuracy per epoch against cumulative {cost}; a colour, line style and marker per depth. "
-                   "A filled marker ends each iteration (its number beside it); a hollow one is the accuracy right "
-                   "after its rebuild, and a hollow triangle at the bottom edge one below the axis, with its value. "
-                   "Look for end markers that stay level while each iteration costs less: the narrower network "
-                   "holds accuracy.")
+        doc.figure(name, lambda x=x, scale=scale, label=label: figures.accuracy_curves(
+                       run.epochs, run.iterations, x, label, scale, run.metric),
+                   f"test {metric} against {cost}",
+                   f"Test {metric} per epoch against cumulative {cost}; a colour, line style and marker per depth. "
+                   f"A filled marker ends each iteration (its number beside it); a larger hollow one is the {metric} "
+                   "right after its rebuild, and a hollow triangle at the bottom edge one below the axis, with its "
+                   f"value. Look for end markers that stay level while each iteration costs less: the narrower "
+                   f"network holds its {metric}.")
 
 
 def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame) -> pd.DataFrame:
@@ -233,6 +235,14 @@ def _driving_rtol(spec: str) -> float | None:
     return m.param if m.name == "numerical" else None
 
 
+def _widths_of(iterations: pd.DataFrame, depth: int) -> dict[int, list]:
+    """Iteration -> hidden widths of one depth's finished iterations."""
+    if iterations.empty:
+        return {}
+    rows = iterations[iterations["depth"] == depth]
+    return dict(zip(rows["iteration"].astype(int), rows["widths"]))
+
+
 def _spectra(doc: _Document, run: RunData) -> None:
     spectra = run.spectra
     if not spectra.empty:
@@ -240,10 +250,13 @@ def _spectra(doc: _Document, run: RunData) -> None:
         rtol = _driving_rtol(run.measure)
         for depth in sorted(spectra["depth"].unique()):
             part = spectra[spectra["depth"] == depth]
-            doc.figure(f"spectra-depth-{depth}", lambda part=part: figures.spectra_per_iteration(part, rtol),
+            widths = _widths_of(run.iterations, depth)
+            doc.figure(f"spectra-depth-{depth}", lambda part=part, widths=widths: figures.spectra_per_iteration(part, rtol, widths),
                        f"singular-value spectra per iteration, depth {depth}",
                        f"Depth {depth}: singular values of each weight matrix at the end of each iteration, relative "
-                       "to the largest (dark: early, light: late)." + (
+                       "to the largest (dark: early, light: late). The legend counts each line's singular values, "
+                       "min(rows, columns) of the matrix, beside the layer's width: a first layer wider than its "
+                       "input has as many as the input has features." + (
                            f" Look for the knee: values under the red line (rtol {rtol:g}) are what the numerical rank cuts."
                            if rtol is not None else " Look for the knee where the spectrum drops: the directions a layer uses."))
 
@@ -262,7 +275,7 @@ def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
             "test acc % after rebuild": _pct(r.get("test_acc_after_rebuild")),
             f"ranks ({r.get('rank_measure', '?')})": _list(r.get("ranks")), "next widths": _list(r.get("next_widths")),
             "stop": "" if _absent(r.get("stop")) else r["stop"],
-            "cumulative time (s)": f"{r.get('cumulative_seconds', float('nan')):.2f}",
+            "cumulative time (s)": _seconds(r.get("cumulative_seconds")),
         })
     table = pd.DataFrame(rows)
     return table if (table["phase"] != "").any() else table.drop(columns="phase")  # runs from before phases
@@ -303,13 +316,15 @@ def _configuration(doc: _Document, run: RunData) -> None:
 
 # The report, top to bottom.
 SECTIONS = (_header, _missing, _depths, _run_reference, _accuracy, _widths, _rank_traces, _spectra, dynamics.fitted,
-            dynamics.movement, dynamics.hessian, _iterations, _configuration)
+            tasks.memorisation, tasks.unseen_tasks, tasks.n_delta, dynamics.movement, dynamics.hessian, _iterations,
+            _configuration)
 
 
-def render_run(run: RunFolder, out: Path) -> Path:
-    """Write the report of a run folder to out/report.md (figures in out/figures); return its path."""
+def render_run(run: RunFolder, out: Path, fmt: str = "png", dpi: float = figures.DPI) -> Path:
+    """Write the report of a run folder to out/report.md (figures in out/figures, `fmt` files at `dpi`); return
+    its path."""
     gathered = read_run(run)
-    doc = _Document(out)
+    doc = _Document(out, fmt, dpi)
     for section in SECTIONS:
         section(doc, gathered)
     return doc.write()

@@ -10,28 +10,53 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
 
 import pandas as pd
 
 from rankprune import figures
-from rankprune.report.document import _count, _Document, _list, _num, _pct
+from rankprune.report.document import _count, _Document, _list, _num, _pct, _seconds
 from rankprune.report.gather import StudyData, read_study
 from rankprune.report.reference import _reference
 
-# Units of the metrics a study can optimise (study.METRICS), for axis labels.
+# What `rankprune study classes --by` accepts (rankprune.classes.BY, which imports scipy: not at import here),
+# and what a class's trials then share: in prose, and as the legend of the rank figures.
+CLASSES_BY = {"vector": ("per-layer ranks (same depth)", "per-layer ranks"),
+              "sum": ("network ranks (sums)", "rank sum"),
+              "normalized": ("normalised network ranks", "rank / hidden width")}
+
+# Units of the metrics a study can optimise (study.METRICS), for axis labels. Accuracies are fractions in the
+# storage and percentages everywhere in the report: Optuna's plots draw them x 100 too (PERCENT).
 METRIC_UNITS = {
-    "test_acc": "fraction correct", "val_acc": "fraction correct", "train_acc": "fraction correct",
+    "test_acc": "%", "val_acc": "%", "train_acc": "%",
     "test_loss": "cross-entropy, nats", "train_loss": "cross-entropy, nats",
-    "generalisation_gap": "train - test accuracy, fraction", "network_rank_sum": "singular directions",
+    "generalisation_gap": "train - test accuracy, pp", "network_rank_sum": "singular directions",
     "network_rank_normalized": "rank / hidden width", "network_rank_min": "singular directions",
     "rank_parameters": "count", "parameters": "count", "cumulative_seconds": "s", "cumulative_flops": "FLOPs",
     "epochs": "count",
 }
+PERCENT = {"test_acc", "val_acc", "train_acc", "generalisation_gap"}
+
+# fANOVA fits a random forest to the trials; with fewer than this many trials per sampled parameter its ranking
+# is mostly noise (a study of 4 trials ranked the seed, which cannot matter, first).
+FANOVA_TRIALS_PER_PARAMETER = 10
 
 
-def _metric_label(name: str) -> str:
+def _metric_label(s: StudyData, name: str) -> str:
+    if name in PERCENT and s.metric is figures.R_SQUARED:  # a regression task's "accuracies" are R^2
+        return f"{name} (R^2 {figures.R_SQUARED.unit})"
     return f"{name} ({METRIC_UNITS[name]})" if name in METRIC_UNITS else name
+
+
+def _scale(name: str) -> float:
+    return 100.0 if name in PERCENT else 1.0
+
+
+def _classes_by(s: StudyData) -> str:
+    """How classes were formed, as the command that makes the same table."""
+    what = CLASSES_BY[s.by][0]
+    close = "are equal" if s.tol == 0 else f"differ by at most {s.tol:g} (single linkage: chained)"
+    return (f"{what} {close}: the classes of `rankprune study classes {s.study.study_name} --by {s.by} "
+            f"--tol {s.tol:g}`; this report's `--by` and `--tol` choose others")
 
 
 # --- header and what is missing --------------------------------------------------------------------
@@ -72,15 +97,19 @@ def _rank_scatter(doc: _Document, s: StudyData) -> None:
     signatures = dict(zip(s.class_table["class"], s.class_table["signature"]))
     ranks_are = ("measured ranks at saturation (a survey: each network trained once, never shrunk)" if s.mode == "survey"
                  else "convergent ranks (where the controller stopped)")
+    metric = s.metric
     doc.add("## Network rank against accuracy and generalisation", "",
             f"Network rank: the sum of the hidden layers' {ranks_are}. Equivalence class: trials whose "
-            "per-layer ranks are equal (same depth, tolerance 0; `rankprune study classes` takes others).", "")
-    doc.figure("rank-vs-test-acc", lambda: figures.rank_scatter(df, classes, signatures, "test_acc", "test accuracy (%)"),
+            f"{_classes_by(s)}.", "")
+    title = f"equivalence class: {CLASSES_BY[s.by][1]}"
+    doc.figure("rank-vs-test-acc", lambda: figures.rank_scatter(df, classes, signatures, "test_acc", metric.label("test"),
+                                                                class_title=title),
                "network rank against test accuracy",
                "Each trial's network rank against its test accuracy, coloured by equivalence class. Look for "
                "whether more rank buys accuracy, and whether a class shares an accuracy.")
-    doc.figure("rank-vs-gap", lambda: figures.rank_scatter(df, classes, signatures, "generalisation_gap",
-                                                           "generalisation gap: train - test accuracy (pp)"),
+    gap = f"generalisation gap: train - test {metric.name} ({'pp' if metric is figures.ACCURACY else metric.unit})"
+    doc.figure("rank-vs-gap", lambda: figures.rank_scatter(df, classes, signatures, "generalisation_gap", gap,
+                                                           class_title=title),
                "network rank against the generalisation gap",
                "Each trial's network rank against its generalisation gap, coloured by equivalence class. Look for "
                "a rising trend: higher-rank networks overfitting more.")
@@ -90,7 +119,8 @@ def _classes(doc: _Document, s: StudyData) -> None:
     if s.frame.empty:
         return
     table = s.class_table
-    doc.add("## Equivalence classes of measured rank" if s.mode == "survey" else "## Equivalence classes of convergent rank", "")
+    doc.add("## Equivalence classes of measured rank" if s.mode == "survey" else "## Equivalence classes of convergent rank", "",
+            f"Trials whose {_classes_by(s)}.", "")
     shown = table.assign(test_acc_mean=table["test_acc_mean"].map(_pct), test_acc_std=table["test_acc_std"].map(_pct))
     doc.table(shown.rename(columns={"test_acc_mean": "test acc % (mean)", "test_acc_std": "test acc (sd, pp)"}).astype(str))
 
@@ -145,12 +175,49 @@ def _optuna_plots(doc: _Document, s: StudyData) -> None:
             plt.close(number)
 
 
-def _optuna_figures(doc: _Document, s: StudyData) -> None:
+def _history(s: StudyData, i: int):
+    """Optuna's optimisation history of objective i, accuracies in %."""
+    from optuna.visualization import matplotlib as om
+
+    name, scale = s.names[i], _scale(s.names[i])
+    single = len(s.names) == 1
+    axes = om.plot_optimization_history(s.study, target=(lambda t: scale * t.value) if single else
+                                        (lambda t: scale * t.values[i]), target_name=name)
+    return figures.optuna_figure(axes, "trial number", _metric_label(s, name), integer_x=True)
+
+
+def _pareto(s: StudyData):
+    """Optuna's Pareto front of 2 or 3 objectives, accuracies in %."""
+    from optuna.visualization import matplotlib as om
+
+    scales = [_scale(n) for n in s.names]
+    axes = om.plot_pareto_front(s.study, target_names=s.names,
+                                targets=lambda t: tuple(k * v for k, v in zip(scales, t.values)))
+    return figures.optuna_figure(axes, *([_metric_label(s, n) for n in s.names] if len(s.names) == 2 else ()))
+
+
+def _too_few_for_fanova(n_trials: int, n_parameters: int) -> bool:
+    return n_trials < FANOVA_TRIALS_PER_PARAMETER * n_parameters
+
+
+def _importances(s: StudyData, varying: list[str]):
+    """Optuna's fANOVA importances as percentages, titled with the sample-size caveat where it applies."""
     import optuna
     from optuna.visualization import matplotlib as om
 
-    def plot(name: str, make: Callable[[], Any], alt: str, caption: str, *labels: str | None, integer_x: bool = False):
-        doc.figure(name, lambda: figures.optuna_figure(make(), *labels, integer_x=integer_x), alt, caption)
+    # fANOVA, seeded: Optuna 5's default (PED-ANOVA) ranks parameters by how they reach *low*
+    # values, which misreads a maximised objective such as test accuracy.
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    n = len(s.complete)
+    title = (f"{n} trials for {len(varying)} sampled parameters: too few to rank them (noise)"
+             if _too_few_for_fanova(n, len(varying)) else f"fANOVA over {n} trials")
+    return figures.optuna_figure(om.plot_param_importances(s.study, evaluator=evaluator),
+                                 "importance: share of the objective's variance explained (%; fANOVA, sums to 100%)",
+                                 "sampled parameter", shares=True, title=title)
+
+
+def _optuna_figures(doc: _Document, s: StudyData) -> None:
+    import optuna
 
     study, names, complete = s.study, s.names, s.complete
     doc.add("## Optuna's plots", "")
@@ -160,32 +227,27 @@ def _optuna_figures(doc: _Document, s: StudyData) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if len(names) == 1:
-            plot("optuna-history", lambda: om.plot_optimization_history(study, target_name=names[0]),
-                 f"Optuna optimisation history of {names[0]}",
-                 f"{names[0]} of each trial and the best so far, by trial number. Look for the best value "
-                 "levelling off: more trials would buy little.", "trial number", _metric_label(names[0]), integer_x=True)
+            doc.figure("optuna-history", lambda: _history(s, 0), f"Optuna optimisation history of {names[0]}",
+                       f"{names[0]} of each trial and the best so far, by trial number. Look for the best value "
+                       "levelling off: more trials would buy little.")
         else:
             for i, name in enumerate(names):
-                plot(f"optuna-history-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}",
-                     lambda i=i, name=name: om.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name),
-                     f"Optuna optimisation history of {name}",
-                     f"{name} ({study.directions[i].name.lower()}d) of each trial, by trial number. Look for whether "
-                     "later trials (the sampler's informed guesses) do better than the first.",
-                     "trial number", _metric_label(name), integer_x=True)
-            plot("optuna-pareto", lambda: om.plot_pareto_front(study, target_names=names), "Optuna Pareto front",
-                 f"Each trial by {' and '.join(names)}; highlighted: the Pareto front. Look for the trade-off along "
-                 "the front: what one objective costs in the other.",
-                 *(map(_metric_label, names) if len(names) == 2 else ()))
+                doc.figure(f"optuna-history-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}", lambda i=i: _history(s, i),
+                           f"Optuna optimisation history of {name}",
+                           f"{name} ({study.directions[i].name.lower()}d) of each trial, by trial number. Look for "
+                           "whether later trials (the sampler's informed guesses) do better than the first.")
+            doc.figure("optuna-pareto", lambda: _pareto(s), "Optuna Pareto front",
+                       f"Each trial by {' and '.join(names)}; highlighted: the Pareto front. Look for the trade-off "
+                       "along the front: what one objective costs in the other.")
         varying = [k for k in {k for t in complete for k in t.params} if len({repr(t.params.get(k)) for t in complete}) > 1]
         if len(complete) >= 2 and varying:
-            # fANOVA, seeded: Optuna 5's default (PED-ANOVA) ranks parameters by how they reach *low*
-            # values, which misreads a maximised objective such as test accuracy.
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            plot("optuna-importances", lambda: om.plot_param_importances(study, evaluator=evaluator),
-                 "Optuna hyperparameter importances",
-                 "How much of each objective's variance each sampled parameter explains (fANOVA). Look for the "
-                 "parameter that moves the objective; with few trials this is a rough guide.",
-                 "importance: share of the objective's variance explained (fANOVA; sums to 1)", "sampled parameter")
+            caveat = (f" **Caveat: {len(complete)} completed trials for {len(varying)} sampled parameters, fewer than "
+                      f"{FANOVA_TRIALS_PER_PARAMETER} per parameter: fANOVA's random forest then ranks noise, and a "
+                      "parameter that cannot matter (a seed) can come first. Read it as a hint of what to sample, not "
+                      "a finding.**" if _too_few_for_fanova(len(complete), len(varying)) else "")
+            doc.figure("optuna-importances", lambda: _importances(s, varying), "Optuna hyperparameter importances",
+                       "How much of each objective's variance each sampled parameter explains (fANOVA). Look for the "
+                       "parameter that moves the objective." + caveat)
         else:
             doc.add(f"*Figure not drawn (hyperparameter importances): needs at least 2 completed trials whose "
                     f"parameters vary; this study has {len(complete)} completed, {len(varying)} varying parameter(s).*", "")
@@ -203,7 +265,7 @@ def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
             "train acc %": _pct(r["train_acc"]), "test acc %": _pct(r["test_acc"]), "gap (pp)": _pct(r["generalisation_gap"]),
             **{c.removeprefix("param_"): _num(r[c]) for c in params},
             "iterations": _num(r["iterations"]), "stop": r["stop_reason"],
-            "cumulative time (s)": f"{r['cumulative_seconds']:.1f}",
+            "cumulative time (s)": _seconds(r["cumulative_seconds"]),
         })
     return pd.DataFrame(rows)
 
@@ -265,10 +327,12 @@ SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _study_referenc
             _failed)
 
 
-def render_study(study, out: Path, storage: str) -> Path:
-    """Write the report of an Optuna study to out/report.md (figures in out/figures); return its path."""
-    gathered = read_study(study, storage)
-    doc = _Document(out)
+def render_study(study, out: Path, storage: str, by: str = "vector", tol: float = 0.0, fmt: str = "png",
+                 dpi: float = figures.DPI) -> Path:
+    """Write the report of an Optuna study to out/report.md (figures in out/figures, `fmt` files at `dpi`), its
+    equivalence classes formed `by` within `tol` as `rankprune study classes` forms them; return its path."""
+    gathered = read_study(study, storage, by, tol)
+    doc = _Document(out, fmt, dpi)
     for section in SECTIONS:
         section(doc, gathered)
     return doc.write()

@@ -1,0 +1,75 @@
+"""The report's sections for what a task knob adds to a run: memorisation of random labels (--label-noise),
+accuracy on unseen tasks (--tasks) and N_Delta under the quadratic hinge (--loss hinge). Each draws from the
+columns its knob makes the run record, and adds nothing to a run without them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rankprune import figures_dynamics
+from rankprune.report.document import _Document
+from rankprune.report.gather import RunData
+
+__all__ = ["memorisation", "unseen_tasks", "n_delta"]
+
+
+def _recorded(table: pd.DataFrame, *columns: str) -> bool:
+    """Whether the table has every column with at least one value (runs without the knob have none)."""
+    return not table.empty and all(c in table and table[c].notna().any() for c in columns)
+
+
+def _chance(run: RunData) -> float | None:
+    """Accuracy of a uniform guess, 1 / classes, where the run recorded its class count (data.json)."""
+    classes = (run.described or {}).get("n_classes")
+    return 1 / classes if classes else None
+
+
+def memorisation(doc: _Document, run: RunData) -> None:
+    it = run.iterations
+    if not _recorded(it, "train_acc_relabelled", "train_acc_clean"):
+        return
+    noise = run.data.get("label_noise", "?")
+    relabelled = ((run.described or {}).get("label_noise") or {}).get("relabelled")
+    doc.add("## Memorisation of random labels", "")
+    doc.figure("memorisation", lambda: figures_dynamics.accuracies_per_iteration(it, [
+        ("train_acc_clean", "training: clean rows"),
+        ("train_acc_relabelled", "training: relabelled rows,\nagainst their random label"),
+        ("train_acc_relabelled_true", "training: relabelled rows,\nagainst their true label"),
+        ("test_acc", "test"),
+    ], _chance(run)), "training accuracy on clean and relabelled rows per iteration",
+        f"Label noise {noise}: {f'{relabelled:,} ' if relabelled else ''}training rows carry a uniformly random class. "
+        "Accuracy at the end of each iteration on the clean training rows, on the relabelled rows against the random "
+        "label they were trained on (memorisation: at chance unless the network memorises them) and against their "
+        "true label, and on the test set; a star marks the anneal. Look for memorisation rising as the network "
+        "shrinks or anneals, and the test accuracy falling with it.")
+
+
+def unseen_tasks(doc: _Document, run: RunData) -> None:
+    it = run.iterations
+    if not _recorded(it, "test_acc_unseen_tasks"):
+        return
+    doc.add("## Accuracy on unseen tasks", "")
+    doc.figure("unseen-tasks", lambda: figures_dynamics.accuracies_per_iteration(it, [
+        ("train_acc", "training (seen tasks)"),
+        ("test_acc", "test, seen tasks"),
+        ("test_acc_unseen_tasks", "test, unseen tasks"),
+    ], _chance(run)), "test accuracy on seen and unseen tasks per iteration",
+        f"{run.data.get('tasks', '?')} augmented tasks (a seeded projection of the input and a permutation of the "
+        "labels each): accuracy at the end of each iteration on the training set and the test set, whose rows carry "
+        "the tasks trained on, and on test rows of as many tasks never trained on; a star marks the anneal. Look for "
+        "unseen-task accuracy above chance: learning in context, which a plain network should not show.")
+
+
+def n_delta(doc: _Document, run: RunData) -> None:
+    epochs, it = run.epochs, run.iterations
+    if not _recorded(epochs, "n_delta") or not _recorded(it, "n_delta_per_parameter"):
+        return
+    n_train = (run.described or {}).get("n_train")
+    doc.add("## Unsatisfied margins (N_Delta)", "")
+    doc.figure("n-delta", lambda: figures_dynamics.n_delta_across_training(epochs, it, n_train),
+               "N_Delta per epoch and N_Delta / N per iteration",
+               "The quadratic hinge's N_Delta, the training samples with at least one unsatisfied margin: per epoch "
+               "(a marker ends each iteration), and per parameter at the end of each iteration, against the dashed "
+               "line N_Delta = N of the jamming transition; a star marks the anneal. Look for N_Delta / N crossing 1 "
+               "as the network shrinks: below the line the loss can reach zero, above it the network is too small "
+               "to fit every margin.")
