@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rankprune.config import ConfigError, RunConfig
-from rankprune.runfolder import CONFIG, DATA, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, default_run_folder, settings_key
+from rankprune.runfolder import CONFIG, DATA, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, default_run_folder
 
 __all__ = ["Run", "Replicates", "NormalisedNetwork", "run", "run_seeds", "run_tensors", "open_run", "load_network"]
 
@@ -78,51 +78,45 @@ class NormalisedNetwork(nn.Module):
         return self.network((x - self.mean) / self.std)
 
 
-def _execute(cfg: RunConfig, data, out: str | Path | None, resume: bool, overwrite: bool, progress: bool) -> Run:
-    """What `rankprune evolve` does after parsing: the same folder rules, lock, lifecycle and controller."""
-    from rich.console import Console
-
-    from rankprune.evolve import NullReporter, evolve
-    from rankprune.live import LiveReporter
-    from rankprune.provenance import environment
-
+def _messages(progress: bool):
+    """Where the lifecycle's lines go from Python: the folder and sizes to stderr with progress on, warnings as
+    Python warnings (a notebook shows them once; a script can filter them)."""
     import warnings
 
-    from rankprune.data import small_validation_warning
+    from rich.console import Console
 
-    from rankprune.models import get_family
+    console = Console(stderr=True) if progress else None
+    say = (lambda line: console.print(line, soft_wrap=True, markup=False)) if console is not None else None
+    return console, say, lambda line: warnings.warn(line, stacklevel=4)
+
+
+def _execute(cfg: RunConfig, data, out: str | Path | None, resume: bool, overwrite: bool, progress: bool) -> Run:
+    """What `rankprune evolve` does after parsing: job.execute, the one lifecycle (checks, folder rules, lock,
+    resume rule, status, signals, disk errors) and the controller."""
+    from rankprune.job import Job, execute
+    from rankprune.live import LiveReporter
 
     cfg = cfg.validate().resolved()
-    get_family(cfg.model.family).check_input(data.input_shape)  # a CNN needs images: fail before writing
-    message = small_validation_warning(data)
-    if message:
-        warnings.warn(message, stacklevel=3)
-    folder = RunFolder.check(out if out is not None else default_run_folder(cfg.to_dict()), resume=resume, overwrite=overwrite)
-    changed = False
-    if resume:  # as the CLI: only the settings that do not change what is computed may differ
-        stored = RunConfig.from_stored(folder.read(CONFIG))
-        if settings_key(stored.to_dict()) != settings_key(cfg.to_dict()) or cfg.evolve.max_iterations < stored.evolve.max_iterations:
-            raise ConfigError(f"cannot resume {folder.path} with another config (only data_dir, download and a larger "
-                              "max_iterations may change); give another out")
-        changed = stored != cfg
-    with folder.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(), resume=resume,
-                        overwrite=overwrite, config_changed=changed):
-        if progress:
-            with LiveReporter(cfg, Console(stderr=True)) as live:
-                evolve(cfg, data, folder, live)
-        else:
-            evolve(cfg, data, folder, NullReporter())
-    return Run(folder.path)
+    folder = Path(out) if out is not None else default_run_folder(cfg.to_dict())
+    console, say, warn = _messages(progress)
+    reporters, contexts = None, ()
+    if console is not None:
+        live = LiveReporter(cfg, console)
+        reporters, contexts = [live], [lambda: live]
+    execute([Job(cfg, folder, resume=resume, overwrite=overwrite)], data=data, reporters=reporters, contexts=contexts,
+            say=say, warn=warn)
+    return Run(folder)
 
 
 def run(config: RunConfig | None = None, out: str | Path | None = None, *, resume: bool = False,
         overwrite: bool = False, progress: bool = True) -> Run:
     """Run the controller as `rankprune evolve` does, on the config's dataset (downloaded through torchvision
-    unless config.data.download is False). `out`: the run folder (default runs/evolve-DATASET-HASH)."""
-    from rankprune import data as data_mod
-
+    unless config.data.download is False). `out`: the run folder (default runs/evolve-DATASET-HASH). `resume`
+    continues the folder under its stored config; `config` may then differ only where `rankprune evolve --resume`
+    accepts another value (data_dir, download, a larger max_iterations, the device), and a ConfigError names
+    every other difference."""
     cfg = (config or RunConfig()).validate()
-    return _execute(cfg, data_mod.load(cfg.data, cfg.data_seed, cfg.device), out, resume, overwrite, progress)
+    return _execute(cfg, None, out, resume, overwrite, progress)
 
 
 @dataclass(frozen=True)
@@ -158,18 +152,24 @@ def run_seeds(config: RunConfig | None = None, seeds=(0, 1, 2), out: str | Path 
               overwrite: bool = False, progress: bool = True, batch_members: int | None = None) -> Replicates:
     """`rankprune evolve --seeds`: the config once per seed, sharing the data of config.data.seed (default the
     first seed), trained together in batches; one folder (default runs/evolve-DATASET-HASH of the config and
-    seeds) with a run folder per seed."""
-    from rich.console import Console
-
+    seeds) with a run folder per seed. `resume` continues `out` under its stored config and seeds."""
+    from rankprune.job import resume_config
     from rankprune.live import ReplicasReporter
-    from rankprune.replicates import parse_seeds, run_replicates
+    from rankprune.replicates import parse_seeds, resume_base, run_replicates
 
     seeds = parse_seeds(",".join(str(int(s)) for s in seeds)) if seeds else parse_seeds("")
     cfg = (config or RunConfig()).validate().resolved()
     cfg = cfg.replace(data={"seed": cfg.data.seed if cfg.data.seed is not None else seeds[0]})
     root = Path(out) if out is not None else default_run_folder({**cfg.to_dict(), "seeds": seeds})
-    live = ReplicasReporter(cfg, seeds, Console(stderr=True)) if progress else None
-    run_replicates(cfg, seeds, root, resume=resume, overwrite=overwrite, max_members=batch_members, live=live)
+    if resume:
+        stored_seeds, stored = resume_base(root)
+        if stored_seeds != seeds:
+            raise ConfigError(f"cannot resume {root} with other seeds (it has {stored_seeds})")
+        cfg = resume_config(stored.resolved(), cfg, root)
+    console, say, warn = _messages(progress)
+    live = ReplicasReporter(cfg, seeds, console) if console is not None else None
+    run_replicates(cfg, seeds, root, resume=resume, overwrite=overwrite, max_members=batch_members, live=live,
+                   say=say, warn=warn)
     return Replicates(root, tuple(seeds))
 
 

@@ -7,12 +7,8 @@ complaint, reshaped to one line) before anything is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -219,130 +215,65 @@ def _resolve_device(name: str | None) -> str:
     return name
 
 
-def _stored_config(run) -> RunConfig:
-    """A run folder's config.json as a RunConfig; a truncated, foreign or mistyped one is a ConfigError."""
-    from rankprune.runfolder import CONFIG
-
-    try:
-        stored = run.read(CONFIG)
-    except (ValueError, UnicodeDecodeError):
-        raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not valid JSON (truncated or edited?)") from None
-    if not isinstance(stored, dict):
-        raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not a rankprune config")
-    try:
-        return RunConfig.from_stored(stored).validate()
-    except (ConfigError, TypeError) as exc:
-        raise ConfigError(f"cannot resume {run.path}: its {CONFIG} is not a usable rankprune config ({exc})") from None
-
-
 def _resume_config(args: argparse.Namespace, stored: RunConfig, path: Path) -> RunConfig:
-    """The stored config, with what the user typed again accepted where it agrees and refused where it
-    conflicts (every conflicting flag named at once). Only runfolder.RESUMABLE settings may change, and the
-    iteration cap only upwards."""
-    from rankprune.runfolder import RESUMABLE
+    """The stored config with what the user typed again: job.resume_config, the one resume rule, with each
+    conflicting setting named by the flag (or --config key) that set it."""
+    from rankprune.job import resume_config
 
     changes, top, where = _typed_changes(args)
-    conflicts, accepted = [], {}
-    for section, values in [*changes.items(), (None, top)]:
-        for key, value in values.items():
-            now = getattr(getattr(stored, section), key) if section else getattr(stored, key)
-            given = tuple(value) if isinstance(now, tuple) else value
-            if given == now:
-                continue
-            if (section, key) == ("evolve", "max_iterations") and value < now:
-                conflicts.append(f"{where[(section, key)]} {value} (the run has {now}; it can only grow)")
-            elif (section, key) in RESUMABLE:
-                accepted.setdefault(section, {})[key] = value
-            else:
-                shown = list(now) if isinstance(now, tuple) else now
-                conflicts.append(f"{where[(section, key)]} {value if not isinstance(value, tuple) else list(value)} "
-                                 f"(the run has {shown})")
-    if conflicts:
-        raise ConfigError(f"cannot resume {path} with other settings: {'; '.join(conflicts)}; "
-                          "drop them, or start a new run with another --out")
-    return stored.replace(**accepted)
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (what batch schedulers and `kill` send) unwinds like Ctrl-C, so finished work is kept and the
-    folder says interrupted; the handler before it is back afterwards (main() may run inside a notebook)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is; the process exits 143 (128 + SIGTERM) rather than 130."""
+    return resume_config(stored, stored.replace(**changes, **top), path, names=where)
 
 
 def _interrupted_exit(exc: BaseException) -> int:
+    from rankprune.job import Terminated
+
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
+def _stdout_console():
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=140)  # logs and pipes: wide enough that tables never fold
+
+
 def _run_evolve(args: argparse.Namespace) -> int:
-    from rankprune.replicates import is_replicates_folder
-    from rankprune.runfolder import DEPTHS, RunFolder, default_run_folder
+    from rich.console import Console
+
+    from rankprune.job import Job, execute, stored_config
+    from rankprune.live import LiveReporter, summary_table
+    from rankprune.runfolder import DEPTHS, RunFolder, default_run_folder, is_replicates_folder
 
     _at_least_one(("--batch-members", args.batch_members))
     if args.seeds is not None or (args.resume and args.out and is_replicates_folder(args.out)):
         return _run_replicates(args)
+    if args.batch_members is not None:
+        raise ConfigError("--batch-members applies to replicates (--seeds)")
     if args.resume:
-        out = args.out or default_run_folder(_evolve_config(args).to_dict())
-        if not args.out and not Path(out).exists():
+        out = Path(args.out or default_run_folder(_evolve_config(args).to_dict()))
+        if not args.out and not out.exists():
             raise ConfigError(f"no run with these settings at {out} (the default folder); "
                               "to continue a run made with other settings, give it with --out")
-        run = RunFolder.check(out, resume=True, overwrite=args.overwrite)
-        stored = _stored_config(run)
-        cfg = _resume_config(args, stored, run.path)
+        RunFolder.check(out, resume=True, overwrite=args.overwrite)  # a missing or foreign folder: its own message
+        cfg = _resume_config(args, stored_config(out), out)
         cfg = cfg.replace(device=_resolve_device(args.device or cfg.device)).validate()
     else:
-        stored = None
         cfg = _evolve_config(args)
         cfg = cfg.replace(device=_resolve_device(args.device)).validate()
-        run = RunFolder.check(args.out or default_run_folder(cfg.to_dict()), resume=False, overwrite=args.overwrite)
-
-    # Load data before writing anything: missing data must leave no half-made run folder behind.
-    from rankprune import data as data_mod
-    from rankprune.evolve import checked_data
-
-    data = checked_data(cfg)
-
-    from rich.console import Console
-
-    from rankprune.evolve import evolve
-    from rankprune.live import LiveReporter, summary_table
-    from rankprune.provenance import environment
+        out = Path(args.out or default_run_folder(cfg.to_dict()))
 
     console = Console(stderr=True)
-    session = run.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(), resume=args.resume,
-                          overwrite=args.overwrite, config_changed=args.resume and cfg != stored)
+    job = Job(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    live = LiveReporter(cfg, console)
     try:
-        with session:
-            console.print(f"run folder: {run.path}")
-            warning = data_mod.small_validation_warning(data)
-            if warning:
-                console.print(f"warning: {warning}", soft_wrap=True)
-            with LiveReporter(cfg, console) as live:
-                evolve(cfg, data, run, live)
+        execute([job], reporters=[live], contexts=[lambda: live], say=lambda line: console.print(line, soft_wrap=True, markup=False),
+                warn=lambda line: console.print(f"warning: {line}", soft_wrap=True, markup=False))
     except KeyboardInterrupt as exc:
-        console.print(f"interrupted; finished epochs and iterations are in {run.path}. "
-                      f"Continue with: rankprune evolve --out {run.path} --resume", soft_wrap=True)
+        console.print(f"interrupted; finished epochs and iterations are in {out}. "
+                      f"Continue with: rankprune evolve --out {out} --resume", soft_wrap=True)
         return _interrupted_exit(exc)
-    out = Console()
-    if not out.is_terminal:  # logs and pipes: wide enough that the table never folds
-        out = Console(width=140)
-    out.print(summary_table(run.read(DEPTHS, {})))
-    console.print(f"results: {run.path}")
+    _stdout_console().print(summary_table(RunFolder(out).read(DEPTHS, {})))
+    console.print(f"results: {out}")
     return 0
 
 
@@ -351,18 +282,17 @@ def _run_replicates(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rankprune.live import ReplicasReporter, replicates_table
-    from rankprune.replicates import parse_seeds, read_replicates, run_replicates, seed_folder
+    from rankprune.replicates import parse_seeds, resume_base, run_replicates, seed_folder
     from rankprune.runfolder import default_run_folder
 
     if args.resume:
         if not args.out:
             raise ConfigError("--resume of replicates needs the folder: give --out")
         root = Path(args.out)
-        doc = read_replicates(root)
-        if args.seeds is not None and parse_seeds(args.seeds) != doc["seeds"]:
-            raise ConfigError(f"cannot resume {root} with other --seeds (it has {doc['seeds']})")
-        seeds = doc["seeds"]
-        base = _resume_config(args, RunConfig.from_stored(doc["config"]).validate(), root)
+        seeds, stored = resume_base(root)
+        if args.seeds is not None and parse_seeds(args.seeds) != seeds:
+            raise ConfigError(f"cannot resume {root} with other --seeds (it has {seeds})")
+        base = _resume_config(args, stored, root)
     else:
         seeds = parse_seeds(args.seeds)
         if args.seed is not None:
@@ -375,15 +305,13 @@ def _run_replicates(args: argparse.Namespace) -> int:
     live = ReplicasReporter(base, seeds, console)
     try:
         summary = run_replicates(base, seeds, root, resume=args.resume, overwrite=args.overwrite, max_members=args.batch_members,
-                                 live=live, announce=lambda: console.print(f"replicates folder: {root}"))
+                                 live=live, say=lambda line: console.print(line, soft_wrap=True, markup=False),
+                                 warn=lambda line: console.print(f"warning: {line}", soft_wrap=True, markup=False))
     except KeyboardInterrupt as exc:
         console.print(f"interrupted; finished epochs and iterations are in {root}. "
                       f"Continue with: rankprune evolve --out {root} --resume", soft_wrap=True)
         return _interrupted_exit(exc)
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=140)
-    out.print(replicates_table(summary))
+    _stdout_console().print(replicates_table(summary))
     console.print(f"results: {root} ({', '.join(p.name for p in (seed_folder(root, s) for s in seeds))})")
     return 0
 
@@ -395,8 +323,12 @@ def _add_study(sub) -> None:
 
     r = ssub.add_parser("run", help="run (or continue) the study a TOML file declares")
     r.add_argument("file", help="study file, e.g. studies/problem1_random_architectures.toml")
-    r.add_argument("--n-trials", type=int, help="trials this process runs (default: the file's n_trials)")
+    r.add_argument("--n-trials", type=int, help="trials this process runs (default: the file's n_trials, unless --until is given)")
+    r.add_argument("--until", type=int, metavar="N", help="run until the study holds N complete trials in all, "
+                                                          "whichever worker ran them (with --n-trials: at most that many here)")
     r.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    r.add_argument("--allow-other-tables", action="store_true",
+                   help="store the study in a database that also holds tables which are not Optuna's (refused otherwise)")
     r.add_argument("--study-name", help="name in the storage (default: the file's)")
     r.add_argument("--seed", type=int, help="sampler seed (default: the file's)")
     r.add_argument("--root", default="runs", help="folder for trial run folders and the default storage (runs)")
@@ -451,11 +383,16 @@ def _run_study(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from rankprune.study import default_storage, open_storage, parse_spec, run_study
+    from rankprune.study import SAMPLER_SEED_MAX, StudyStalled, check_storage, default_storage, parse_spec, run_study
+    from rankprune.units import seconds
 
+    # Everything is checked before anything is created: the file, the flags, the storage (only read), the data.
     spec = parse_spec(args.file)
-    _at_least_one(("--n-trials", args.n_trials), ("--batch", args.batch), ("--batch-members", args.batch_members))
-    if args.study_name is not None and not all(c.isalnum() or c in "._-" for c in args.study_name):
+    _at_least_one(("--n-trials", args.n_trials), ("--until", args.until), ("--batch", args.batch),
+                  ("--batch-members", args.batch_members))
+    if args.seed is not None and not 0 <= args.seed <= SAMPLER_SEED_MAX:
+        raise ConfigError(f"--seed must be an integer from 0 to {SAMPLER_SEED_MAX}, got {args.seed}")
+    if args.study_name is not None and not (args.study_name and all(c.isalnum() or c in "._-" for c in args.study_name)):
         raise ConfigError(f"study name {args.study_name!r} may hold only letters, digits, '.', '_' and '-'")
     if args.heartbeat is not None:
         if args.heartbeat < 1:
@@ -468,15 +405,16 @@ def _run_study(args: argparse.Namespace) -> int:
         if args.no_download:
             data["download"] = False
         spec = dataclasses.replace(spec, base={**spec.base, "data": data})
+    url = args.storage or default_storage(args.root)
+    check_storage(url, args.allow_other_tables)  # a bad URL, or someone else's tables, before any data is loaded
     from rankprune import data as data_mod
 
     try:  # missing data fails here, before the storage is created
         splits = data_mod.load(RunConfig.from_dict(spec.base).data, seed=0)
     except data_mod.DataError as exc:
         raise ConfigError(f"{exc}; give --data-dir DIR, or set dataset = \"digits\" in the file's [base.data] table") from None
-    url = args.storage or default_storage(args.root)
-    open_storage(url)  # so does a bad URL, before any trial runs
-    n_trials = args.n_trials or spec.n_trials
+    # without --until, the file's n_trials; what is left of it is what a continue command asks for
+    n_trials = args.n_trials if args.n_trials is not None or args.until is not None else spec.n_trials
     name = args.study_name or spec.name
 
     from rich.console import Console
@@ -487,17 +425,31 @@ def _run_study(args: argparse.Namespace) -> int:
     progress = Progress(TextColumn(f"study {name} ({spec.mode})"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console)
     task = progress.add_task("trials", total=n_trials)
+    finished = 0  # trials of this process that ended other than by the interruption
+
+    def on_start(planned: int, retried: list[int]) -> None:
+        progress.update(task, total=planned)
+        if args.until is not None and planned == 0:
+            progress.console.print(f"study {name} already holds {args.until} complete trials or more (--until {args.until})")
+        if retried:
+            progress.console.print(f"retrying {len(retried)} interrupted trial(s) first, with the same parameters: "
+                                   + ", ".join(f"#{n}" for n in retried), soft_wrap=True)
 
     def after_trial(study, trial) -> None:
-        progress.advance(task)
+        nonlocal finished
         a = trial.user_attrs
+        interrupted = trial.state == optuna.trial.TrialState.FAIL and str(a.get("fail_reason", "")).startswith("interrupted")
+        finished += not interrupted
+        progress.advance(task)
+        retry = f" (retry of #{a['retry_of']})" if "retry_of" in a else ""
         if trial.state == optuna.trial.TrialState.COMPLETE:
             progress.console.print(
-                f"trial {trial.number}: {a['initial_widths']} -> ranks {a['ranks']}  test {a['test_acc']:.4f} "
+                f"trial {trial.number}{retry}: {a['initial_widths']} -> ranks {a['ranks']}  test {a['test_acc']:.4f} "
                 f"train {a['train_acc']:.4f}  rank sum {a['network_rank_sum']} ({a['network_rank_normalized']:.3f})  "
-                f"{a['cumulative_seconds']:.1f} s", soft_wrap=True)
+                f"{seconds(a['cumulative_seconds'])} s", soft_wrap=True)
         else:
-            progress.console.print(f"trial {trial.number} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}", soft_wrap=True)
+            progress.console.print(f"trial {trial.number}{retry} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}",
+                                   soft_wrap=True)
 
     console.print(f"storage: {url}")
     warning = data_mod.small_validation_warning(splits)
@@ -506,28 +458,45 @@ def _run_study(args: argparse.Namespace) -> int:
     try:
         with progress:
             study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial],
-                              batch=args.batch, max_members=args.batch_members)
+                              batch=args.batch, max_members=args.batch_members, until=args.until,
+                              allow_other_tables=args.allow_other_tables, on_start=on_start)
     except KeyboardInterrupt as exc:
-        console.print("interrupted; finished trials stay in the study, the interrupted one is marked failed. "
-                      f"Continue with: {_study_resume_command(args)}", soft_wrap=True)
+        left = None if n_trials is None else max(1, n_trials - finished)
+        console.print("interrupted; finished trials stay in the study, the interrupted ones are marked failed and are "
+                      f"retried when it continues. Continue with: {_study_resume_command(args, left)}", soft_wrap=True)
         return _interrupted_exit(exc)
+    except StudyStalled as exc:
+        console.print(f"stopped: {exc}", soft_wrap=True)
+        return 1
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     console.print(f"study {name}: {states.count('COMPLETE')} complete, {states.count('FAIL')} failed, "
                   f"{len(states)} trials in all")
     return 0
 
 
-def _study_resume_command(args: argparse.Namespace) -> str:
-    """The `study run` command line that continues this one: every flag that changes where or what it runs."""
+# `study run`'s options besides --n-trials as (flag, attribute, default): a continue command repeats every one given.
+_STUDY_RUN_OPTIONS = (
+    ("--study-name", "study_name", None), ("--root", "root", None), ("--storage", "storage", None),
+    ("--allow-other-tables", "allow_other_tables", False), ("--data-dir", "data_dir", None),
+    ("--no-download", "no_download", False), ("--seed", "seed", None), ("--heartbeat", "heartbeat", None),
+    ("--until", "until", None), ("--batch", "batch", 1), ("--batch-members", "batch_members", None),
+)
+
+
+def _study_resume_command(args: argparse.Namespace, n_trials_left: int | None) -> str:
+    """The `study run` command line that continues this one: every option given, and --n-trials with the trials
+    not yet run (the interrupted ones, retried first, are among them); --until is a total and stays as it was."""
     import shlex
 
     parts = ["rankprune", "study", "run", args.file]
-    for flag, value in (("--study-name", args.study_name), ("--root", args.root), ("--storage", args.storage),
-                        ("--data-dir", args.data_dir), ("--seed", args.seed), ("--heartbeat", args.heartbeat)):
-        if value is not None:
+    if n_trials_left is not None:
+        parts += ["--n-trials", str(n_trials_left)]
+    for flag, attribute, default in _STUDY_RUN_OPTIONS:
+        value = getattr(args, attribute)
+        if value is True:
+            parts.append(flag)
+        elif value is not None and value is not False and value != default:
             parts += [flag, str(value)]
-    if args.no_download:
-        parts.append("--no-download")
     return shlex.join(parts)
 
 
@@ -642,8 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from rankprune.job import interrupts_on_sigterm
+
     try:
-        with _sigterm_as_interrupt():
+        with interrupts_on_sigterm():
             return args.handler(args)
     except ConfigError as exc:
         print(f"rankprune {args.command}: error: {exc}", file=sys.stderr)

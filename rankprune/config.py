@@ -43,6 +43,10 @@ REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
 PASS = "pass"  # samples_per_epoch: one pass over the data used
 LOSS_NAMES = ("cross-entropy", "hinge", "mse")  # losses.LOSSES implements each
+# A plain MLP or CNN (no residual connections, no normalisation) does not train at hundreds of layers; a depth
+# beyond this is a typo (`--layers 1..100000`), and planning its network alone would take minutes.
+MAX_DEPTH = 1000
+MAX_RANGE = 100_000  # values one `A..B` range may give (--layers, --seeds)
 MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**63); JSON and SQLite store it exactly
 
 
@@ -236,6 +240,9 @@ class EvolveConfig:
             raise ConfigError("give at least one depth in --layers")
         if any(d < 1 for d in self.layers):
             raise ConfigError(f"every depth must be at least 1, got {list(self.layers)}")
+        if max(self.layers) > MAX_DEPTH:
+            raise ConfigError(f"depth {max(self.layers)} is more than {MAX_DEPTH:,} hidden layers, deeper than any "
+                              "network this controller can train without residual connections; give depths up to that")
         if self.max_iterations < 1:
             raise ConfigError(f"max iterations must be at least 1, got {self.max_iterations}")
         if not 0 <= self.max_drop <= 1:
@@ -403,13 +410,19 @@ def _build(kind: type, values: dict[str, Any], section: str, base: Any = None):
     return dataclasses.replace(base, **values) if base is not None else kind(**values)
 
 
+class RangeError(ValueError):
+    """A range that parses but cannot be used (backwards, or too long): its message says which."""
+
+
 def parse_integers(text: str) -> list[int]:
     """`2..5` -> [2, 3, 4, 5]; `2,3,5` -> [2, 3, 5]; `4` -> [4]. ValueError on anything else (a range backwards too)."""
     text = text.strip()
     if ".." in text:
         lo, hi = (int(x) for x in text.split(".."))
         if lo > hi:
-            raise ValueError(f"{text!r} runs backwards")
+            raise RangeError(f"{text!r} runs backwards")
+        if hi - lo >= MAX_RANGE:  # `1..10**18` must be an error, not a list that fills the memory
+            raise RangeError(f"{text!r} spans more than {MAX_RANGE:,} values")
         return list(range(lo, hi + 1))
     return [int(x) for x in text.split(",")]
 
@@ -419,10 +432,14 @@ def parse_layers(text: str) -> tuple[int, ...]:
     text = text.strip()
     try:
         depths = tuple(parse_integers(text))
+    except RangeError as exc:
+        raise ConfigError(f"bad --layers: {exc}") from None
     except ValueError:
         raise ConfigError(f"bad --layers {text!r}: use a range like 2..5, a list like 2,3,5, or one depth like 4") from None
     if any(d < 1 for d in depths):
         raise ConfigError(f"bad --layers {text!r}: every depth must be at least 1")
+    if any(d > MAX_DEPTH for d in depths):
+        raise ConfigError(f"bad --layers {text!r}: depths go up to {MAX_DEPTH:,} hidden layers")
     if len(set(depths)) != len(depths):
         raise ConfigError(f"bad --layers {text!r}: a depth appears twice")
     return depths
@@ -436,6 +453,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give a TOML file") from None
+    except OSError as exc:  # unreadable: permissions, an I/O error
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets a decoding error through as it is
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML in {path}: {exc}") from None
 

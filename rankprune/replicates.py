@@ -1,28 +1,34 @@
 """Replicates of one configuration (`rankprune evolve --seeds 0..4`): one folder holding a run folder per seed
 (seed-S/, each a complete run folder whose every table row also carries its seed), and replicates.json with
-the seeds, the shared data seed, and per depth every seed's result with the mean and spread.
+the seeds, the shared data seed, the batch size asked for, and per depth every seed's result with the mean and
+spread.
 
 The replicates share one data draw (config data.seed, default the first seed: the same split, label noise and
-tasks) and differ in initialisation and data order, so they train as one batch (ensemble.py); each seed's
-folder equals a single run with `--seed S --data-seed D`. `run_replicates` makes or resumes such a folder and
-runs every seed through the lockstep controller (evolve.evolve_together); the CLI and the API call it.
+tasks) and differ in initialisation and data order, so they train as one batch (ensemble.py). What is exact and
+what is not: the same command, batched the same way, gives the same numbers, also when it was interrupted and
+resumed (evolve.rewind_to_complete_round); with `--batch-members 1` every seed trains alone and its folder is
+exactly the single run `--seed S --data-seed D`; batched, a seed's numbers differ from that single run's in the
+order of floating-point sums, which SGD amplifies, so the two are equal in distribution, not in value (README).
+`run_replicates` makes or resumes such a folder through the one lifecycle (job.execute); the CLI and the API
+call it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from rankprune.config import parse_integers
+from rankprune.config import RangeError, RunConfig, parse_integers
 from rankprune.errors import ConfigError
-from rankprune.runfolder import CONFIG, DEPTHS, RunFolder, RunFolderError, write_json_atomic
+from rankprune.runfolder import (DEPTHS, REPLICATES, RunFolder, RunFolderError, check_writable, holds_nothing,
+                                 is_replicates_folder, is_result, remove_result, write_json_atomic)
 
 __all__ = ["REPLICATES", "parse_seeds", "seed_folder", "is_replicates_folder", "read_replicates", "write_replicates",
-           "summarise", "spread", "run_replicates"]
+           "summarise", "spread", "run_replicates", "resume_base"]
 
-REPLICATES = "replicates.json"
 MAX_REPLICATES = 4096
 
 
@@ -31,6 +37,8 @@ def parse_seeds(text: str) -> list[int]:
     text = text.strip()
     try:
         seeds = parse_integers(text)
+    except RangeError as exc:
+        raise ConfigError(f"bad --seeds: {exc}") from None
     except ValueError:
         raise ConfigError(f"bad --seeds {text!r}: use a range like 0..4 or a list like 0,3,7") from None
     if any(s < 0 for s in seeds):
@@ -46,10 +54,6 @@ def seed_folder(root: str | Path, seed: int) -> Path:
     return Path(root) / f"seed-{seed}"
 
 
-def is_replicates_folder(path: str | Path) -> bool:
-    return (Path(path) / REPLICATES).is_file()
-
-
 def read_replicates(root: str | Path) -> dict:
     try:
         doc = json.loads((Path(root) / REPLICATES).read_text())
@@ -58,6 +62,15 @@ def read_replicates(root: str | Path) -> dict:
     if not isinstance(doc, dict) or not isinstance(doc.get("seeds"), list):
         raise ConfigError(f"{root}: its {REPLICATES} is not a rankprune replicates file")
     return doc
+
+
+def resume_base(root: str | Path) -> tuple[list[int], RunConfig]:
+    """The seeds and the shared config a replicates folder was made with, to resume it."""
+    doc = read_replicates(root)
+    try:
+        return doc["seeds"], RunConfig.from_stored(doc["config"]).validate()
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ConfigError(f"cannot resume {root}: its {REPLICATES} holds no usable config ({exc})") from None
 
 
 def write_replicates(root: str | Path, doc: dict) -> None:
@@ -103,54 +116,69 @@ def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
     return out
 
 
-def run_replicates(base, seeds: list[int], root: str | Path, *, resume: bool = False, overwrite: bool = False,
-                   max_members: int | None = None, live=None, announce=None) -> dict[str, dict]:
+def run_replicates(base: RunConfig, seeds: list[int], root: str | Path, *, resume: bool = False, overwrite: bool = False,
+                   max_members: int | None = None, live=None, say=None, warn=None) -> dict[str, dict]:
     """Make (or with `resume` continue) the replicates folder `root`: `base` (a validated RunConfig whose
-    data.seed is set) once per seed, trained in lockstep batches, each in its own seed-S/ run folder; returns
-    summarise()'s spread per depth, also written to replicates.json (after an interrupt too). `live`: a
-    live.ReplicasReporter (or None); `announce()` is called once the folder is about to be written. Bad
-    settings and folders raise ConfigError before anything is written."""
-    import contextlib
-
-    from rankprune.evolve import NullReporter, Replica, checked_data, evolve_together
-    from rankprune.provenance import environment
+    data.seed is set) once per seed, trained in lockstep batches of at most `max_members`, each in its own seed-S/
+    run folder; returns summarise()'s spread per depth, also written to replicates.json (after an interrupt too).
+    `live`: a live.ReplicasReporter (or None); `say`/`warn` as job.execute takes them. Bad settings and folders
+    raise ConfigError before anything is written. A resume continues under the stored batch size, so that its
+    batches form as the uninterrupted run's did."""
+    from rankprune.evolve import NullReporter
+    from rankprune.job import Job, execute, replaced_line
 
     root = Path(root)
     if base.data.seed is None:
         raise ConfigError("replicates share one data draw: set data.seed (--data-seed)")
-    if not resume and root.exists():
+    if resume:
+        stored = read_replicates(root)
+        if stored.get("batch_members") not in (None, max_members) and max_members is not None:
+            raise ConfigError(f"cannot resume {root} with --batch-members {max_members} (it was run with "
+                              f"{stored['batch_members']}): batches formed otherwise give other numbers")
+        max_members = stored.get("batch_members", max_members)
+    elif root.exists():
         if not root.is_dir():
             raise RunFolderError(f"{root} exists and is not a folder")
-        if any(root.iterdir()):
+        if not holds_nothing(root):
             if not overwrite:
                 raise RunFolderError(f"{root} exists and is not empty; pass --resume to continue it or --overwrite to replace it")
-            if not is_replicates_folder(root):
-                raise RunFolderError(f"--overwrite replaces only a rankprune replicates folder, and {root} is not one; "
-                                     "nothing was touched")
-    data = checked_data(base)
-    runs, started = [], []
+            if not is_result(root):
+                raise RunFolderError(f"--overwrite replaces only a rankprune run or replicates folder, and {root} is not "
+                                     "one; nothing was touched")
+        for folder in [root, *(p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())]:
+            RunFolder(folder).refuse_if_held()  # never replace what another process is writing
+    check_writable(root)
+    jobs = []
     for seed in seeds:
         path = seed_folder(root, seed)
-        again = resume and (path / CONFIG).is_file()
-        runs.append(RunFolder.check(path, resume=again, overwrite=overwrite and not again, tags={"seed": seed}))
-        started.append(again)
-    if announce is not None:
-        announce()
-    root.mkdir(parents=True, exist_ok=True)
-    earlier = read_replicates(root).get("summary", {}) if is_replicates_folder(root) else {}
-    write_replicates(root, {"seeds": seeds, "data_seed": base.data_seed, "config": base.to_dict(), "summary": earlier})
-    try:
-        with contextlib.ExitStack() as stack:
-            if live is not None:
-                stack.enter_context(live)
-            replicas = []
-            for seed, run, again in zip(seeds, runs, started):
-                cfg = base.replace(seed=seed)
-                stack.enter_context(run.session(cfg.to_dict(), environment(cfg.device, cfg.seed), data.describe(),
-                                                resume=again, overwrite=overwrite and not again))
-                replicas.append(Replica(cfg, data, run, live.for_seed(seed) if live is not None else NullReporter()))
-            evolve_together(replicas, max_members)
-    finally:
-        summary = summarise(root, seeds)
-        write_replicates(root, {**read_replicates(root), "summary": summary})
-    return summary
+        again = resume and (path / "config.json").is_file()
+        jobs.append(Job(base.replace(seed=seed), path, resume=again, overwrite=overwrite and not again, tags={"seed": seed}))
+
+    @contextlib.contextmanager
+    def hold_root():
+        """The replicates folder's own lock, the earlier result it replaces, and its index."""
+        holder = RunFolder(root)
+        holder.acquire()
+        if say is not None:
+            say(f"replicates folder: {root}")
+        try:
+            if overwrite:
+                # every seed folder of this run is replaced by its own session (which keeps a user's files in it)
+                removed, kept = remove_result(root, keep=frozenset(seed_folder(root, s).name for s in seeds))
+                if (removed or kept) and say is not None:
+                    say(replaced_line(root, removed, kept))
+            earlier = read_replicates(root).get("summary", {}) if is_replicates_folder(root) else {}
+            write_replicates(root, {"seeds": seeds, "data_seed": base.data_seed, "batch_members": max_members,
+                                    "config": base.to_dict(), "summary": earlier})
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):  # a full disk must not hide why the run stopped
+                    write_replicates(root, {**read_replicates(root), "summary": summarise(root, seeds)})
+        finally:
+            holder.release()
+
+    contexts = [hold_root] + ([lambda: live] if live is not None else [])
+    reporters = [live.for_seed(s) for s in seeds] if live is not None else [NullReporter() for _ in seeds]
+    execute(jobs, reporters=reporters, contexts=contexts, max_members=max_members, say=say, warn=warn)
+    return summarise(root, seeds)

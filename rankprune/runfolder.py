@@ -15,6 +15,11 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
     weights/depth-L-iteration-II.pt   state_dict at saturation of every iteration
     weights/depth-L-iteration-II-start.pt   state_dict where every iteration began (fresh or rebuilt)
     weights/depth-L-final.pt          state_dict of the chosen iteration
+    report/                `rankprune report`'s default output: report.md and figures/
+
+A replicates folder (evolve --seeds) holds replicates.json, a run folder per seed (seed-S/), its own .lock and
+report/. Everything else a user puts in either kind of folder is theirs: --overwrite removes rankprune's files
+(result_entries) and keeps, and names, the user's.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import io
 import json
 import math
 import os
-import shutil
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -38,7 +44,8 @@ from rankprune.records import upgrade_row
 
 __all__ = [
     "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "HESSIAN", "ITERATION_TABLES", "DEPTHS",
-    "DATA", "LOCK", "RESUMABLE", "is_run_folder", "default_run_folder", "settings_key",
+    "DATA", "LOCK", "REPLICATES", "REPORT_DIR", "RESUMABLE", "is_run_folder", "is_replicates_folder", "is_result",
+    "holds_nothing", "result_entries", "remove_result", "check_writable", "default_run_folder", "settings_key", "config_key",
 ]
 
 CONFIG = "config.json"
@@ -54,6 +61,14 @@ DEPTHS = "depths.json"
 DATA = "data.json"
 WEIGHTS = "weights"
 LOCK = ".lock"
+REPLICATES = "replicates.json"  # a replicates folder's index (replicates.py)
+REPORT_DIR = "report"  # where `rankprune report` writes for a run or replicates folder by default
+# The files rankprune writes in a run folder (a replicates folder adds REPLICATES and its seed folders).
+RESULT_FILES = frozenset({CONFIG, ENVIRONMENT, STATUS, EPOCHS, ITERATIONS, SPECTRA, HESSIAN, DEPTHS, DATA, LOCK})
+REPORT_FILES = re.compile(r"report\.md|figures/[^/]+\.(png|svg|pdf)")
+WEIGHT_FILES = re.compile(r"depth-\d+-(final|iteration-\d+(-start)?)\.pt")
+SEED_FOLDER = re.compile(r"seed-\d+")
+_TEMP = re.compile(r"\..+\.[^.]+\.tmp")  # atomic_path's temporary files, left behind by a killed write
 # The sections a rankprune config.json holds (RunConfig's fields); a JSON object with any other key
 # is somebody else's file, and --overwrite must not delete the folder around it.
 # A rankprune config's top-level keys: RunConfig's sections and fields, and the format version.
@@ -119,12 +134,16 @@ def settings_key(config: dict) -> dict:
     return d
 
 
-def default_run_folder(config: dict, root: str | Path = "runs") -> Path:
-    """ROOT/evolve-DATASET-HASH, the hash of the resolved config's settings_key."""
+def config_key(config: dict) -> str:
+    """The short hash that names what a config computes (its settings_key): equal keys, equal results."""
     import hashlib
 
-    digest = hashlib.sha1(json.dumps(settings_key(config), sort_keys=True).encode()).hexdigest()[:8]
-    return Path(root) / f"evolve-{config['data']['dataset']}-{digest}"
+    return hashlib.sha1(json.dumps(settings_key(config), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_run_folder(config: dict, root: str | Path = "runs") -> Path:
+    """ROOT/evolve-DATASET-HASH, the hash of the resolved config's settings_key."""
+    return Path(root) / f"evolve-{config['data']['dataset']}-{config_key(config)}"
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -134,7 +153,100 @@ def is_run_folder(path: str | Path) -> bool:
         doc = json.loads(config.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and bool(doc) and set(doc) <= _CONFIG_KEYS
+    # every format (tests/data/run-format-1 included) has at least these sections, each a table
+    return (isinstance(doc, dict) and set(doc) <= _CONFIG_KEYS
+            and all(isinstance(doc.get(section), dict) for section in ("data", "model", "train", "evolve")))
+
+
+def is_replicates_folder(path: str | Path) -> bool:
+    return (Path(path) / REPLICATES).is_file()
+
+
+def is_result(path: str | Path) -> bool:
+    """Whether `path` holds a rankprune result: a run folder or a replicates folder."""
+    return is_run_folder(path) or is_replicates_folder(path)
+
+
+def _debris(name: str) -> bool:
+    """What an attempt that wrote nothing of a result leaves: the lock file, a killed write's temporary file."""
+    return name == LOCK or bool(_TEMP.fullmatch(name))
+
+
+def holds_nothing(path: Path) -> bool:
+    """Whether a folder is empty but for debris (an earlier attempt's lock, a torn temporary file): it holds no
+    result and nothing of a user's, so a new run may use it as it would an empty folder."""
+    return all(_debris(p.name) for p in path.iterdir())
+
+
+def result_entries(path: Path) -> tuple[list[Path], list[Path]]:
+    """The files in a rankprune result folder, split into rankprune's own and the user's (everything rankprune
+    does not write: notes, notebooks, a figure of their own). Seed folders of a replicates folder are read the
+    same way; a folder is never listed, only the files in it."""
+    ours: list[Path] = []
+    theirs: list[Path] = []
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            theirs.append(entry)
+        elif entry.is_file():
+            (ours if name in RESULT_FILES or name == REPLICATES or _debris(name) else theirs).append(entry)
+        elif name == WEIGHTS:
+            for f in sorted(entry.rglob("*")):
+                if f.is_file() or f.is_symlink():
+                    mine = f.parent == entry and (WEIGHT_FILES.fullmatch(f.name) or _debris(f.name)) and not f.is_symlink()
+                    (ours if mine else theirs).append(f)
+        elif name == REPORT_DIR:
+            for f in sorted(entry.rglob("*")):
+                if f.is_file() or f.is_symlink():
+                    rel = f.relative_to(entry).as_posix()
+                    (ours if REPORT_FILES.fullmatch(rel) and not f.is_symlink() else theirs).append(f)
+        elif SEED_FOLDER.fullmatch(name) and is_run_folder(entry):
+            seed_ours, seed_theirs = result_entries(entry)
+            ours += seed_ours
+            theirs += seed_theirs
+        else:
+            theirs += [f for f in sorted(entry.rglob("*")) if f.is_file() or f.is_symlink()] or [entry]
+    return ours, theirs
+
+
+def remove_result(path: Path, keep: frozenset[str] = frozenset()) -> tuple[list[Path], list[Path]]:
+    """Delete rankprune's files in `path` (but those under the top-level entries named in `keep`), then every
+    folder left empty by that; the user's files stay where they are. Returns (removed, kept)."""
+    ours, theirs = result_entries(path)
+    removed = [f for f in ours if f.relative_to(path).parts[0] not in keep and f != path / LOCK]  # the caller holds its lock
+    for f in removed:
+        f.unlink()
+    for folder in sorted({p for f in removed for p in f.parents if path in p.parents}, key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: a folder still holding a user's file stays
+    return removed, theirs
+
+
+def check_writable(path: Path) -> None:
+    """RunFolderError (one line) when `path`, or the folder it would be created in, cannot be written: a
+    read-only file system, no permission, or a full disk. Writes nothing."""
+    target = Path(path).absolute()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunFolderError(f"cannot create {path}: {probe} is a file, not a folder")
+    where = "" if probe == target else f" (it would be created in {probe})"
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        st = None
+    if st is not None and st.f_flag & os.ST_RDONLY:
+        raise RunFolderError(f"cannot write {path}{where}: {probe} is on a read-only file system; give --out on another one")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunFolderError(f"cannot write {path}{where}: no permission to write in {probe}; give another --out")
+    if st is not None and st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+        raise RunFolderError(f"cannot write {path}: the file system of {probe} is full "
+                             f"({st.f_bavail * st.f_frsize:,} bytes free); free some space or give --out on another one")
+
+
+# Below this much free space not even a run's config and first table rows fit.
+MIN_FREE_BYTES = 1 << 20
 
 
 class RunFolder:
@@ -144,30 +256,40 @@ class RunFolder:
         # Columns every row this folder appends starts with: a replicate's {"seed": S} (replicates.py), so that
         # tables of several seeds concatenated stay keyed by seed.
         self.tags = dict(tags or {})
+        # What an --overwrite removed and kept: (rankprune's files removed, the user's files kept); None otherwise.
+        self.replaced: tuple[list[Path], list[Path]] | None = None
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
     def check(cls, path: str | Path, *, resume: bool, overwrite: bool, tags: dict | None = None) -> "RunFolder":
-        """Validate how a folder may be used, writing nothing; raise RunFolderError if it may not."""
+        """Validate how a folder may be used, writing nothing; raise RunFolderError if it may not.
+
+        New: the folder must not exist, be empty, or hold only an earlier attempt's debris (holds_nothing).
+        Resume: it must hold a rankprune config. Overwrite: it must hold a rankprune result (a run or replicates
+        folder); its user's files will be kept. Every use needs a folder that can be written."""
         run = cls(path, tags)
         if resume and overwrite:
             raise RunFolderError("--resume and --overwrite exclude each other")
         exists = run.path.exists()
         if exists and not run.path.is_dir():
             raise RunFolderError(f"{run.path} exists and is not a folder")
-        nonempty = exists and any(run.path.iterdir())
+        empty = not exists or holds_nothing(run.path)
         if resume:
             if not exists:
                 raise RunFolderError(f"cannot resume {run.path}: no such folder")
+            if empty:
+                raise RunFolderError(f"cannot resume {run.path}: nothing of a run was saved in it (an earlier attempt "
+                                     "left only its lock); run the same command without --resume to start it")
             if not (run.path / CONFIG).is_file():
                 raise RunFolderError(f"cannot resume {run.path}: it holds no {CONFIG}, so it is not a rankprune run folder")
-        elif nonempty and not overwrite:
+        elif not empty and not overwrite:
             raise RunFolderError(f"{run.path} exists and is not empty; pass --resume to continue it or --overwrite to replace it")
-        elif nonempty and not is_run_folder(run.path):
-            raise RunFolderError(f"--overwrite replaces only a rankprune run folder, and {run.path} is not one "
-                                 f"(no rankprune {CONFIG}); nothing was touched")
+        elif not empty and not is_result(run.path):
+            raise RunFolderError(f"--overwrite replaces only a rankprune run or replicates folder, and {run.path} is not "
+                                 f"one (no rankprune {CONFIG} or {REPLICATES}); nothing was touched")
         if exists:
-            run._refuse_if_held()
+            run.refuse_if_held()
+        check_writable(run.path)
         return run
 
     # -- the lock: one writer at a time -----------------------------------------------------------
@@ -188,7 +310,7 @@ class RunFolder:
             raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
                                  "or stop it first") from None
 
-    def _refuse_if_held(self) -> None:
+    def refuse_if_held(self) -> None:
         """RunFolderError if another process holds the folder's lock; takes and keeps nothing."""
         if self._lock_fd is not None or not (self.path / LOCK).is_file():
             return
@@ -232,20 +354,18 @@ class RunFolder:
         self.release()
 
     def create(self, overwrite: bool) -> None:
-        """Make the folder and take its lock; with `overwrite`, empty it first (a run folder only).
+        """Make the folder and take its lock; with `overwrite`, first remove the rankprune result it holds (a run
+        or replicates folder), keeping the user's files (`self.replaced` says what went and what stayed).
 
-        Emptying happens under the lock, so a folder another process is writing is never cleared.
-        """
+        Removing happens under the lock, so a folder another process is writing is never cleared."""
         self.acquire()
-        others = [p for p in self.path.iterdir() if p.name != LOCK]
-        if others:
+        if not holds_nothing(self.path):
             if not overwrite:
                 raise RunFolderError(f"{self.path} is not empty; pass --resume to continue it or --overwrite to replace it")
-            if not is_run_folder(self.path):
-                raise RunFolderError(f"--overwrite replaces only a rankprune run folder, and {self.path} is not one "
-                                     f"(no rankprune {CONFIG}); nothing was touched")
-            for p in others:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            if not is_result(self.path):
+                raise RunFolderError(f"--overwrite replaces only a rankprune run or replicates folder, and {self.path} "
+                                     f"is not one (no rankprune {CONFIG} or {REPLICATES}); nothing was touched")
+            self.replaced = remove_result(self.path)
         (self.path / WEIGHTS).mkdir(parents=True, exist_ok=True)
 
     # -- the lifecycle: one place starts a run and records how it ended -----------------------------
@@ -253,25 +373,37 @@ class RunFolder:
     def session(self, config: dict, environment: dict, data: dict, *, resume: bool, overwrite: bool = False,
                 config_changed: bool = False) -> Iterator["RunFolder"]:
         """Hold the folder for one session of work: take the lock, write config.json and environment.json
-        (a resume keeps the original provenance and appends this session's), and data.json; on the way out
-        record `interrupted` (Ctrl-C, SIGTERM) or `failed` in status.json, keeping where the run stood.
+        (a resume keeps the original provenance and appends this session's), data.json and status `running`;
+        on the way out record `interrupted` (Ctrl-C, SIGTERM) or `failed` with the reason in status.json,
+        keeping where the run stood. A start that fails before any of that is written (a full disk) removes
+        what it made, so that the folder is as it was.
 
         Everything that is not JSON here (the config, the environment) arrives as plain dicts, so this
         module needs no training code.
         """
+        existed = self.path.exists()
         with self:
-            if resume:
-                self.acquire()
-                env = self.read(ENVIRONMENT, {}) or {}
-                env.setdefault("resumed", []).append(environment)
-                self.write(ENVIRONMENT, env)
-                if config_changed:
-                    self.write(CONFIG, config)  # the run continues under the settings it now has
-            else:
-                self.create(overwrite=overwrite)
-                self.write(CONFIG, config)
-                self.write(ENVIRONMENT, environment)
-            self.write(DATA, data)
+            try:
+                if resume:
+                    self.acquire()
+                    env = self.read(ENVIRONMENT, {}) or {}
+                    env.setdefault("resumed", []).append(environment)
+                    self.write(ENVIRONMENT, env)
+                    if config_changed:
+                        self.write(CONFIG, config)  # the run continues under the settings it now has
+                else:
+                    self.create(overwrite=overwrite)
+                    self.write(CONFIG, config)
+                    self.write(ENVIRONMENT, environment)
+                self.write(DATA, data)
+                where = self.read(STATUS, {}) or {}
+                where.pop("state", None)
+                where.pop("error", None)
+                self.set_status("running", **where)
+            except OSError:
+                if not resume:
+                    self._undo_start(existed)
+                raise
             try:
                 yield self
             except KeyboardInterrupt:
@@ -282,10 +414,42 @@ class RunFolder:
                 self._mark("failed", error=f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": "))
                 raise
 
+    def _undo_start(self, existed: bool) -> None:
+        """After a start that could not write its first files: remove what it wrote (never a user's file), and
+        the folder itself if this start made it and it is empty again."""
+        with contextlib.suppress(OSError):
+            if self.path.is_dir():
+                remove_result(self.path)
+                self.release()
+                with contextlib.suppress(OSError):
+                    (self.path / LOCK).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (self.path / WEIGHTS).rmdir()  # only if empty
+                if not existed and not any(self.path.iterdir()):
+                    self.path.rmdir()
+
     def _mark(self, state: str, **extra: Any) -> None:
-        where = self.read(STATUS, {}) or {}
+        """Record how a session ended, whatever the disk allows: on a full disk the atomic write (a new file)
+        fails, so status.json is rewritten in place, in the block it already has; if even that fails, the
+        status stays as it was and the lock is still released by the caller."""
+        try:
+            where = self.read(STATUS, {}) or {}
+        except (OSError, ValueError):
+            where = {}
         where.pop("state", None)
-        self.set_status(state, **where, **extra)
+        where.pop("error", None)
+        doc = {"state": state, **where, **extra}
+        try:
+            self.set_status(state, **where, **extra)
+        except OSError:
+            with contextlib.suppress(OSError):
+                text = json.dumps(_finite(doc)).encode()
+                fd = os.open(self.path / STATUS, os.O_WRONLY)
+                try:
+                    os.write(fd, text)
+                    os.ftruncate(fd, len(text))
+                finally:
+                    os.close(fd)
 
     # -- JSON documents -------------------------------------------------------------------------
     def write(self, name: str, obj: Any) -> None:
@@ -350,8 +514,12 @@ class RunFolder:
         return self.path / WEIGHTS / f"depth-{depth}-{tag}.pt"
 
     def save_weights(self, state_dict: dict, depth: int, iteration: int | None = None, start: bool = False) -> None:
+        # Serialised in memory, then written as plain bytes: torch.save writing a file reports a full disk as a
+        # RuntimeError of its C++ stream, and a write here must fail as an OSError naming the errno.
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
         with atomic_path(self.weights_path(depth, iteration, start)) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+            tmp.write_bytes(buffer.getbuffer())
 
     def load_weights(self, depth: int, iteration: int | None = None, start: bool = False) -> dict:
         return torch.load(self.weights_path(depth, iteration, start), map_location="cpu", weights_only=True)

@@ -3,14 +3,16 @@ the storage, and the per-trial attributes that make convergent ranks comparable 
 
 A study file (see studies/*.toml) has these tables:
 
-    [study]       name, mode ("survey" | "evolve"), sampler, seed, n_trials, objectives
+    [study]       name (required), mode ("survey" | "evolve"), sampler, seed, n_trials, objectives
     [base]        fixed parts of the run config, the same tables as `rankprune evolve --config`
     [space]       what each trial samples: depth, width, width_profile, and dotted config keys
                   ("train.lr", "evolve.wd_decay", "rank.measure", "seed", ...)
     [storage]     heartbeat_interval, grace_period (seconds)
 
 A space entry is a fixed value, ``{ choices = [...] }``, or ``{ low = L, high = H, log = true,
-step = S }`` (integers when low and high are both integers).
+step = S }`` (integers when low and high are both integers). parse_spec builds the run config of every
+fixed value, every choice and both ends of every range, and the widths of the narrowest funnel, so a
+file that could only make invalid trials is refused before anything is created.
 
 `survey` trains each sampled network once to saturation and measures its ranks (the controller
 with one iteration); `evolve` runs the controller to its fixed point. Either way a trial leaves an
@@ -19,8 +21,8 @@ ordinary run folder under ROOT/studies/NAME/trial-NNNN.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -39,6 +41,9 @@ from rankprune.config import ConfigError, RunConfig, load_toml
 __all__ = [
     "StudySpec",
     "TrialFailed",
+    "StudyStalled",
+    "check_storage",
+    "retry_interrupted",
     "parse_spec",
     "open_storage",
     "default_storage",
@@ -63,10 +68,22 @@ SAMPLER_ALIASES = {
     "nsga3": "NSGAIIISampler", "qmc": "QMCSampler", "cmaes": "CmaEsSampler", "gp": "GPSampler",
 }
 ARCHITECTURE_KEYS = ("depth", "width", "width_profile")
+# numpy's RandomState, which seeds Optuna's samplers, takes seeds from 0 to 2**32 - 1
+SAMPLER_SEED_MAX = 2**32 - 1
+# How the objective and the batched runner begin a trial's fail_reason when Ctrl-C or SIGTERM stopped it;
+# a continued study retries such trials once (retry_interrupted).
+INTERRUPTED = "interrupted"
+# `until` without a trial cap stops once this many trials in a row (or a whole batch, if larger) failed:
+# a space whose trials all fail would otherwise never reach its count of complete trials.
+FAILED_IN_A_ROW = 10
 
 
 class TrialFailed(Exception):
     """A trial that cannot produce a result (invalid architecture, diverged); the study goes on."""
+
+
+class StudyStalled(RuntimeError):
+    """run_study(until=N) stopped short of N complete trials because its trials kept failing."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,14 @@ def _check_distribution(name: str, spec: Any, where: str) -> None:
         raise ConfigError(f"{where}: space.{name} has low > high")
     if spec.get("log") and spec["low"] <= 0:
         raise ConfigError(f"{where}: space.{name} is log-scaled, so low must be positive")
+    if "log" in spec and not isinstance(spec["log"], bool):
+        raise ConfigError(f"{where}: space.{name} log must be true or false, got {spec['log']!r}")
+    if "step" in spec:
+        step = spec["step"]
+        if not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0:
+            raise ConfigError(f"{where}: space.{name} step must be a positive number, got {step!r}")
+        if spec.get("log"):
+            raise ConfigError(f"{where}: space.{name} has both log and step; Optuna takes one or the other")
 
 
 def _check_config_path(name: str, where: str) -> None:
@@ -143,6 +168,9 @@ def parse_spec(path: str | Path) -> StudySpec:
     unknown = sorted(set(doc) - {"study", "base", "space", "storage"})
     if unknown:
         raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: study, base, space, storage")
+    if "study" not in doc:
+        raise ConfigError(f"{where}: no [study] table; a study file needs [study] with name = \"...\" (and mode, "
+                          "sampler, seed, n_trials, objectives where the defaults do not fit) and [space] with depth")
     study = _section(doc, "study", ("name", "mode", "sampler", "sampler_options", "seed", "n_trials", "objectives", "description"), where)
     storage = _section(doc, "storage", ("heartbeat_interval", "grace_period"), where)
     space, base = doc.get("space", {}), doc.get("base", {})
@@ -159,7 +187,13 @@ def parse_spec(path: str | Path) -> StudySpec:
     for key in ("n_trials", "heartbeat_interval", "grace_period"):
         if (study if key == "n_trials" else storage).get(key, 1) < 1:
             raise ConfigError(f"{where}: {key} must be at least 1")
-    name = study.get("name") or Path(path).stem
+    if not 0 <= study.get("seed", 0) <= SAMPLER_SEED_MAX:
+        raise ConfigError(f"{where}: study.seed must be an integer from 0 to {SAMPLER_SEED_MAX}, got {study['seed']}")
+    if "name" not in study:
+        raise ConfigError(f"{where}: [study] needs name = \"...\", the study's name in the storage")
+    name = study["name"]
+    if not name.strip():
+        raise ConfigError(f"{where}: study.name is empty; give the study a name (letters, digits, '.', '_', '-')")
     mode = study.get("mode", "survey")
     if mode not in MODES:
         raise ConfigError(f"{where}: unknown mode {mode!r}; choose from {', '.join(MODES)}")
@@ -195,6 +229,7 @@ def parse_spec(path: str | Path) -> StudySpec:
         base_cfg.validate()
     except (ConfigError, TypeError) as exc:
         raise ConfigError(f"{where}: [base] {exc}") from None
+    _check_space_values(space, base, mode, where)
 
     spec = StudySpec(
         name=name, mode=mode, objectives=tuple(objectives), base=base, space=space,
@@ -204,6 +239,77 @@ def parse_spec(path: str | Path) -> StudySpec:
     )
     make_sampler(spec, spec.seed)  # an unknown sampler or an ungriddable space fails here, before any study
     return spec
+
+
+def _edge_values(spec: Any) -> list:
+    """What a space entry can take at its edges: its fixed value, every choice, or both ends of a range
+    (the highest value its step reaches, as Optuna's suggest_int takes it)."""
+    if not isinstance(spec, dict):
+        return [spec]
+    if "choices" in spec:
+        return list(spec["choices"])
+    low, high, step = spec["low"], spec["high"], spec.get("step", 1)
+    if isinstance(low, int) and isinstance(high, int) and not isinstance(step, float):
+        high = low + (high - low) // int(step) * int(step)
+    return [low, high]
+
+
+def _check_space_values(space: dict, base: dict, mode: str, where: str) -> None:
+    """Every fixed value, every choice and both ends of every range make a valid run: whole depths and widths
+    of at least 1, a funnel that keeps at least one unit in its last layer, and a RunConfig that validates
+    for each value of each dotted key (the keys before it at their first value). The first problem is a one-line
+    ConfigError naming the key and the value."""
+    for key in ("depth", "width"):
+        for value in _edge_values(space.get(key, 1)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{where}: space.{key} must be a whole number (or whole-number choices or bounds), got {value!r}")
+            if value < 1:
+                raise ConfigError(f"{where}: space.{key} must be at least 1, got {value}")
+    depth = max(_edge_values(space["depth"]))
+    try:
+        configs = [_trial_config(base, mode, depth, {})]
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: [base] at depth {depth} makes an invalid run: {exc}") from None
+    earlier: dict[str, Any] = {}  # each key is checked beside the first value of the keys before it
+    for key, spec in space.items():
+        if key in ARCHITECTURE_KEYS:
+            continue
+        values = _edge_values(spec)
+        for value in values:
+            try:
+                configs.append(_trial_config(base, mode, depth, {**earlier, key: value}))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: space.{key} = {value!r} makes an invalid run: {exc}") from None
+        earlier[key] = values[0]
+    profiles = _edge_values(space.get("width_profile", "constant"))
+    if "funnel" not in profiles or any(cfg.model.params is not None for cfg in configs):
+        return
+    widths = _edge_values(space["width"]) if "width" in space else [cfg.resolved().model.width for cfg in configs]
+    narrowest = [min(widths) // 2**i for i in range(depth)]
+    if narrowest[-1] < 1:
+        raise ConfigError(
+            f"{where}: space: a funnel of depth {depth} from width {min(widths)} halves to 0 units {narrowest}; "
+            f"keep depth at most {min(widths).bit_length()} or width at least {2 ** (depth - 1)}, or drop the funnel profile")
+
+
+def _trial_config(base: dict, mode: str, depth: int, values: dict[str, Any]) -> RunConfig:
+    """The validated run config of one trial: [base], the trial's values of the dotted [space] keys, and its
+    depth; survey mode runs one controller iteration. ConfigError where the values make an invalid run."""
+    changes: dict[str, dict] = {}
+    top: dict[str, Any] = {}
+    for key, value in values.items():
+        section, _, field_name = key.rpartition(".")
+        if section:
+            changes.setdefault(section, {})[field_name] = value
+        else:
+            top[field_name] = value
+    if mode == "survey":
+        changes.setdefault("evolve", {})["max_iterations"] = 1
+    changes.setdefault("evolve", {})["layers"] = (depth,)
+    try:
+        return RunConfig.from_dict(base).replace(**changes, **top).validate()
+    except TypeError as exc:  # a value of a type the config cannot take at all
+        raise ConfigError(str(exc)) from None
 
 
 # --- sampling --------------------------------------------------------------------------------
@@ -236,28 +342,14 @@ def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[
     depth = int(_suggest(trial, "depth", spec.space["depth"]))
     profile = _suggest(trial, "width_profile", spec.space.get("width_profile", "constant"))
     width = int(_suggest(trial, "width", spec.space["width"])) if "width" in spec.space else None
-    changes: dict[str, dict] = {}
-    top: dict[str, Any] = {}
-    for key, value in spec.space.items():
-        if key in ARCHITECTURE_KEYS:
-            continue
-        value = _suggest(trial, key, value)
-        section, _, field_name = key.rpartition(".")
-        if section:
-            changes.setdefault(section, {})[field_name] = value
-        else:
-            top[field_name] = value
-    cfg = RunConfig.from_dict(spec.base)
-    if spec.mode == "survey":
-        changes.setdefault("evolve", {})["max_iterations"] = 1
-    changes.setdefault("evolve", {})["layers"] = (depth,)
+    values = {key: _suggest(trial, key, value) for key, value in spec.space.items() if key not in ARCHITECTURE_KEYS}
+    if depth < 1:
+        raise TrialFailed(f"invalid architecture: depth {depth}")
     try:
-        cfg = cfg.replace(**changes, **top).validate()
+        cfg = _trial_config(spec.base, spec.mode, depth, values)
     except ConfigError as exc:
         raise TrialFailed(f"invalid configuration: {exc}") from None
     if cfg.model.params is not None:
-        if depth < 1:
-            raise TrialFailed(f"invalid architecture: depth {depth}")
         return cfg, None
     cfg = cfg.resolved()
     widths = _widths(depth, width if width is not None else cfg.model.width, profile, trial, spec.space)
@@ -274,10 +366,27 @@ def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     options = dict(spec.sampler_options)
     if cls is optuna.samplers.GridSampler:
         options.setdefault("search_space", _grid(spec))
+        cls = _GridWithRetries
     try:
         return cls(seed=seed, **options)
     except TypeError as exc:
         raise ConfigError(f"sampler {name}: {exc}") from None
+
+
+class _GridWithRetries(optuna.samplers.GridSampler):
+    """Optuna's GridSampler, which also lets an enqueued trial (a retry of an interrupted one) finish.
+
+    An enqueued trial carries its parameters instead of a grid id, and GridSampler.after_trial looks up the id of
+    the finished trial whenever exactly one cell is left unvisited (Optuna 5.0: KeyError 'grid_id'). The
+    interrupted trial's own cell counts as visited already, so the unvisited cell is still to run: go on.
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except KeyError:
+            if "grid_id" in trial.system_attrs:
+                raise
 
 
 def _grid(spec: StudySpec) -> dict[str, list]:
@@ -311,18 +420,80 @@ def _redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None) -> optuna.storages.RDBStorage:
-    """An RDBStorage for any SQLAlchemy URL; a URL that cannot be opened is a one-line ConfigError.
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///PATH` URL; None for other databases and in-memory SQLite."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") and len(url) > len("sqlite:///") else None
+
+
+@functools.cache
+def optuna_tables() -> frozenset[str]:
+    """The names of the tables Optuna's RDBStorage creates, read from a throwaway in-memory database (so no
+    private Optuna module is needed): 'studies', 'trials', 'version_info', 'alembic_version', ..."""
+    import sqlalchemy
+
+    storage = optuna.storages.RDBStorage("sqlite://")
+    try:
+        return frozenset(sqlalchemy.inspect(storage.engine).get_table_names())
+    finally:
+        storage.engine.dispose()
+
+
+def _read_only(url: str) -> tuple[str, dict[str, Any]]:
+    """(URL, engine keyword arguments) of an engine that reads `url`: a SQLite file opens with mode=ro, so
+    nothing can write to it; a server database opens as it is (only reads are sent to it)."""
+    import sqlite3
+
+    path = _sqlite_path(url)
+    if path is None or "?" in url:  # a server database, or a SQLite URL with options of its own
+        return url, {}
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return "sqlite://", {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+
+
+def _tables(url: str) -> set[str]:
+    """The tables a database holds, looked at without creating or changing anything; ConfigError if it cannot be read."""
+    import sqlalchemy
+
+    try:
+        engine_url, kwargs = _read_only(url)
+        engine = sqlalchemy.create_engine(engine_url, **kwargs)
+        try:
+            return set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as exc:  # a bad URL, a missing driver, an unreachable server, a file that is no database
+        raise ConfigError(f"cannot open storage {_redact(url)}: {_first_line(exc)}") from None
+
+
+def check_storage(url: str, allow_other_tables: bool = False) -> None:
+    """ConfigError unless a study may be stored at `url`: a database that holds tables which are not Optuna's
+    (someone's own data) is refused unless `allow_other_tables`. Creates nothing: a SQLite file that does not
+    exist yet passes, a server database is only read."""
+    path = _sqlite_path(url)
+    if path is not None and not path.exists():
+        return
+    other = sorted(_tables(url) - optuna_tables())
+    if other and not allow_other_tables:
+        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise ConfigError(f"{_redact(url)} holds tables that are not Optuna's ({shown}); a study would add Optuna's "
+                          f"{len(optuna_tables())} tables beside them: give it a database of its own, or pass --allow-other-tables")
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 allow_other_tables: bool = False) -> optuna.storages.RDBStorage:
+    """An RDBStorage for any SQLAlchemy URL, with Optuna's tables created where missing; a URL that cannot be
+    opened, or a database of someone else's tables (check_storage), is a one-line ConfigError.
 
     Workers that start together on an empty database race to create Optuna's tables, and the loser
     gets a duplicate-object error; the tables exist by then, so it simply tries again.
     """
     import sqlalchemy.exc
 
+    check_storage(url, allow_other_tables)
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            if _sqlite_path(url) is not None:
+                _sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=heartbeat_interval,
@@ -339,6 +510,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 
 
 _SCHEMA_ATTEMPTS = 5
+# What load_study(read_only=True) reads before it trusts a database to be Optuna's.
+_SCHEMA_TABLES = ("studies", "trials", "version_info", "alembic_version")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -346,10 +519,27 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_study(name: str, storage: str, read_only: bool = False) -> optuna.Study:
-    """An existing study. `read_only`: a SQLite file that does not exist is an error, never created."""
-    if read_only and storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"no study storage at {storage.removeprefix('sqlite:///')}; pass --storage URL or --root")
-    st = open_storage(storage)
+    """An existing study. `read_only` (study classes, trends, report) creates and changes nothing: a SQLite file
+    that does not exist is an error, a database without Optuna's tables is "no study" without a table added,
+    and SQLite files are opened read-only."""
+    if not read_only:
+        st = open_storage(storage, allow_other_tables=True)
+    else:
+        path = _sqlite_path(storage)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"no study storage at {path}; pass --storage URL or --root")
+        tables = _tables(storage)
+        if not tables & optuna_tables():
+            raise ConfigError(f"no study {name!r} in {_redact(storage)} (it holds no Optuna tables)")
+        missing = [t for t in _SCHEMA_TABLES if t not in tables]
+        if missing:
+            raise ConfigError(f"no study {name!r} in {_redact(storage)}: its Optuna tables are incomplete or from an old "
+                              f"Optuna (no table {missing[0]}); `optuna storage upgrade --storage URL` upgrades an old one")
+        try:
+            engine_url, kwargs = _read_only(storage)
+            st = optuna.storages.RDBStorage(engine_url, engine_kwargs=kwargs or None, skip_table_creation=True)
+        except Exception as exc:  # a schema from another Optuna version, a server gone away
+            raise ConfigError(f"cannot open storage {_redact(storage)}: {_first_line(exc)}") from None
     try:
         return optuna.load_study(study_name=name, storage=st)
     except KeyError:
@@ -402,40 +592,37 @@ class _Trials:
         self.spec, self.root, self.study_name, self.on_trial = spec, root, study_name, on_trial
         self.cache: dict[tuple, Any] = {}
 
+    def _data(self, cfg: RunConfig):
+        """Trials sharing a dataset and data seed share its tensors (and so can share a batch)."""
+        from rankprune.job import load_data
+
+        key = (cfg.data, cfg.data_seed, cfg.device)
+        if key not in self.cache:
+            if len(self.cache) >= 4:
+                self.cache.clear()
+            self.cache[key] = load_data(cfg)
+        return self.cache[key]
+
     def prepare(self, trial: optuna.Trial):
-        """(config, data, initial widths, run folder) of a new trial; TrialFailed where it cannot run."""
-        from rankprune import data as data_mod
+        """The trial's job (job.Prepared), through the lifecycle's checks: its folder, data, the family's inputs,
+        the probes, the network's size. TrialFailed, with the reason in the trial, where it cannot run."""
         from rankprune.evolve import starting_widths
-        from rankprune.models import get_family
-        from rankprune.runfolder import RunFolder
+        from rankprune.job import Job, prepare
 
         try:
             cfg, widths = sample_trial(trial, self.spec)
-        except TrialFailed as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise
-        key = (cfg.data, cfg.data_seed, cfg.device)
-        if key not in self.cache:  # trials sharing a dataset and seed share its tensors (and can share a batch)
-            if len(self.cache) >= 4:
-                self.cache.clear()
-            self.cache[key] = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
-        data = self.cache[key]
-        run = RunFolder(self.root / "studies" / self.study_name / f"trial-{trial.number:04d}")
-        try:  # a CNN on inputs without an image shape fails the trial, not the study
-            get_family(cfg.model.family).check_input(data.input_shape)
-        except ConfigError as exc:
+            data = self._data(cfg)
+            widths = widths or starting_widths(cfg, data, cfg.evolve.layers[0])
+            folder = self.root / "studies" / self.study_name / f"trial-{trial.number:04d}"
+            trial.set_user_attr("initial_widths", widths)
+            trial.set_user_attr("run_folder", str(folder))
+            job = Job(cfg, folder, overwrite=True, provenance={"study": self.spec.name, "trial": trial.number},
+                      initial_widths=tuple(widths))
+            [ready] = prepare([job], data)
+        except (TrialFailed, ConfigError) as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise TrialFailed(str(exc)) from None
-        widths = widths or starting_widths(cfg, data, cfg.evolve.layers[0])
-        trial.set_user_attr("initial_widths", widths)
-        trial.set_user_attr("run_folder", str(run.path))
-        return cfg, data, widths, run
-
-    def session(self, trial: optuna.Trial, cfg: RunConfig, data, run):
-        from rankprune.provenance import environment
-
-        env = environment(cfg.device, cfg.seed) | {"study": self.spec.name, "trial": trial.number}
-        return run.session(cfg.to_dict(), env, data.describe(), resume=False, overwrite=True)
+        return ready
 
     def conclude(self, trial: optuna.Trial, cfg: RunConfig, data, run, summary: dict):
         if summary["stop_reason"] == "diverged" and summary["iterations"] == 1:
@@ -451,23 +638,21 @@ class _Trials:
 
 
 def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None):
-    from rankprune.evolve import NullReporter, evolve_depth
+    from rankprune.job import execute
 
     trials = _Trials(spec, root, study_name, on_trial)
 
     def objective(trial: optuna.Trial):
-        cfg, data, widths, run = trials.prepare(trial)
+        ready = trials.prepare(trial)
         try:
-            with trials.session(trial, cfg, data, run):
-                result = evolve_depth(cfg, data, run, len(widths), NullReporter(), initial_widths=widths)
-                run.set_status("finished")
+            [[result]] = execute([ready.job], prepared=[ready])
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial failed and stops the study
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM) before it finished")
             raise
         except BaseException as exc:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {_first_line(exc)}")
             raise
-        return trials.conclude(trial, cfg, data, run, result.summary)
+        return trials.conclude(trial, ready.config, ready.data, ready.run, result.summary)
 
     return objective
 
@@ -476,18 +661,79 @@ def _grid_cells(spec: StudySpec) -> int:
     return math.prod(len(v) for v in _grid(spec).values())
 
 
-def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int, batch: int,
-                     max_members: int | None = None, callbacks: list | None = None, on_trial=None) -> None:
-    """Run n_trials trials `batch` at a time: ask Optuna for a batch of trials, make each one's network, train
-    every trial of one depth together (evolve_depth_together: members of one family and batch key share each
-    step), and tell Optuna each result. Every trial keeps its own run folder and user attributes; a trial that
-    diverges or cannot run fails alone. A grid study asks for no more trials than it has cells left. Ctrl-C or
-    SIGTERM fails every asked trial not yet told, whatever depth it was waiting in."""
+def complete_trials(study: optuna.Study) -> int:
+    """How many COMPLETE trials the study holds, whichever worker ran them (read from the storage)."""
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+class _Goal:
+    """When a run stops: after `n_trials` trials of this process, once the study holds `until` COMPLETE trials
+    (counted in the storage before each trial or batch, so other workers' trials count too), or, with `until`
+    and no trial cap, after FAILED_IN_A_ROW failed trials in a row (a whole batch if that is larger)."""
+
+    def __init__(self, n_trials: int | None, until: int | None, batch: int):
+        self.n_trials, self.until = n_trials, until
+        self.patience = max(FAILED_IN_A_ROW, batch) if n_trials is None else None
+        self.ran = self.failed_in_a_row = 0
+        self.last_failure = ""
+
+    def left(self, study: optuna.Study) -> int:
+        """Trials this process may still ask for now."""
+        if self.patience is not None and self.failed_in_a_row >= self.patience:
+            return 0
+        caps = [] if self.n_trials is None else [self.n_trials - self.ran]
+        if self.until is not None:
+            caps.append(self.until - complete_trials(study))
+        return max(0, min(caps))
+
+    def record(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.ran += 1
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            self.failed_in_a_row = 0
+        else:
+            self.failed_in_a_row += 1
+            self.last_failure = str(trial.user_attrs.get("fail_reason", trial.state.name.lower()))
+
+    def check(self, study: optuna.Study) -> None:
+        """StudyStalled if the run stopped because its trials kept failing."""
+        if self.patience is not None and self.failed_in_a_row >= self.patience:
+            raise StudyStalled(f"the last {self.failed_in_a_row} trials all failed (the last: {self.last_failure}); "
+                               f"the study holds {complete_trials(study)} of the {self.until} complete trials asked for")
+
+
+def retry_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue a retry of every trial that Ctrl-C or SIGTERM failed (its fail_reason starts with INTERRUPTED) and
+    that has none yet: the same parameters, user attribute retry_of = its number. Each is retried once; a retry
+    that is interrupted in turn gets a retry of its own. The retries are new trials with run folders of their own,
+    run before any new point (Optuna pops enqueued trials first). Returns the numbers of the retried trials."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}  # WAITING retries (enqueued, not yet run) included
+    numbers = []
+    for t in trials:
+        if (t.state == optuna.trial.TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+                and t.number not in retried):
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            numbers.append(t.number)
+    return numbers
+
+
+def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int | None, batch: int,
+                     max_members: int | None = None, callbacks: list | None = None, on_trial=None,
+                     until: int | None = None) -> None:
+    """Run n_trials trials (or until the study holds `until` complete ones: _Goal) `batch` at a time: ask Optuna
+    for a batch of trials, make each one's network, train every trial of one depth together
+    (evolve_depth_together: members of one family and batch key share each step), and tell Optuna each result.
+    Every trial keeps its own run folder and user attributes; a trial that diverges or cannot run fails alone.
+    A batch asks for no more trials than are left to run, and a grid study for no more than it has cells left.
+    Ctrl-C or SIGTERM fails every asked trial not yet told, whatever depth it was waiting in."""
     trials = _Trials(spec, root, study_name, on_trial)
+    goal = _Goal(n_trials, until, batch)
     if spec.sampler == "grid":
-        taken = sum(1 for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL)
-        n_trials = min(n_trials, max(0, _grid_cells(spec) - taken))
-    done = 0
+        # cells left: those no trial took; an interrupted (FAIL) trial's cell is taken again by its WAITING retry
+        taken = sum(1 for t in study.get_trials(deepcopy=False) if t.state in (
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED))
+        cells_left = max(0, _grid_cells(spec) - taken)
+        goal.n_trials = cells_left if n_trials is None else min(n_trials, cells_left)
 
     told: set[int] = set()
 
@@ -501,6 +747,7 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
         finally:
             local.in_optimize_loop = before
         told.add(trial.number)
+        goal.record(frozen)
         for callback in callbacks or []:
             callback(study, frozen)
 
@@ -513,45 +760,41 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     with warnings.catch_warnings():
         # Optuna warns that heartbeats run only inside optimize(); a batch's trials get none (README, Studies).
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        while done < n_trials:
-            asked = [study.ask() for _ in range(min(batch, n_trials - done))]
-            done += len(asked)
+        while (left := goal.left(study)) > 0:
+            asked = [study.ask() for _ in range(min(batch, left))]
             try:
                 _run_asked(asked, trials, tell, fail, max_members)
             except BaseException as exc:  # the study stops, as optimize() stops on it; no asked trial stays RUNNING
-                fail(asked, "interrupted (Ctrl-C or SIGTERM) before it finished" if isinstance(exc, KeyboardInterrupt)
+                fail(asked, f"{INTERRUPTED} (Ctrl-C or SIGTERM) before it finished" if isinstance(exc, KeyboardInterrupt)
                      else f"{type(exc).__name__}: {_first_line(exc)}")
                 raise
+    goal.check(study)
 
 
 def _run_asked(asked: list, trials: _Trials, tell, fail, max_members: int | None) -> None:
     """One batch of asked trials: make each, train each depth's together, tell each its result."""
-    from rankprune.evolve import Replica, evolve_depth_together
+    from rankprune.job import DiskError, execute
 
     ready = []
     for trial in asked:
         try:
-            ready.append((trial, *trials.prepare(trial)))
+            ready.append((trial, trials.prepare(trial)))
         except TrialFailed:
             tell(trial, state=optuna.trial.TrialState.FAIL)
     by_depth: dict[int, list] = {}
-    for item in ready:
-        by_depth.setdefault(len(item[3]), []).append(item)
-    for depth, group in by_depth.items():
+    for trial, p in ready:
+        by_depth.setdefault(len(p.job.initial_widths), []).append((trial, p))
+    for group in by_depth.values():
         try:
-            with contextlib.ExitStack() as stack:
-                for trial, cfg, data, widths, run in group:
-                    stack.enter_context(trials.session(trial, cfg, data, run))
-                replicas = [Replica(cfg, data, run, initial_widths=widths) for _, cfg, data, widths, run in group]
-                results = evolve_depth_together(replicas, depth, max_members)
-                for _, _, _, _, run in group:
-                    run.set_status("finished")
+            results = execute([p.job for _, p in group], prepared=[p for _, p in group], max_members=max_members)
+        except (DiskError, KeyboardInterrupt):
+            raise  # the study stops: every later trial would meet the same disk
         except Exception as exc:  # one batch's error fails its trials, not the study
-            fail([trial for trial, *_ in group], f"{type(exc).__name__}: {_first_line(exc)}")
+            fail([trial for trial, _ in group], f"{type(exc).__name__}: {_first_line(exc)}")
             continue
-        for (trial, cfg, data, _widths, run), result in zip(group, results):
+        for (trial, p), [result] in zip(group, results):
             try:
-                tell(trial, values=trials.conclude(trial, cfg, data, run, result.summary))
+                tell(trial, values=trials.conclude(trial, p.config, p.data, p.run, result.summary))
             except TrialFailed:
                 tell(trial, state=optuna.trial.TrialState.FAIL)
 
@@ -564,8 +807,14 @@ def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_t
     already holds: re-seeded alike, the sampler would draw its first points again (random and TPE's
     start-up trials), repeating finished trials. On a server storage several workers share one study
     at once, so each also mixes in its host and process id.
+
+    The grid sampler takes the base seed alone: it shuffles its cells by the seed and numbers them in that
+    order, so every process of a study must shuffle alike or the numbers name other cells (cells run twice,
+    others never); it draws no points, so there is nothing to repeat.
     """
     base = spec.seed if seed is None else seed
+    if SAMPLER_ALIASES.get(spec.sampler.lower(), spec.sampler) == "GridSampler":
+        return base
     keys = [base, existing_trials]
     if seed is None and not storage_url.startswith("sqlite"):
         keys += [os.getpid(), *socket.gethostname().encode()]
@@ -575,12 +824,22 @@ def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_t
 
 
 def run_study(
-    spec: StudySpec, storage_url: str, root: Path, n_trials: int, study_name: str | None = None,
+    spec: StudySpec, storage_url: str, root: Path, n_trials: int | None = None, study_name: str | None = None,
     seed: int | None = None, callbacks: list | None = None, on_trial=None, batch: int = 1, max_members: int | None = None,
+    until: int | None = None, allow_other_tables: bool = False,
+    on_start: Callable[[int, list[int]], None] | None = None,
 ) -> optuna.Study:
-    """Create or resume the study and run n_trials more trials in this process; with batch > 1, that many at a
-    time trained together (optimize_batched)."""
-    storage = open_storage(storage_url, spec.heartbeat_interval, spec.grace_period)
+    """Create or resume the study and run trials in this process: n_trials of them, or until the study holds
+    `until` COMPLETE trials in all (with both, whichever comes first; with neither, the file's n_trials). With
+    batch > 1, that many at a time trained together (optimize_batched).
+
+    Trials that an earlier run's Ctrl-C or SIGTERM failed are retried first, once each (retry_interrupted); the
+    retries count among the trials run. `on_start(planned, retried)` is called before the first trial with the
+    number of trials planned (with `until`, those still missing; failures add more) and the retried trials'
+    numbers. StudyStalled where `until` without n_trials stops because its trials keep failing."""
+    if n_trials is None and until is None:
+        n_trials = spec.n_trials
+    storage = open_storage(storage_url, spec.heartbeat_interval, spec.grace_period, allow_other_tables)
     study_name = study_name or spec.name
     study = optuna.create_study(
         study_name=study_name,
@@ -592,8 +851,23 @@ def run_study(
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)
     study.set_user_attr("space", spec.space)
+    planned = _Goal(n_trials, until, batch).left(study)
+    retried = retry_interrupted(study) if planned > 0 else []
+    if on_start is not None:
+        on_start(planned, retried)
+    if planned == 0:
+        return study
     if batch > 1:
-        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial)
-    else:
-        study.optimize(make_objective(spec, root, study_name, on_trial), n_trials=n_trials, catch=(TrialFailed,), callbacks=callbacks)
+        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until)
+        return study
+    goal = _Goal(n_trials, until, batch)
+
+    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        goal.record(trial)
+        if goal.left(study) == 0:
+            study.stop()
+
+    study.optimize(make_objective(spec, root, study_name, on_trial), n_trials=n_trials, catch=(TrialFailed,),
+                   callbacks=[*(callbacks or []), stop_when_done])
+    goal.check(study)
     return study

@@ -319,13 +319,13 @@ def test_an_interrupted_batched_study_leaves_no_trial_running(tmp_path, monkeypa
     """Ctrl-C while the batch's first depth trains fails that depth's trials and those of the depths still waiting."""
     import optuna
 
-    import rankprune.evolve as evolve_pkg
+    import rankprune.evolve.loop as loop
     from studyfiles import tiny_study_toml
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evolve_pkg, "evolve_depth_together", interrupted)
+    monkeypatch.setattr(loop, "evolve_depth_together", interrupted)
     (tmp_path / "s.toml").write_text(tiny_study_toml("cut", "grid", 4, space='depth = { choices = [1, 2] }\nwidth = 8\n'
                                                                           '"train.lr" = { choices = [0.05, 0.1] }\n'))
     root = tmp_path / "runs"

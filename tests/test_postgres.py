@@ -23,6 +23,7 @@ import pg
 from rankprune.runfolder import EPOCHS, RunFolder
 from rankprune.study import open_storage
 from studyfiles import tiny_study_toml
+from cli_checks import one_line_error
 
 # A guard so a hung child fails the test instead of the suite; not a timing assertion.
 GUARD_S = 300
@@ -227,3 +228,44 @@ def test_the_readme_address_form_works(postgres, tmp_path, capsys):
         capsys.readouterr().err
     assert main(["study", "classes", "plain", "--storage", url]) == 0, capsys.readouterr().err
     assert [t.state for t in optuna.load_study(study_name="plain", storage=url).trials] == [COMPLETE]
+
+
+# --- someone else's database (issue 18) -------------------------------------------------------------------------
+def table_names(postgres, dbname: str) -> list[str]:
+    conn = postgres.connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_a_database_of_other_tables_is_refused_and_reading_one_creates_nothing(postgres, tmp_path, capsys):
+    from rankprune.cli import main
+
+    url = postgres.create_database("theirs")
+    conn = postgres.connect("theirs")
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE customers (id integer PRIMARY KEY, name text)")
+        cur.execute("CREATE TABLE orders (id integer PRIMARY KEY)")
+    conn.close()
+    (tmp_path / "study.toml").write_text(tiny_study_toml("theirs", max_epochs=1))
+    run = ["study", "run", str(tmp_path / "study.toml"), "--storage", url, "--root", str(tmp_path / "runs"), "--n-trials", "1"]
+
+    # read-only commands find no study and add no table, on this database and on an empty one
+    empty = postgres.create_database("empty")
+    for address in (url, empty):
+        line = one_line_error(capsys, main(["study", "classes", "theirs", "--storage", address]))
+        assert "(it holds no Optuna tables)" in line
+    assert table_names(postgres, "theirs") == ["customers", "orders"]
+    assert table_names(postgres, "empty") == []
+
+    # study run refuses the database, naming its tables, unless told otherwise
+    line = one_line_error(capsys, main(run))
+    assert "holds tables that are not Optuna's (customers, orders)" in line and "--allow-other-tables" in line
+    assert table_names(postgres, "theirs") == ["customers", "orders"]
+    assert not (tmp_path / "runs").exists()
+    assert main([*run, "--allow-other-tables"]) == 0, capsys.readouterr().err
+    assert [t.state for t in load(url, "theirs").trials] == [COMPLETE]
+    assert {"customers", "orders", "studies", "trials"} <= set(table_names(postgres, "theirs"))

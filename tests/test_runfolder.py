@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 
 import pandas as pd
@@ -22,7 +23,7 @@ def test_check_accepts_a_new_or_empty_folder_and_writes_nothing(tmp_path):
 
 
 def test_check_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
-    (tmp_path / CONFIG).write_text(json.dumps({"seed": 0, "model": {"width": 8}}))
+    (tmp_path / CONFIG).write_text(json.dumps(RunConfig().to_dict()))
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not empty"):
         RunFolder.check(tmp_path, resume=False, overwrite=False)
@@ -36,9 +37,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run_and_touches_nothing(tmp_pa
     if config is not None:
         (tmp_path / CONFIG).write_text(config)
     before = sorted(p.name for p in tmp_path.iterdir())
-    with pytest.raises(RunFolderError, match="only a rankprune run folder"):
+    with pytest.raises(RunFolderError, match="only a rankprune run"):
         RunFolder.check(tmp_path, resume=False, overwrite=True)
-    with pytest.raises(RunFolderError, match="only a rankprune run folder"):
+    with pytest.raises(RunFolderError, match="only a rankprune run"):
         RunFolder(tmp_path).create(overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK) == before
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
@@ -50,6 +51,12 @@ def test_is_run_folder_accepts_only_a_rankprune_config(tmp_path):
     assert is_run_folder(tmp_path)
     (tmp_path / CONFIG).write_text(json.dumps({**RunConfig().to_dict(), "author": "me"}))
     assert not is_run_folder(tmp_path)
+    # keys that happen to be rankprune's are not a rankprune config: its sections must be there, as tables
+    for foreign in ({"seed": 1}, {"model": {"width": 5}}, {**RunConfig().to_dict(), "data": "mnist"}):
+        (tmp_path / CONFIG).write_text(json.dumps(foreign))
+        assert not is_run_folder(tmp_path)
+    (tmp_path / CONFIG).write_text((Path(__file__).parent / "data/run-format-1" / CONFIG).read_text())
+    assert is_run_folder(tmp_path)  # every older format still is one
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
@@ -110,15 +117,20 @@ def test_run_folder_errors_are_config_errors():
     assert issubclass(RunFolderError, ConfigError)  # so the CLI reports them as one line, exit 2
 
 
-def test_create_with_overwrite_replaces_a_run_folder(tmp_path):
+def test_create_with_overwrite_replaces_the_result_and_keeps_the_users_files(tmp_path):
     (tmp_path / CONFIG).write_text(json.dumps(RunConfig().to_dict()))
-    (tmp_path / "old.txt").write_text("x")
+    (tmp_path / "epochs.jsonl").write_text("{}\n")
+    (tmp_path / "notes.txt").write_text("what I saw")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "depth-2-final.pt").write_text("x")
+    (tmp_path / "weights" / "my-finetuned.pt").write_text("mine")
     with RunFolder(tmp_path) as run:
         run.create(overwrite=True)
-        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK, "weights"]
-        assert list((tmp_path / "weights").iterdir()) == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK, "notes.txt", "weights"]
+        assert [p.name for p in (tmp_path / "weights").iterdir()] == ["my-finetuned.pt"]
+        removed, kept = run.replaced
+        assert sorted(p.name for p in removed) == [CONFIG, "depth-2-final.pt", "epochs.jsonl"]
+        assert sorted(p.name for p in kept) == ["my-finetuned.pt", "notes.txt"]
 
 
 def test_json_documents_are_atomic_and_store_nan_as_null(tmp_path):

@@ -19,11 +19,11 @@ iteration), so a resumed run continues exactly as an uninterrupted one would hav
                   lockstep, their iterations trained together (ensemble.py)
 """
 
-from rankprune.evolve.loop import (DepthResult, NullReporter, Replica, Reporter, checked_data, evolve, evolve_depth,
-                                   evolve_depth_together, evolve_together, starting_widths)
+from rankprune.evolve.loop import (DepthResult, NullReporter, Replica, Reporter, evolve, evolve_depth,
+                                   evolve_depth_together, evolve_together, rewind_to_complete_round, starting_widths)
 from rankprune.evolve.phases import DEPTH_STOP_REASONS
 from rankprune.seeds import derive_seed
 
 __all__ = ["Reporter", "NullReporter", "DepthResult", "Replica", "evolve", "evolve_together", "evolve_depth",
-           "evolve_depth_together", "starting_widths", "checked_data", "derive_seed",
+           "evolve_depth_together", "starting_widths", "rewind_to_complete_round", "derive_seed",
            "DEPTH_STOP_REASONS"]

@@ -8,18 +8,16 @@ from typing import Protocol
 
 from torch import nn
 
-from rankprune import data as data_mod
-from rankprune.config import ConfigError, RunConfig
+from rankprune.config import RunConfig
 from rankprune.data import Splits
 from rankprune.ensemble import train_members
 from rankprune.evolve.iteration import finish_iteration, start_iteration
 from rankprune.evolve.phases import SHRINK, next_phase, phase, result_iteration, stop_reason
 from rankprune.models import get_family, width_for_parameters
-from rankprune.probes import check_probes
 from rankprune.runfolder import DEPTHS, ITERATION_TABLES, ITERATIONS, RunFolder
 
 __all__ = ["Reporter", "NullReporter", "DepthResult", "Replica", "evolve", "evolve_together", "evolve_depth", "evolve_depth_together",
-           "starting_widths", "checked_data"]
+           "starting_widths", "rewind_to_complete_round"]
 
 
 class Reporter(Protocol):
@@ -44,22 +42,6 @@ class NullReporter:
 class DepthResult:
     depth: int
     summary: dict  # the depths.json entry
-
-
-def checked_data(cfg: RunConfig) -> Splits:
-    """The run's data (data.load, with the config's data seed), checked before anything is written: missing
-    data, inputs the family cannot take (a CNN needs images) and settings a probe cannot work with are one-line
-    ConfigErrors."""
-    try:
-        data = data_mod.load(cfg.data, cfg.data_seed, cfg.device)
-    except data_mod.DataError as exc:
-        hint = "" if cfg.data.dataset == "tensors" else "; give --data-dir DIR, or use --dataset digits offline"
-        raise ConfigError(f"{exc}{hint}") from None
-    family = get_family(cfg.model.family)
-    family.check_input(data.input_shape)
-    check_probes(cfg.resolved(), min(family.parameter_count(data.input_shape, starting_widths(cfg, data, d), data.n_classes)
-                                     for d in cfg.evolve.layers))
-    return data
 
 
 def starting_widths(cfg: RunConfig, data: Splits, depth: int) -> list[int]:
@@ -221,6 +203,32 @@ def _reopen_if_extended(cfg: RunConfig, run: RunFolder, depth: int) -> None:
     run.write(DEPTHS, depths)
 
 
+def rewind_to_complete_round(replicas: list[Replica], depth: int) -> None:
+    """Before replicas resume a depth in lockstep: drop the iterations of a round that not every member finished.
+
+    Round k of a depth trains iteration k of every replica whose rules still call for one, in one batch
+    (ensemble.train_members), and each member's row is written as soon as it has trained. Interrupted within a
+    round, some members have that iteration and others not; resumed as they stand, the ones behind would train
+    round k in a smaller batch, and a batch's floating-point sums (its padding, its stacked matmuls) differ from
+    another batch's, so their numbers would differ from the uninterrupted run's. Going back to the last round
+    every member finished re-forms every batch as it was, so a resumed run gives exactly what the uninterrupted
+    one gives (on the same device and thread count). A lone replica's round is always complete."""
+    if len(replicas) < 2:
+        return
+    histories = [[row for row in r.run.rows(ITERATIONS) if row["depth"] == depth] for r in replicas]
+    unfinished = [len(h) for r, h in zip(replicas, histories) if next_phase(h, r.cfg) is not None]
+    if not unfinished:
+        return
+    round_ = min(unfinished)  # the first round a member still owes
+    for r, h in zip(replicas, histories):
+        if len(h) > round_:
+            finished = [(row["depth"], row["iteration"]) for row in r.run.rows(ITERATIONS)
+                        if row["depth"] != depth or row["iteration"] < round_]
+            r.run.keep_rows(ITERATIONS, finished)
+            for table in ITERATION_TABLES:
+                r.run.keep_rows(table, finished)
+
+
 def evolve(cfg: RunConfig, data: Splits, run: RunFolder, reporter: Reporter | None = None) -> list[DepthResult]:
     """Run the controller for every depth in cfg.evolve.layers; depths already finished are kept."""
     return evolve_together([Replica(cfg, data, run, reporter or NullReporter())])[0]
@@ -250,6 +258,7 @@ def evolve_together(replicas: list[Replica], max_members: int | None = None) -> 
                 results[i][depth] = DepthResult(depth, done)
             else:
                 todo.append(i)
+        rewind_to_complete_round([replicas[i] for i in todo], depth)
         for i, result in zip(todo, evolve_depth_together([replicas[i] for i in todo], depth, max_members)):
             results[i][depth] = result
     for r in replicas:

@@ -63,6 +63,10 @@ class Family(Protocol):
     def forward_flops(self, input_shape: tuple[int, ...], widths: list[int], n_out: int) -> int:
         """FLOPs of one sample's forward pass: 2 per multiply-add (biases, activations, pooling ignored)."""
 
+    def activations_per_sample(self, input_shape: tuple[int, ...], widths: list[int], n_out: int) -> int:
+        """Values one sample's forward pass holds for the backward pass: the input, every hidden layer's output
+        (a conv block's at each position) and the logits. For memory estimates (sizing.py)."""
+
 
 FAMILIES: dict[str, Family] = {}
 
@@ -100,6 +104,9 @@ def width_for_parameters(family: Family, input_shape: tuple[int, ...], depth: in
     if params < 1:
         raise ConfigError(f"--params must be at least 1, got {params}")
     count = lambda h: family.parameter_count(input_shape, [h] * depth, n_out)  # noqa: E731
+    if params < count(1):  # nothing that small exists: say so rather than start a larger network silently
+        raise ConfigError(f"--params {params:,} is below the smallest {family.name} of depth {depth} on these inputs "
+                          f"({count(1):,} parameters at width 1)")
     lo, hi = 1, 1
     while count(hi) < params:
         lo, hi = hi, hi * 2

@@ -4,6 +4,8 @@ A hidden width is a block's channel count."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -128,6 +130,11 @@ class CNNFamily:
         pixels = _resolutions(tuple(input_shape), len(widths))
         convs = sum(2 * a * b * KERNEL * KERNEL * p for a, b, p in zip(channels[:-1], channels[1:], pixels))
         return convs + 2 * channels[-1] * n_out
+
+    def activations_per_sample(self, input_shape, widths, n_out) -> int:
+        # every block's output at its convolution's resolution (before pooling), which bounds what pooling keeps
+        pixels = _resolutions(tuple(input_shape), len(widths))
+        return math.prod(input_shape) + sum(w * p for w, p in zip(widths, pixels)) + n_out
 
 
 register(CNNFamily())

@@ -95,6 +95,9 @@ class MLPFamily:
         dims = [_n_in(input_shape), *widths, n_out]
         return 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
+    def activations_per_sample(self, input_shape, widths, n_out) -> int:
+        return _n_in(input_shape) + sum(widths) + n_out
+
 
 MLP_FAMILY = register(MLPFamily())
 
