@@ -30,7 +30,7 @@ TINY = ["--dataset", "digits", "--width", "16", "--max-epochs", "2", "--patience
 # One pass per epoch: at batch size 1 an epoch of half of digits is about 650 steps (the default would cycle it
 # to the full split's 1,294).
 SLOW = ["--dataset", "digits", "--layers", "1", "--width", "16", "--batch-size", "1", "--lr", "0.005",
-        "--train-fraction", "0.5", "--samples-per-epoch", "pass", "--max-epochs", "2", "--patience", "2",
+        "--train-fraction", "0.25", "--samples-per-epoch", "pass", "--max-epochs", "2", "--patience", "2",
         "--max-iterations", "2", "--rank", "numerical:0.2"]
 
 
