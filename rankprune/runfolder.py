@@ -240,6 +240,9 @@ def check_writable(path: Path) -> None:
         raise RunFolderError(f"cannot write {path}{where}: {probe} is on a read-only file system; give --out on another one")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise RunFolderError(f"cannot write {path}{where}: no permission to write in {probe}; give another --out")
+    if st is not None and st.f_blocks == 0:  # /proc, /sys: a kernel's view, with no room for files
+        raise RunFolderError(f"cannot write {path}{where}: {probe} is on a virtual file system that holds no files; "
+                             "give --out on a disk")
     if st is not None and st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
         raise RunFolderError(f"cannot write {path}: the file system of {probe} is full "
                              f"({st.f_bavail * st.f_frsize:,} bytes free); free some space or give --out on another one")
@@ -309,6 +312,15 @@ class RunFolder:
                 raise
             raise RunFolderError(f"{self.path} is being written by {self._holder()}; wait for it to finish "
                                  "or stop it first") from None
+
+    def writer(self) -> str | None:
+        """Who holds the folder's lock now ('process 1234'), or None when nobody does: a status of `running` with
+        no writer is a run killed before it could record how it ended (SIGKILL, a crash)."""
+        try:
+            self.refuse_if_held()
+        except RunFolderError:
+            return self._holder()
+        return None
 
     def refuse_if_held(self) -> None:
         """RunFolderError if another process holds the folder's lock; takes and keeps nothing."""

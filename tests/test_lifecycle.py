@@ -421,3 +421,15 @@ def test_a_study_file_that_is_a_folder_or_not_utf8_is_one_line_and_creates_nothi
         study.write_bytes('[study]\nname = "größe"\n'.encode("latin-1"))
     line = one_line(capsys, main(["study", "run", str(study), "--root", str(tmp_path / "runs")]))
     assert expected in line and not (tmp_path / "runs").exists()
+
+
+def test_a_report_tells_a_killed_run_from_one_still_being_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["evolve", *TINY, "--max-iterations", "1", "--out", str(out)]) == 0
+    (out / STATUS).write_text(json.dumps({"state": "running", "depth": 1, "iteration": 0}))  # as SIGKILL leaves it
+    assert main(["report", str(out)]) == 0
+    assert "no process holds the folder's lock: the run was killed" in (out / "report/report.md").read_text()
+    with RunFolder(out) as writer:
+        writer.acquire()  # a live writer: this process, through another open file
+        assert main(["report", str(out)]) == 0
+    assert f"still being written by process {os.getpid()}" in (out / "report/report.md").read_text()

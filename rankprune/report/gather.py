@@ -77,6 +77,8 @@ def read_run(run: RunFolder) -> RunData:
     """Everything a run report shows; a config.json that is not a rankprune config is a ConfigError."""
     config = _read_config(run)
     status, env = run.read(STATUS), run.read(ENVIRONMENT)
+    if status is not None and status.get("state") == "running":
+        status = {**status, "writer": run.writer()}  # None: killed before it could say so
     try:
         depths = run.read(DEPTHS)
     except ValueError:  # written atomically, so only a hand-edit breaks it

@@ -51,9 +51,13 @@ def _run_gaps(run: RunData) -> list[str]:
     state = (status or {}).get("state")
     if status is None:
         gaps.append(f"no {STATUS}: the controller has not started in this folder")
+    elif state == "running" and status.get("writer") is None:
+        gaps.append(f"{STATUS} says running{_where(status)}, but no process holds the folder's lock: the run was "
+                    "killed before it could record that (SIGKILL, a crash); continue it with "
+                    f"`rankprune evolve --out {run.path} --resume`")
     elif state == "running":
-        gaps.append(f"{STATUS} says running{_where(status)}: a snapshot of a run still being written "
-                    "(or of one killed before it could record that)")
+        gaps.append(f"{STATUS} says running{_where(status)}: a snapshot of a run still being written by "
+                    f"{status['writer']}")
     elif state == "interrupted":
         gaps.append(f"the run was interrupted{_where(status)}; continue it with "
                     f"`rankprune evolve --out {run.path} --resume`")
