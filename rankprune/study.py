@@ -558,6 +558,9 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
         "family": family,
         "initial_widths": initial_widths,
         "widths": summary["widths"],
+        # per layer None, or why the width is a bound, not a measured rank ("initial", "input"); runs from before
+        # it was recorded read as uncensored
+        "censored": summary.get("censored", [None] * len(summary["widths"])),
         "depth": len(initial_widths),
         "rank_measure": summary["rank_measure"],
         "ranks": ranks,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rankprune.config import RunConfig
-from rankprune.evolve.phases import ANNEAL, SHRINK, chosen, next_phase, result_iteration, stop_reason
+from rankprune.evolve.phases import ANNEAL, SHRINK, censored, chosen, next_phase, result_iteration, stop_reason
 
 WARM = RunConfig().replace(evolve={"rebuild": "warm", "max_iterations": 5, "max_drop": 0.02, "width_tol": 0.05},
                            train={"lr_drops": 1})
@@ -25,6 +25,24 @@ def row(iteration, widths, next_widths, acc=0.9, stop=None, phase=SHRINK, train_
 def test_width_rules(widths, next_widths, expected):
     r = row(1, widths, next_widths)
     assert stop_reason(r, [row(0, [200, 200], widths), r], WARM) == expected
+
+
+@pytest.mark.parametrize("next_widths", [[256, 256], [250, 250]])
+def test_a_first_iteration_that_plans_no_shrink_is_no_shrink_not_a_convergent_rank(next_widths):
+    """Iteration 0 within width_tol of its start measured nothing below it: the width is a bound (issue 19)."""
+    r = row(0, [256, 256], next_widths)
+    assert stop_reason(r, [r], WARM) == "no-shrink"
+    later = row(1, [256, 256], next_widths)  # the same plan after a shrink is a fixed point or convergence
+    assert stop_reason(later, [row(0, [512, 512], [256, 256]), later], WARM) in ("fixed-point", "converged")
+
+
+def test_a_width_at_its_start_or_at_its_matrix_columns_is_censored():
+    # digits' first layer: 64 pixels; the second reads the first's 37 units
+    assert censored([37, 20], [128, 128], [64, 37]) == [None, None]
+    assert censored([64, 20], [128, 128], [64, 64]) == ["input", None]
+    assert censored([128, 37], [128, 128], [64, 128]) == ["initial", None]
+    assert censored([30, 30], [128, 128], [64, 30]) == [None, "input"]  # as many units as the layer before
+    assert censored([9, 40], [64, 64], [9, 81]) == ["input", None]  # a grey-scale conv block: 1 x 3 x 3 inputs
 
 
 def test_an_accuracy_drop_beats_the_width_rules_and_the_chosen_is_the_last_within_it():

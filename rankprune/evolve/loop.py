@@ -12,7 +12,7 @@ from rankprune.config import RunConfig
 from rankprune.data import Splits
 from rankprune.ensemble import train_members
 from rankprune.evolve.iteration import finish_iteration, start_iteration
-from rankprune.evolve.phases import SHRINK, next_phase, phase, result_iteration, stop_reason
+from rankprune.evolve.phases import SHRINK, censored, next_phase, phase, result_iteration, stop_reason
 from rankprune.models import get_family, width_for_parameters
 from rankprune.runfolder import DEPTHS, ITERATION_TABLES, ITERATIONS, RunFolder
 
@@ -122,6 +122,9 @@ def _record(depth: int, st: _DepthState, pending, result) -> None:
     upcoming = pending.phase
     shrinks = [h for h in st.history if phase(h) == SHRINK]
     row["stop"] = stop_reason(row, shrinks + [row], st.cfg) if upcoming == SHRINK else st.history[-1]["stop"]
+    start = (st.history[0] if st.history else row)["widths"]
+    family, shape = get_family(st.cfg.model.family), st.replica.data.input_shape
+    row["censored"] = censored(row["next_widths"], start, family.fan_in(shape, row["next_widths"]))  # of next_widths
     st.replica.run.append(ITERATIONS, row)  # last: a row here means the iteration's files are complete
     st.history.append(row)
     st.replica.reporter.iteration_done(depth, row)
@@ -130,7 +133,7 @@ def _record(depth: int, st: _DepthState, pending, result) -> None:
 
 def _finish_depth(st: _DepthState, depth: int) -> DepthResult:
     run, cfg = st.replica.run, st.cfg
-    summary = _summary(cfg, depth, st.history)
+    summary = _summary(cfg, depth, st.history, st.replica.data.input_shape)
     run.save_weights(run.load_weights(depth, summary["chosen_iteration"]), depth)
     depths = run.read(DEPTHS, {})
     depths[str(depth)] = summary
@@ -139,9 +142,10 @@ def _finish_depth(st: _DepthState, depth: int) -> DepthResult:
     return DepthResult(depth, summary)
 
 
-def _summary(cfg: RunConfig, depth: int, history: list[dict]) -> dict:
+def _summary(cfg: RunConfig, depth: int, history: list[dict], input_shape: tuple[int, ...]) -> dict:
     """The depths.json entry of a finished depth: its result iteration against its first."""
     chosen, first = result_iteration(history, cfg.evolve.max_drop, cfg.evolve.drop_z), history[0]
+    family = get_family(cfg.model.family)
     return {
         "depth": depth,
         "family": cfg.model.family,
@@ -151,6 +155,8 @@ def _summary(cfg: RunConfig, depth: int, history: list[dict]) -> dict:
         "chosen_iteration": chosen["iteration"],
         "widths": chosen["widths"],
         "initial_widths": first["widths"],
+        # per layer: None, or why the width is a bound rather than a measurement (phases.censored)
+        "censored": censored(chosen["widths"], first["widths"], family.fan_in(input_shape, chosen["widths"])),
         "parameters": chosen["parameters"],
         "initial_parameters": first["parameters"],
         "val_acc": chosen["val_acc"],

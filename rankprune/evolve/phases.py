@@ -13,10 +13,15 @@ from rankprune.config import RunConfig
 
 __all__ = [
     "DEPTH_STOP_REASONS", "SHRINK", "ANNEAL", "anneals", "phase", "decision_acc", "drop_tolerance", "chosen", "stop_reason", "next_phase",
-    "result_iteration",
+    "result_iteration", "censored", "CENSORED_AT",
 ]
 
-DEPTH_STOP_REASONS = ("fixed-point", "converged", "max-iterations", "accuracy-drop", "diverged")
+# no-shrink: the first iteration planned no shrink beyond width_tol, so the depth ends where it started: its
+# widths are the initial ones, a bound and not a measured convergent rank (censored, below).
+DEPTH_STOP_REASONS = ("fixed-point", "converged", "no-shrink", "max-iterations", "accuracy-drop", "diverged")
+# Why a width is a bound rather than a measurement: it never shrank below its start, or it sits at the most rank
+# its incoming matrix can have (the matrix's columns: the input's size for the first layer).
+CENSORED_AT = ("initial", "input")
 SHRINK, ANNEAL = "shrink", "anneal"
 
 
@@ -65,9 +70,12 @@ def stop_reason(row: dict, shrink_history: list[dict], cfg: RunConfig) -> str | 
     best = max(shrink_history, key=decision_acc)
     if decision_acc(row) < decision_acc(best) - drop_tolerance(best, row, cfg.evolve.max_drop, cfg.evolve.drop_z):
         return "accuracy-drop"
+    settled = sum(row["widths"]) - sum(row["next_widths"]) <= cfg.evolve.width_tol * sum(row["widths"])
+    if settled and row["iteration"] == 0:
+        return "no-shrink"  # nothing was ever measured below the start: not a fixed point, a bound
     if row["next_widths"] == row["widths"]:
         return "fixed-point"
-    if sum(row["widths"]) - sum(row["next_widths"]) <= cfg.evolve.width_tol * sum(row["widths"]):
+    if settled:
         return "converged"
     if row["iteration"] + 1 >= cfg.evolve.max_iterations:
         return "max-iterations"
@@ -101,3 +109,12 @@ def result_iteration(history: list[dict], max_drop: float, drop_z: float = 0.0) 
     if phase(last) == ANNEAL and last["val_acc"] >= base["val_acc"]:
         return last
     return base
+
+
+def censored(widths: list[int], initial_widths: list[int], fan_in: list[int]) -> list[str | None]:
+    """Per hidden layer, why its width is a bound and not a measured rank: "initial" where it never shrank below its
+    start (its rank may be anything up to there), "input" where it equals the columns of its incoming matrix (the
+    most rank that matrix can have: 64 for digits' first layer, 9 for a grey-scale first conv block), else None.
+    Such a width is censored: trend statistics leave it out, and tables show it as '>= w'."""
+    return ["initial" if w >= start else "input" if w >= bound else None
+            for w, start, bound in zip(widths, initial_widths, fan_in)]

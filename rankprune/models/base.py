@@ -63,6 +63,11 @@ class Family(Protocol):
     def forward_flops(self, input_shape: tuple[int, ...], widths: list[int], n_out: int) -> int:
         """FLOPs of one sample's forward pass: 2 per multiply-add (biases, activations, pooling ignored)."""
 
+    def fan_in(self, input_shape: tuple[int, ...], widths: list[int]) -> list[int]:
+        """Per hidden layer, the columns of its incoming weight matrix as the controller measures it: the most rank
+        that matrix can have whatever the width, a bound set by the layer's input (the first layer's by the data:
+        64 pixels of digits; 9 for a grey-scale conv block's 3x3 kernel)."""
+
     def activations_per_sample(self, input_shape: tuple[int, ...], widths: list[int], n_out: int) -> int:
         """Values one sample's forward pass holds for the backward pass: the input, every hidden layer's output
         (a conv block's at each position) and the logits. For memory estimates (sizing.py)."""

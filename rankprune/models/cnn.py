@@ -131,6 +131,10 @@ class CNNFamily:
         convs = sum(2 * a * b * KERNEL * KERNEL * p for a, b, p in zip(channels[:-1], channels[1:], pixels))
         return convs + 2 * channels[-1] * n_out
 
+    def fan_in(self, input_shape, widths) -> list[int]:
+        # a block's weight (out, in, 3, 3) is measured as the (out, in * 9) matrix
+        return [c * KERNEL * KERNEL for c in [input_shape[0], *widths[:-1]]]
+
     def activations_per_sample(self, input_shape, widths, n_out) -> int:
         # every block's output at its convolution's resolution (before pooling), which bounds what pooling keeps
         pixels = _resolutions(tuple(input_shape), len(widths))

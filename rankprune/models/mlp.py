@@ -98,6 +98,9 @@ class MLPFamily:
     def activations_per_sample(self, input_shape, widths, n_out) -> int:
         return _n_in(input_shape) + sum(widths) + n_out
 
+    def fan_in(self, input_shape, widths) -> list[int]:
+        return [_n_in(input_shape), *widths[:-1]]
+
 
 MLP_FAMILY = register(MLPFamily())
 
