@@ -6,6 +6,8 @@
     format 2  config.json has `format_version`; model.family and model.params; data.json with
               input_shape; weights/...-start.pt; depths.json entries name their family and params_requested
     format 3  train.saturate (default rank); older configs saturated by accuracy, and upgrade_config says so
+    format 4  (issue 19) settings whose defaults changed meaning; an older config keeps what it ran under
+              (upgrade_config): the validation split's origin, the accuracy-drop test, the rank's source
 
 RunFolder.rows passes every row through `upgrade_row`, and RunConfig.from_stored reads a config.json of any
 format up to FORMAT_VERSION (through `upgrade_config`), so the controller, the report and the API see only the current shapes.
@@ -18,7 +20,7 @@ from typing import Any
 
 __all__ = ["FORMAT_VERSION", "upgrade_row", "upgrade_config", "config_format"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 def config_format(config: dict[str, Any]) -> int:
@@ -42,4 +44,19 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         train = dict(config.get("train", {}))
         train.setdefault("saturate", "accuracy")  # training stopped when validation accuracy did, then
         config = {**config, "train": train}
+    if config_format(config) < 4:
+        config = _set_defaults(config, FORMAT_4_MEANT)
     return config
+
+
+# What a config of format 3 or older meant by settings format 4 added with another default: (section, key) -> value.
+FORMAT_4_MEANT: dict[tuple[str, str], object] = {}
+
+
+def _set_defaults(config: dict[str, Any], defaults: dict[tuple[str, str], object]) -> dict[str, Any]:
+    out = dict(config)
+    for (section, key), value in defaults.items():
+        part = dict(out.get(section, {}))
+        part.setdefault(key, value)
+        out[section] = part
+    return out
