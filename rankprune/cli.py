@@ -82,7 +82,8 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--noise": ("data", "noise", float, "standard deviation of the Gaussian noise on a regression task's training targets (0)"),
     "--data-dir": ("data", "data_dir", str, "dataset folder (default: ~/.cache/rankprune/data, or $RANKPRUNE_DATA)"),
     "--train-fraction": ("data", "train_fraction", float, "seeded fraction of the training set to use (1.0)"),
-    "--val-fraction": ("data", "val_fraction", float, "fraction of the training set held out for validation (0.1)"),
+    "--val-fraction": ("data", "val_fraction", float, "fraction of the training set held out for validation, drawn before --train-fraction so its size does not depend on it (0.1)"),
+    "--validation": ("data", "validation", str, "where the validation split comes from: pool (the whole training set, before --train-fraction; default) | fraction (carved from the train fraction, as runs before config format 4)"),
     "--classes": ("data", "classes", int, "keep K classes in every split: the first K, or a seeded choice with --classes-seed (all)"),
     "--classes-seed": ("data", "classes_seed", int, "seed of the choice of --classes (none: the first K)"),
     "--tasks": ("data", "tasks", int, "augmented tasks: N random projections of the input with label permutations, task 0 the identity; records unseen-task test accuracy (off)"),
@@ -383,8 +384,9 @@ def _run_study(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from rankprune.study import SAMPLER_SEED_MAX, StudyStalled, check_storage, default_storage, parse_spec, run_study
-    from rankprune.units import seconds
+    from rankprune.study import (SAMPLER_SEED_MAX, StudyStalled, check_storage, default_storage, parse_spec, run_study,
+                                 test_objective_warning)
+    from rankprune.units import seconds, widths_text
 
     # Everything is checked before anything is created: the file, the flags, the storage (only read), the data.
     spec = parse_spec(args.file)
@@ -444,17 +446,19 @@ def _run_study(args: argparse.Namespace) -> int:
         retry = f" (retry of #{a['retry_of']})" if "retry_of" in a else ""
         if trial.state == optuna.trial.TrialState.COMPLETE:
             progress.console.print(
-                f"trial {trial.number}{retry}: {a['initial_widths']} -> ranks {a['ranks']}  test {a['test_acc']:.4f} "
-                f"train {a['train_acc']:.4f}  rank sum {a['network_rank_sum']} ({a['network_rank_normalized']:.3f})  "
-                f"{seconds(a['cumulative_seconds'])} s", soft_wrap=True)
+                f"trial {trial.number}{retry}: {widths_text(a['initial_widths'])} -> "
+                f"{'' if spec.mode == 'survey' else 'widths ' + widths_text(a['widths'], a.get('censored')) + ', '}"
+                f"ranks {a['ranks']}  val {a['val_acc']:.4f} test {a['test_acc']:.4f} train {a['train_acc']:.4f}  "
+                f"rank sum {a['network_rank_sum']} ({a['network_rank_normalized']:.3f})  "
+                f"{seconds(a['cumulative_seconds'])} s", soft_wrap=True, markup=False)
         else:
             progress.console.print(f"trial {trial.number}{retry} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}",
                                    soft_wrap=True)
 
     console.print(f"storage: {url}")
-    warning = data_mod.small_validation_warning(splits)
-    if warning:
-        console.print(f"warning: {warning}", soft_wrap=True)
+    for warning in (test_objective_warning(o.metric for o in spec.objectives), data_mod.small_validation_warning(splits)):
+        if warning:
+            console.print(f"warning: {warning}", soft_wrap=True, markup=False)
     try:
         with progress:
             study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial],

@@ -42,6 +42,7 @@ OPTIMIZERS = ("sgd", "adam")
 REBUILDS = ("reinit", "warm")
 PRECISIONS = ("fp32", "bf16")
 PASS = "pass"  # samples_per_epoch: one pass over the data used
+VALIDATION_SPLITS = ("pool", "fraction")  # where the validation split comes from (DataConfig.validation)
 LOSS_NAMES = ("cross-entropy", "hinge", "mse")  # losses.LOSSES implements each
 # A plain MLP or CNN (no residual connections, no normalisation) does not train at hundreds of layers; a depth
 # beyond this is a typo (`--layers 1..100000`), and planning its network alone would take minutes.
@@ -56,7 +57,12 @@ class DataConfig:
     data_dir: str | None = None  # None: the user cache folder (see data.default_data_dir)
     download: bool = True
     train_fraction: float = 1.0  # seeded fraction of the training set actually used
-    val_fraction: float = 0.1  # carved from the (fractioned) training set, seeded
+    # The validation split: val_fraction of the pool (the training set, of the kept classes), drawn before the
+    # train fraction is taken, so its size does not depend on the fraction (at 1/512 of MNIST it would hold
+    # about 12 images otherwise, and saturation, the accuracy-drop test and the anneal decision all read it).
+    # "fraction": carved from the train fraction instead, as runs of config format 3 and older were.
+    val_fraction: float = 0.1
+    validation: str = "pool"
     # A seeded fraction of the training labels replaced by a uniformly random class (which may be the true
     # one); validation and test labels stay clean.
     label_noise: float = 0.0
@@ -98,6 +104,8 @@ class DataConfig:
             raise ConfigError(f"train fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if self.validation not in VALIDATION_SPLITS:
+            raise ConfigError(f"unknown validation split {self.validation!r}; choose from {', '.join(VALIDATION_SPLITS)}")
         if self.classes is not None and self.classes < 2:
             raise ConfigError(f"--classes must be at least 2, got {self.classes}")
         if self.classes_seed is not None and self.classes is None:

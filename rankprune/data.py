@@ -64,6 +64,7 @@ class Splits:
     mean: float = 0.0
     std: float = 1.0
     n_train_pool: int = 0  # the training set's size before the train fraction and validation split
+    validation: str | None = None  # where the validation split came from: "pool" or "fraction" (DataConfig)
     # The training split's size at train fraction 1 (before any subsetting): how many samples an epoch draws
     # by default, so that a fraction of the data gets as many optimisation steps as all of it. 0: len(train).
     n_train_full: int = 0
@@ -105,6 +106,7 @@ class Splits:
             "dataset": self.name,
             "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
             "n_train_pool": self.n_train_pool, "n_train_full": self.full_train_size,
+            **({"validation_from": self.validation} if self.validation else {}),
             **self._noise_record(),
             **({"classes": self.kept_classes} if self.kept_classes is not None else {}),
             **({"tasks": self.tasks, "n_test_unseen_tasks": len(self.unseen_test)} if self.tasks is not None else {}),
@@ -121,7 +123,8 @@ def small_validation_warning(splits: Splits) -> str | None:
         return None
     return (f"the validation split has only {n} rows (fewer than {MIN_VALIDATION_ROWS}): one image moves validation "
             f"accuracy by {100 / max(n, 1):.1f} points, so saturation and every decision are noisy; "
-            "raise the train fraction or the validation fraction")
+            + ("raise the train fraction or the validation fraction" if splits.validation == "fraction"
+               else "raise the validation fraction (or use more classes)"))
 
 
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -222,9 +225,14 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
 
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y_tr), generator=g)
-    perm = perm[: max(2, round(cfg.train_fraction * len(perm)))]
-    n_val = max(1, round(cfg.val_fraction * len(perm)))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if cfg.validation == "pool":  # validation first, from the whole pool: its size is the same at every fraction
+        n_val = max(1, round(cfg.val_fraction * len(perm)))
+        val_idx, rest = perm[:n_val], perm[n_val:]
+        train_idx = rest[: max(1, round(cfg.train_fraction * len(rest)))]
+    else:  # "fraction" (config format 3 and older): carved from the train fraction, so it shrinks with it
+        perm = perm[: max(2, round(cfg.train_fraction * len(perm)))]
+        n_val = max(1, round(cfg.val_fraction * len(perm)))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
 
     x_train = x_tr[train_idx]
     mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
@@ -253,6 +261,7 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         mean=float(mean),
         std=float(std),
         n_train_pool=n_pool,
+        validation=cfg.validation,
         n_train_full=n_full,
         kept_classes=kept,
         relabelled=relabelled,

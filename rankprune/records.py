@@ -50,7 +50,9 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # What a config of format 3 or older meant by settings format 4 added with another default: (section, key) -> value.
-FORMAT_4_MEANT: dict[tuple[str, str], object] = {}
+FORMAT_4_MEANT: dict[tuple[str, str], object] = {
+    ("data", "validation"): "fraction",  # the validation split was carved from the train fraction
+}
 
 
 def _set_defaults(config: dict[str, Any], defaults: dict[tuple[str, str], object]) -> dict[str, Any]:

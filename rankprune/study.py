@@ -53,6 +53,9 @@ __all__ = [
     "run_study",
     "load_study",
     "METRICS",
+    "DEFAULT_OBJECTIVE",
+    "TEST_METRICS",
+    "test_objective_warning",
 ]
 
 MODES = ("survey", "evolve")
@@ -63,6 +66,14 @@ METRICS = (
     "network_rank_sum", "network_rank_normalized", "network_rank_min", "rank_parameters",
     "parameters", "cumulative_seconds", "cumulative_flops", "epochs",
 )
+# The objective a study file without `objectives` optimises. Every decision of a run is made on its validation split
+# and the test split is only reported (README): a study's sampler (TPE, NSGA-II) steers by its objectives, and its
+# Pareto front and best trial are ranked on them, so the default is validation accuracy.
+DEFAULT_OBJECTIVE = {"metric": "val_acc", "direction": "maximize"}
+# Objective metrics computed from the test split: test accuracy and loss, and the generalisation gap (training
+# minus *test* accuracy: trial_attributes takes it from the run's summary, evolve/iteration.py). Optimising one lets
+# the test set steer what is sampled; allowed, but a study run says so in one line and its report carries a warning.
+TEST_METRICS = ("test_acc", "test_loss", "generalisation_gap")
 SAMPLER_ALIASES = {
     "tpe": "TPESampler", "random": "RandomSampler", "grid": "GridSampler", "nsga2": "NSGAIISampler",
     "nsga3": "NSGAIIISampler", "qmc": "QMCSampler", "cmaes": "CmaEsSampler", "gp": "GPSampler",
@@ -201,7 +212,7 @@ def parse_spec(path: str | Path) -> StudySpec:
         raise ConfigError(f"{where}: study name {name!r} may hold only letters, digits, '.', '_' and '-'")
 
     objectives = []
-    for obj in study.get("objectives", [{"metric": "test_acc", "direction": "maximize"}]):
+    for obj in study.get("objectives", [DEFAULT_OBJECTIVE]):
         if not isinstance(obj, dict) or set(obj) != {"metric", "direction"}:
             raise ConfigError(f"{where}: each objective is {{metric = ..., direction = ...}}")
         if obj["metric"] not in METRICS:
@@ -239,6 +250,17 @@ def parse_spec(path: str | Path) -> StudySpec:
     )
     make_sampler(spec, spec.seed)  # an unknown sampler or an ungriddable space fails here, before any study
     return spec
+
+
+def test_objective_warning(metrics) -> str | None:
+    """One line saying that a study's objectives (metric names) include a test-split metric (TEST_METRICS), so the
+    test set steers its sampler and ranks its Pareto front; None when every objective is measured without it."""
+    named = [m for m in metrics if m in TEST_METRICS]
+    if not named:
+        return None
+    return (f"objective {' and '.join(named)} {'is' if len(named) == 1 else 'are'} measured on the test split: it steers "
+            "the sampler and ranks the Pareto front, so the test set is no longer held out; optimise val_acc (the "
+            "default) and only report test_acc")
 
 
 def _edge_values(spec: Any) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["TFLOP", "tflop", "seconds"]
+__all__ = ["TFLOP", "tflop", "seconds", "BOUND", "width_text", "widths_text", "is_censored"]
 
 TFLOP = 1e12  # floating-point operations in one TFLOP
 
@@ -38,3 +38,29 @@ def seconds(value: float) -> str:
         return f"{value:,.0f}"
     decimals = 2 - math.floor(math.log10(abs(value)))
     return f"{value:.{decimals}f}"
+
+
+# A censored width (phases.censored: it never shrank below its start, or it equals its incoming matrix's columns) is a
+# lower bound on the convergent rank, not a measurement of it: every table shows it as ">= 256", in ASCII so that it
+# reads alike in a terminal, a log, Markdown and a CSV.
+BOUND = ">= "
+
+
+def is_censored(why) -> bool:
+    """Whether a layer's "censored" entry marks a bound: "initial" or "input". None, and anything a run made before
+    censoring was recorded holds (no key at all, or NaN from a DataFrame), reads as unknown: not marked."""
+    return isinstance(why, str) and bool(why)
+
+
+def width_text(width, why=None) -> str:
+    """One hidden layer's width: '64', or '>= 64' where `why` marks it censored."""
+    text = f"{width:g}" if isinstance(width, float) else str(width)
+    return BOUND + text if is_censored(why) else text
+
+
+def widths_text(widths, censored=None) -> str:
+    """Hidden widths as '[>= 64, 38]': each censored one (per layer, as depths.json, an iteration row or a trial's
+    "censored" holds it) as a bound. `censored` None, or shorter than `widths` (a run from before it was recorded):
+    nothing marked."""
+    marks = list(censored) if isinstance(censored, (list, tuple)) else []
+    return "[" + ", ".join(width_text(w, marks[i] if i < len(marks) else None) for i, w in enumerate(widths)) + "]"

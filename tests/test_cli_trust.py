@@ -224,7 +224,7 @@ def test_extending_a_warm_run_replaces_its_anneal(tmp_path, capsys):
 
 
 def test_a_tiny_validation_split_is_warned_about_once(tmp_path, capsys):
-    assert main(["evolve", *TINY, "--max-iterations", "1", "--train-fraction", "0.1", "--out", str(tmp_path / "r")]) == 0
+    assert main(["evolve", *TINY, "--max-iterations", "1", "--val-fraction", "0.05", "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
     assert err.count("validation split has only") == 1
     described = json.loads((tmp_path / "r" / DATA).read_text())

@@ -68,7 +68,7 @@ def test_different_seed_different_train_and_val_but_the_same_test():
     assert np.array_equal(a_test, b_test) and torch.equal(a.test.y, b.test.y)
 
 
-@pytest.mark.parametrize(("fraction", "n_train", "n_val"), [(0.5, 647, 72), (0.1, 130, 14), (1.0, 1294, 144)])
+@pytest.mark.parametrize(("fraction", "n_train", "n_val"), [(0.5, 647, 144), (0.1, 129, 144), (1.0, 1294, 144)])
 def test_train_fraction_shrinks_train(fraction, n_train, n_val):
     splits = load(DataConfig(dataset="digits", train_fraction=fraction), seed=0)
     assert (len(splits.train), len(splits.val)) == (n_train, n_val)
@@ -154,9 +154,9 @@ def test_splits_record_their_normalisation_and_sizes(digits):
     assert json.loads(json.dumps(described)) == described  # JSON as it stands
 
 
-@pytest.mark.parametrize("fraction, warned", [(0.1, True), (1.0, False)])
-def test_a_tiny_validation_split_is_warned_about(fraction, warned):
-    splits = load(DataConfig(dataset="digits", train_fraction=fraction), seed=4)
+@pytest.mark.parametrize("val_fraction, warned", [(0.05, True), (0.1, False)])
+def test_a_tiny_validation_split_is_warned_about(val_fraction, warned):
+    splits = load(DataConfig(dataset="digits", val_fraction=val_fraction), seed=4)
     message = small_validation_warning(splits)
     assert (message is not None) == warned
     if warned:
@@ -173,3 +173,30 @@ def test_digits_read_from_the_package_file_equal_scikit_learns_load_digits():
 
     table, bunch = _digits_table(), load_digits()
     assert np.array_equal(table[:, :64], bunch.data) and np.array_equal(table[:, 64].astype(int), bunch.target)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.25, 1 / 16])
+def test_the_validation_split_comes_from_the_pool_whatever_the_train_fraction(fraction):
+    """Issue 19: carved from the train fraction, 1/16 of digits validated on 9 images; drawn from the pool first, every
+    fraction validates on the same 144, and at fraction 1 the split is the one runs have always had."""
+    from rankprune.config import DataConfig
+
+    pool = load(DataConfig(dataset="digits", train_fraction=fraction), seed=3)
+    full = load(DataConfig(dataset="digits"), seed=3)
+    assert len(pool.val) == len(full.val) == 144 and torch.equal(pool.val.y, full.val.y)
+    assert len(pool.train) == max(1, round(fraction * 1294))
+    assert pool.describe()["validation_from"] == "pool" and pool.describe()["n_val"] == 144
+    old = load(DataConfig(dataset="digits", train_fraction=fraction, validation="fraction"), seed=3)
+    assert len(old.val) == max(1, round(0.1 * round(fraction * 1438)))  # what format 3 did, kept for its runs
+    if fraction == 1.0:
+        assert torch.equal(old.train.x, pool.train.x) and torch.equal(old.val.y, pool.val.y)
+
+
+def test_a_config_of_format_3_keeps_its_validation_split_on_resume():
+    from rankprune.config import RunConfig
+
+    stored = RunConfig().to_dict()
+    stored["format_version"] = 3
+    del stored["data"]["validation"]
+    assert RunConfig.from_stored(stored).data.validation == "fraction"
+    assert RunConfig().data.validation == "pool"
