@@ -10,8 +10,9 @@ GRID is one of:
               classes, tasks, train fraction at equal steps and per pass, hinge against cross-entropy)
 
 Writes benchmarks/results/grid_GRID.md (per setting: mean and sd over seeds of the total and per-layer chosen
-widths, test accuracy, cost; per knob: Spearman correlation of total width with the knob and its p-value; stop
-reasons) and grid_GRID.csv (one row per run). Runs stay under runs/grid-GRID/SETTING-seedS: a finished one is
+widths, test accuracy, cost; per knob: the trend of total width with the knob, from rankprune.analysis; stop
+reasons) and grid_GRID.csv (one row per run). `--from-csv FILE` prints the summary of a CSV made earlier (e.g. the
+committed one) and writes nothing. Runs stay under runs/grid-GRID/SETTING-seedS: a finished one is
 reused, an interrupted one resumed. Every process gets OMP_NUM_THREADS=1: two multi-threaded processes on the
 same cores slow each other 10-25x.
 """
@@ -19,6 +20,7 @@ same cores slow each other 10-25x.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import json
 import os
@@ -33,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from rankprune.analysis import Verdict, holm, is_censored, trend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +117,8 @@ def _result_row(out: Path) -> list[dict]:
             "train_acc_relabelled": result.get("train_acc_relabelled"), "train_acc_clean": result.get("train_acc_clean"),
             "n_delta_fraction": result.get("n_delta_fraction"),
             "stop_reason": d["stop_reason"], "iterations": d["iterations"], "epochs": d["epochs"],
+            # per layer None, "initial" or "input": a width at its bound (runs from before it was recorded: none)
+            "censored": d.get("censored", [None] * len(d["widths"])),
             "cumulative_flops": d["cumulative_flops"], "cumulative_seconds": d["cumulative_seconds"],
             # What the old rule (max_drop alone) would have done on the same history: the first shrink
             # iteration more than max_drop below the best before it, if any.
@@ -151,6 +156,39 @@ def _layers(frame: pd.DataFrame) -> str:
     return "[" + ", ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(widths.mean(0), widths.std(0, ddof=1) if len(widths) > 1 else 0 * widths.mean(0))) + "]"
 
 
+def read_csv(path: Path) -> pd.DataFrame:
+    """A grid CSV as summarise takes it. A CSV from before censoring was recorded gets it derived: a layer is
+    censored ("initial") where its chosen width is its initial one, every layer starting at initial_total / depth
+    (true of every grid here: one --width for all layers); the input bound (784 on MNIST) is above every width."""
+    df = pd.read_csv(path)
+    df["widths"] = df["widths"].map(json.loads)
+    if "censored" in df:
+        df["censored"] = df["censored"].map(ast.literal_eval)  # written as Python lists: [None, 'initial']
+    else:
+        df["censored"] = [["initial" if w >= r.initial_total / r.depth else None for w in r.widths]
+                          for r in df.itertuples()]
+        print(f"{path}: no censored column; derived from widths and initial_total", file=sys.stderr)
+    return df
+
+
+def knob_trends(df: pd.DataFrame, settings: list[Setting]) -> list[tuple[str, list[float], Verdict]]:
+    """Per ordered knob: the values tested (of uncensored runs) and the analysis verdict on total width against it
+    (seed-stratified exact permutation Spearman, censored runs out), Holm-adjusted over the knobs."""
+    knobs = sorted({k for s in settings for k, _ in s.knobs if k not in CATEGORICAL})
+    found = []
+    for k in knobs:
+        values = {s.name: dict(s.knobs)[k] for s in settings if k in dict(s.knobs)}
+        if k == "train_fraction_pass" and 1.0 not in values.values():
+            values["default"] = 1.0  # the fraction-1 pass run is the default run: an epoch is one pass there
+        runs = df[df.setting.isin(values)].assign(**{k: lambda t: t.setting.map(values)})
+        if runs[k].nunique() < 2:
+            continue
+        tested = runs[~is_censored(runs.censored)] if "censored" in runs else runs
+        found.append((k, sorted(tested[k].unique()), trend(runs, k, "total_width", unit="seed", label="setting")))
+    adjusted = holm([v for _, _, v in found], "the knobs of this grid")
+    return [(k, values, v) for (k, values, _), v in zip(found, adjusted)]
+
+
 def summarise(df: pd.DataFrame, settings: list[Setting]) -> list[str]:
     lines = ["## Per setting (mean ± sd over seeds)", "",
              "| setting | depth | runs | total width | sd / mean | widths per layer | test acc % | cumulative GFLOPs | cumulative s | epochs |",
@@ -169,21 +207,30 @@ def summarise(df: pd.DataFrame, settings: list[Setting]) -> list[str]:
             g = df[df.setting == s.name]
             if any(g[c].notna().any() for c in extra):
                 lines.append(f"| {s.name} | " + " | ".join(_pct(g[c]) for c in extra) + " |")
-    knobs = sorted({k for s in settings for k, _ in s.knobs if k not in CATEGORICAL})
-    if knobs:
-        lines += ["", "## Total width against each knob (Spearman over every run of the knob's settings)", "",
-                  "| knob | values | runs | Spearman rho | p-value |", "|---|---|---|---|---|"]
-        for k in knobs:
-            points = [(dict(s.knobs)[k], r.total_width) for s in settings if k in dict(s.knobs)
-                      for r in df[df.setting == s.name].itertuples()]
-            if k == "train_fraction_pass":  # the fraction-1 pass run is the default run: an epoch is one pass there
-                points += [(1.0, r.total_width) for r in df[df.setting == "default"].itertuples()
-                           if not any(dict(s.knobs).get(k) == 1.0 for s in settings)]
-            x, y = zip(*points) if points else ((), ())
-            if len(set(x)) < 2:
-                continue
-            rho, p = stats.spearmanr(x, y)
-            lines.append(f"| {k} | {', '.join(str(v) for v in sorted(set(x)))} | {len(x)} | {rho:+.3f} | {p:.2g} |")
+    verdicts = knob_trends(df, settings)
+    if verdicts:
+        lines += ["", "## Total width against each knob", "",
+                  "Each knob's runs are its settings' and the default's (its baseline, shared by every knob). The seed "
+                  "is the unit of replication: Spearman's rho between the knob and the total width is computed within "
+                  "each seed and averaged, and its p-value is an exact permutation test permuting the knob's values "
+                  "within each seed (runs that share a seed share its data split and initial draw: they are a block, "
+                  "not independent points). Each knob's test is its own; Holm's correction runs over the knobs, which "
+                  "allows for the dependence the shared baseline creates. Censored runs (a layer's width at its "
+                  "initial value or its input bound: a bound, not a measured rank) are left out and listed. With 3 "
+                  "seeds no bootstrap interval can be had; `smallest p` is the most extreme outcome this design allows.",
+                  "", "| knob | values | seeds | mean within-seed rho | p (exact) | Holm p | smallest p | left out (censored) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for k, values, v in verdicts:
+            p = "—" if np.isnan(v.p_value) else f"{v.p_value:.2g}"
+            holm_p = "—" if v.p_adjusted is None else f"{v.p_adjusted:.2g}"
+            floor = "—" if np.isnan(v.p_floor) else f"{v.p_floor:.2g}"
+            lines.append(f"| {k} | {', '.join(f'{x:g}' for x in values)} | {v.n} | {v.effect.estimate:+.3f} | {p} | "
+                         f"{holm_p} | {floor} | {', '.join(v.excluded) or 'none'} |")
+    if "censored" in df:
+        bound = df[is_censored(df.censored)]
+        lines += ["", f"Censored runs (a layer's chosen width is its initial width or its input bound; left out of "
+                      f"every trend): {len(bound)} of {len(df)}"
+                  + (": " + ", ".join(f"{r.setting} seed {r.seed}" for r in bound.itertuples()) if len(bound) else "") + "."]
     lines += ["", "## How each depth stopped", "", "| stop | runs |", "|---|---|"]
     for reason, n in df.stop_reason.value_counts().items():
         lines.append(f"| {reason} | {n} |")
@@ -204,9 +251,13 @@ def main() -> int:
     p.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     p.add_argument("--no-run", action="store_true", help="only summarise the finished run folders already there")
     p.add_argument("--only", help="comma-separated setting names to run (default: all)")
+    p.add_argument("--from-csv", help="print the summary of this grid's CSV made earlier (runs nothing, writes nothing)")
     args = p.parse_args()
 
     base, settings = GRIDS[args.grid]()
+    if args.from_csv:
+        print("\n".join(summarise(read_csv(Path(args.from_csv)), settings)))
+        return 0
     if args.only:
         settings = [s for s in settings if s.name in args.only.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -1,7 +1,10 @@
 """Equivalence classes of convergent rank, and rank-versus-generalisation trends, over finished trials.
 
 Pure functions of a DataFrame (one row per finished trial, as `trials_frame` builds it), so they
-work the same on a study read from any storage.
+work the same on a study read from any storage. Every p-value comes from rankprune.analysis. A trial
+is censored where any hidden layer's width is a bound, not a measured rank (its `censored` attribute:
+per layer None, "initial" or "input"; studies made before it was recorded have none censored). Trials
+are chosen ("best", a class's representative) on validation accuracy and shown with their test figures.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import numpy as np
 import optuna
 import pandas as pd
 from scipy.cluster.hierarchy import fclusterdata
-from scipy.stats import spearmanr
 
-__all__ = ["trials_frame", "equivalence_classes", "class_table", "rank_trends", "overfitting_pairs", "BY"]
+from rankprune.analysis import holm, is_censored, trend
+
+__all__ = ["trials_frame", "equivalence_classes", "class_table", "best_trial", "rank_trends", "overfitting_pairs", "BY"]
 
 # How two trials' convergent ranks are compared.
 BY = {
@@ -74,10 +78,33 @@ def equivalence_classes(df: pd.DataFrame, by: str = "vector", tol: float = 0.0) 
     return labels
 
 
+def best_trial(df: pd.DataFrame) -> pd.Series | None:
+    """The trial with the highest validation accuracy (ties: the lowest number); None without any. Never chosen
+    on test accuracy: that is only reported."""
+    if df.empty or "val_acc" not in df or df["val_acc"].isna().all():
+        return None
+    return df.sort_values(["val_acc", "number"], ascending=[False, True]).iloc[0]
+
+
+def _censored_members(part: pd.DataFrame) -> str:
+    if "censored" not in part:
+        return ""
+    return ", ".join(str(n) for n in part.loc[is_censored(part["censored"]), "number"])
+
+
+CLASS_COLUMNS = ["class", "signature", "n", "members", "censored", "initial_widths", "test_acc_mean", "test_acc_std",
+                 "representative", "representative_val_acc", "representative_test_acc"]
+
+
 def class_table(df: pd.DataFrame, by: str = "vector", tol: float = 0.0) -> pd.DataFrame:
-    """One row per class: its rank signature, members, their initial architectures, accuracy mean and spread."""
+    """One row per class: its rank signature, members, their initial architectures, accuracy mean and spread.
+
+    `censored` lists the members whose rank vector holds a bound rather than a measured rank (they belong to
+    the class by that bound). The representative is the member with the highest validation accuracy (ties:
+    the lowest trial number), shown with its validation and test accuracy.
+    """
     if df.empty:
-        return pd.DataFrame(columns=["class", "signature", "n", "members", "initial_widths", "test_acc_mean", "test_acc_std"])
+        return pd.DataFrame(columns=CLASS_COLUMNS)
     df = df.assign(**{"class": equivalence_classes(df, by, tol)})
     column = BY[by]
     rows = []
@@ -88,29 +115,52 @@ def class_table(df: pd.DataFrame, by: str = "vector", tol: float = 0.0) -> pd.Da
             signature = "[" + ", ".join(f"{a:g}" if a == b else f"{a:g}-{b:g}" for a, b in zip(lo, hi)) + "]"
         else:
             signature = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+        best = best_trial(part)
         rows.append({
             "class": int(cid),
             "signature": signature,
             "n": len(part),
             "members": ", ".join(str(n) for n in part["number"]),
+            "censored": _censored_members(part),
             "initial_widths": "; ".join(str(list(w)) for w in part["initial_widths"]),
             "test_acc_mean": part["test_acc"].mean(),
             "test_acc_std": part["test_acc"].std(ddof=1) if len(part) > 1 else 0.0,
+            "representative": "" if best is None else int(best["number"]),
+            "representative_val_acc": np.nan if best is None else best["val_acc"],
+            "representative_test_acc": np.nan if best is None else best["test_acc"],
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CLASS_COLUMNS)
 
 
-def rank_trends(df: pd.DataFrame, rank: str = "network_rank_sum") -> pd.DataFrame:
-    """Spearman correlations (with p-values) between a network-rank form and the outcomes."""
+OUTCOMES = ("test_acc", "generalisation_gap", "parameters")
+
+
+def rank_trends(df: pd.DataFrame, rank: str = "network_rank_sum", include_censored: bool = False,
+                seed: int = 0) -> pd.DataFrame:
+    """Spearman correlation of a network-rank form with each outcome (OUTCOMES), one row each.
+
+    Each trial is a unit (trials_frame has dropped repeats); the p-value is a permutation test of the rank
+    (exact up to 9 trials, else seeded Monte Carlo: `test` says which), and `p_holm` is Holm's correction over
+    the outcomes reported together. ci_low and ci_high bound a BCa bootstrap interval of rho over trials (nan
+    with fewer than analysis.MIN_BOOTSTRAP trials). Censored trials are left out unless `include_censored`;
+    `n` counts the trials tested, and `frame.attrs["excluded"]` lists those left out ("#N [initial/-]");
+    `frame.attrs["verdicts"]` holds the analysis.Verdict of each row. Fewer than 3 trials, or no spread in
+    the rank or the outcome: no test (nan).
+    """
+    trials = df.assign(trial="#" + df["number"].astype(str)) if "number" in df else df
+    verdicts = holm([trend(trials, rank, outcome, unit=None, row_unit="trial", label="trial",
+                           include_censored=include_censored, seed=seed) for outcome in OUTCOMES],
+                    f"{rank} against {', '.join(OUTCOMES)}")
     rows = []
-    for outcome in ("test_acc", "generalisation_gap", "parameters"):
-        if len(df) < 3 or df[rank].nunique() < 2 or df[outcome].nunique() < 2:
-            rho, p = float("nan"), float("nan")
-        else:
-            res = spearmanr(df[rank], df[outcome])
-            rho, p = float(res.statistic), float(res.pvalue)
-        rows.append({"rank": rank, "versus": outcome, "spearman_rho": rho, "p_value": p, "n": len(df)})
-    return pd.DataFrame(rows)
+    for outcome, v in zip(OUTCOMES, verdicts):
+        lo, hi = v.effect.ci if v.effect.ci is not None else (np.nan, np.nan)
+        rows.append({"rank": rank, "versus": outcome, "spearman_rho": v.effect.estimate, "ci_low": lo, "ci_high": hi,
+                     "p_value": v.p_value, "p_holm": np.nan if v.p_adjusted is None else v.p_adjusted,
+                     "p_floor": v.p_floor, "n": v.n, "test": v.test})
+    out = pd.DataFrame(rows)
+    out.attrs["excluded"] = list(verdicts[0].excluded)
+    out.attrs["verdicts"] = verdicts
+    return out
 
 
 def overfitting_pairs(df: pd.DataFrame, rank: str = "network_rank_sum", train_tol: float = 0.01) -> pd.DataFrame:

@@ -112,10 +112,12 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
                             "full training split's size, so --train-fraction keeps the steps per epoch equal"),
     "--rank": ("rank", "measure", str, "rank measure that drives shrinking: numerical[:RTOL] | effective | stable | energy:Q (numerical:0.02)"),
     "--min-width": ("rank", "min_width", int, "no hidden layer shrinks below this (1)"),
-    "--max-iterations": ("evolve", "max_iterations", int, "controller iterations per depth at most (8)"),
+    "--rank-source": ("rank", "source", str, "what the driving rank is measured on: weights (each hidden layer's incoming weight matrix) | activations (its outputs on the validation inputs, what the warm rebuild preserves); default: the family's (mlp weights, cnn activations)"),
+    "--max-iterations": ("evolve", "max_iterations", int, "shrink iterations per depth at most; a depth still shrinking at the cap is reported unconverged, its widths censored (20)"),
     "--max-drop": ("evolve", "max_drop", float, "stop when validation accuracy is this far below the best iteration (0.015)"),
-    "--drop-z": ("evolve", "drop_z", float, "an accuracy drop must also exceed this many standard errors of the validation accuracies' difference (2; 0 = --max-drop alone)"),
-    "--width-tol": ("evolve", "width_tol", float, "converged once the total hidden width shrinks by at most this fraction (0.05; 0 = exact fixed point)"),
+    "--drop-z": ("evolve", "drop_z", float, "an accuracy drop must also be significant at the one-sided level of a Z-sigma normal deviate (2: p < 0.023), by McNemar's exact test on the validation images both iterations scored (2; 0 = --max-drop alone)"),
+    "--drop-test": ("evolve", "drop_test", str, "how an accuracy drop is tested: mcnemar (paired, on the same validation images; default) | unpaired (the binomial standard error of two independent accuracies, as runs before config format 4)"),
+    "--width-tol": ("evolve", "width_tol", float, "stop as converged once the total hidden width shrinks by at most this fraction (0: only an exact fixed point, the default)"),
     "--wd-decay": ("evolve", "wd_decay", float, "multiply weight decay by this before each next iteration (1 = off)"),
     "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: warm (keeps what the network computes; default) | reinit (fresh weights, as the original experiment)"),
     "--rebuild-samples": ("evolve", "rebuild_samples", int, "training rows the warm rebuild and the activation ranks use (4096)"),
@@ -510,8 +512,14 @@ def _load_frame(args: argparse.Namespace):
 
     study = load_study(args.name, args.storage or default_storage(args.root), read_only=True)
     df = trials_frame(study)
+    df.attrs["mode"] = mode = study.user_attrs.get("mode", "?")
     if df.empty:
         raise ConfigError(f"study {args.name!r} has no finished trials yet")
+    from rankprune.study import censored_layers
+
+    # what is a bound, as every table and figure reads it (a survey's ranks, an evolve trial's widths): classes
+    # list these members, trends leave them out
+    df["censored"] = [censored_layers(r, mode) for r in df.to_dict("records")]
     repeats = df.attrs.get("repeats", {})
     if repeats:
         shown = ", ".join(f"#{a} (= #{b})" for a, b in sorted(repeats.items()))
@@ -531,13 +539,26 @@ def _check_csv(path: str | None) -> None:
 
 
 def _run_classes(args: argparse.Namespace) -> int:
-    from rankprune.classes import class_table
+    from rankprune.classes import class_table, equivalence_classes
+    from rankprune.study import censored_members
 
     if not args.tol >= 0:
         raise ConfigError(f"--tol must be non-negative, got {args.tol}")
     _check_csv(args.csv)
-    table = class_table(_load_frame(args), args.by, args.tol)
-    _wide_console().print(_frame_table(table, f"equivalence classes of convergent rank in {args.name} (by {args.by}, tol {args.tol:g})"))
+    df = _load_frame(args)
+    table = class_table(df, args.by, args.tol)
+    censored = censored_members(df, equivalence_classes(df, args.by, args.tol), df.attrs["mode"])
+    if any(censored.values()):  # members whose result is a bound, '>= N', listed with it (study.censored_layers)
+        table = table.assign(censored=table["class"].map(lambda c: censored.get(int(c), "")))
+    out = _wide_console()
+    ranks = "measured rank (a survey: each network trained once)" if df.attrs["mode"] == "survey" else "convergent rank"
+    out.print(_frame_table(table, f"equivalence classes of {ranks} in {args.name} (by {args.by}, tol {args.tol:g})"))
+    if any(censored.values()):
+        from rankprune.units import bound_note, sides_of
+
+        out.print("censored: members whose result is a bound. " + (
+            "'>= N': a layer whose measured rank reached its width (a survey never shrinks: every unit used)"
+            if df.attrs["mode"] == "survey" else bound_note(sides_of(list(df["censored"])))), soft_wrap=True, markup=False)
     if args.csv:
         from rankprune.runfolder import atomic_path
 
@@ -557,6 +578,8 @@ def _run_trends(args: argparse.Namespace) -> int:
     pairs = overfitting_pairs(df, args.rank, args.train_tol)
     out = _wide_console()
     out.print(_frame_table(trends, f"Spearman correlation of {args.rank} in {args.name} ({len(df)} trials)"))
+    if trends.attrs["excluded"]:
+        out.print(f"left out as censored (a width at its bound, not a measured rank): {', '.join(trends.attrs['excluded'])}")
     if pairs.empty:
         out.print(f"no pair where the higher-rank network has the lower test accuracy at training accuracy within {args.train_tol:g}")
     else:

@@ -80,8 +80,9 @@ class Splits:
         if self.relabelled is None:
             return {}
         idx = self.relabelled.cpu()
-        changed = (self.train.y.cpu()[idx] != self.true_labels.cpu()[idx]).sum().item()
-        return {"label_noise": {"relabelled": len(idx), "label_changed": int(changed), "rows": idx.tolist(),
+        changed = idx[self.train.y.cpu()[idx] != self.true_labels.cpu()[idx]]  # a random class can be the true one
+        return {"label_noise": {"relabelled": len(idx), "label_changed": len(changed), "rows": idx.tolist(),
+                                "changed_rows": changed.tolist(),  # the rows memorisation is scored on
                                 "rows_are": "indices into the training split, in the order the run trains on"}}
 
     @property

@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox, blended_transform_factory, offset_copy
 
 from rankprune.runfolder import atomic_path
+from rankprune.units import bound_side, sum_side
 
 __all__ = [
     "save", "FORMATS", "DPI", "Metric", "ACCURACY", "R_SQUARED", "metric_of", "accuracy_curves",
@@ -204,9 +205,38 @@ def _anneal_handle() -> Line2D:
     return Line2D([], [], ls="none", marker="*", color="grey", ms=11, mec="black", mew=0.5, label="anneal (the result)")
 
 
+# A censored value is a bound, not a measurement (phases.censored; units.bound_side says which side): a width that
+# never shrank below its start or equals its input's size is a lower bound, drawn as an open upward triangle (the
+# direction the true value lies in); one still shrinking when its depth hit the iteration cap is an upper bound, an
+# open downward triangle; a sum of bounds on both sides an open octagon. Each with its legend entry; in the figures
+# of widths and network ranks these markers mean nothing else (no seed or depth marker is one of them).
+CENSORED_MARKERS = {">=": "^", "<=": "v", "~": "8"}
+CENSORED_LABELS = {">=": "censored (a bound, not a\nmeasurement): at least this",
+                   "<=": "censored (a bound, not a\nmeasurement): at most this",
+                   "~": "censored (a bound, not a\nmeasurement): either way"}
+
+
+def _censored_marks(ax, x, y, colour, side: str = ">=", size: float = 9, transform=None) -> None:
+    ax.plot(x, y, CENSORED_MARKERS[side], mfc="none", mec=colour, ms=size if side != "~" else 0.85 * size, mew=1.6,
+            ls="none", zorder=5, transform=transform if transform is not None else ax.transData, label="_censored")
+
+
+def _censored_handles(sides, size: float = 9) -> list[Line2D]:
+    """Legend entries of the censored markers of `sides` (any of '>=', '<=', '~'), in that order."""
+    return [Line2D([], [], ls="none", marker=CENSORED_MARKERS[side], mfc="none", mec="dimgrey",
+                   ms=size if side != "~" else 0.85 * size, mew=1.4, label=CENSORED_LABELS[side])
+            for side in CENSORED_MARKERS if side in set(sides)]
+
+
+def _side_at(marks, layer: int) -> str | None:
+    """The side a layer's width bounds (units.bound_side) from its per-layer censored entries; None where it is
+    measured, or the entries are absent (runs from before censoring was recorded: unknown, drawn as measured)."""
+    return bound_side(marks[layer]) if isinstance(marks, (list, tuple)) and layer < len(marks) else None
+
+
 # --- a run ------------------------------------------------------------------------------------------
 DEPTH_LINES = ("-", "--", "-.", ":")
-DEPTH_MARKERS = ("o", "s", "D", "P", "X", "p", "h", "*")  # not "v" / "^": those mark off-scale points
+DEPTH_MARKERS = ("o", "s", "D", "P", "X", "p", "h", "*")  # not "v" / "^": off-scale points, and "^" censored ones
 
 
 def _accuracy_limits(*accuracies: pd.Series, floor: float | None = 0.0) -> tuple[float, float] | None:
@@ -300,16 +330,32 @@ def accuracy_curves(epochs: pd.DataFrame, iterations: pd.DataFrame, x: str, xlab
 
 def widths_per_iteration(widths: pd.DataFrame, unit: str = "units") -> Figure:
     """One panel per depth: each hidden layer's width (solid) and, where the iteration finished, the rank
-    measured at saturation that sets the next width (dotted), against the controller iteration.
-    `widths` has columns depth, iteration, widths (list per hidden layer), ranks (list or None); `unit` is
-    what a width counts (units of an MLP layer, channels of a conv block)."""
+    measured at saturation that sets the next width (dotted), against the controller iteration. A censored
+    width, a bound and not a measurement, has an open triangle instead of its dot: pointing up for a lower bound
+    (it never shrank below its start, or equals its input's size), down for an upper one (still shrinking at the
+    iteration cap). `widths` has columns depth, iteration, widths (list per hidden layer), ranks (list or None),
+    and where recorded censored (per layer None or the reason, phases.censored, of that iteration's widths:
+    report.gather.widths_censored; absent or None in runs from before it was recorded: nothing marked); `unit` is
+    what a width counts (units of an MLP layer, channels of a conv block). Legends sit beside the panels, where
+    they cover no line."""
     depths = sorted(widths["depth"].unique())
-    fig, axes = _grid(len(depths), ncols=4, size=(3.6, 3.0))
+    fig, axes = _grid(len(depths), ncols=3, size=(3.6, 3.0), legend_room=1.95)
+    marks = widths["censored"] if "censored" in widths else pd.Series([None] * len(widths), index=widths.index)
     for ax, depth in zip(axes, depths):
         part = widths[widths["depth"] == depth].sort_values("iteration")
         n_layers = max(len(w) for w in part["widths"])
+        sides_here: set[str] = set()
         for layer, colour in zip(range(n_layers), _colours(n_layers)):
-            ax.plot(part["iteration"], [w[layer] for w in part["widths"]], "o-", color=colour, label=f"hidden {layer + 1} width")
+            # a dot on each measured width, an open triangle instead on each bound
+            sides = np.array([_side_at(m, layer) for m in marks[part.index]], dtype=object)
+            measured_at = [i for i, side in enumerate(sides) if side is None]
+            ax.plot(part["iteration"], [w[layer] for w in part["widths"]], "o-", color=colour, markevery=measured_at,
+                    label=f"hidden {layer + 1} width")
+            for side in CENSORED_MARKERS:
+                at = sides == side
+                if at.any():
+                    sides_here.add(side)
+                    _censored_marks(ax, part["iteration"][at], [w[layer] for w in part["widths"][at]], colour, side)
             measured = part[part["ranks"].map(lambda r: isinstance(r, list))]
             if not measured.empty:
                 ax.plot(measured["iteration"], [r[layer] for r in measured["ranks"]], "x:", color=colour,
@@ -318,9 +364,10 @@ def widths_per_iteration(widths: pd.DataFrame, unit: str = "units") -> Figure:
         ax.set_xlabel("controller iteration")
         ax.set_ylabel(f"width / rank ({unit})")
         ax.set_xticks(sorted(part["iteration"].unique()))
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0, top=1.08 * ax.get_ylim()[1])  # room for a triangle on the widest point
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        handles, _ = ax.get_legend_handles_labels()
+        _outside_legend(ax, handles=handles + _censored_handles(sides_here), fontsize=7)
     return fig
 
 
@@ -419,11 +466,15 @@ def _spectrum_label(iteration: int, count: int, layer: int, n_matrices: int, wid
 
 # --- a study ----------------------------------------------------------------------------------------
 def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int, str], y: str, ylabel: str,
-                 scale: float = 100.0, class_title: str = "equivalence class: per-layer ranks") -> Figure:
+                 scale: float = 100.0, class_title: str = "equivalence class: per-layer ranks",
+                 censored: pd.Series | None = None) -> Figure:
     """Network rank (sum of hidden-layer ranks) against `y` * scale, a colour per equivalence class; each
     point is labelled with its trial number. Trials at the same (rank, y) share one label listing them all
     ("#3, #7") and their markers are spread sideways, so every class's colour shows; labels are placed clear
-    of each other and of the markers, and one with no free place is left out."""
+    of each other and of the markers, and one with no free place is left out. `censored` (per trial, aligned with
+    `trials`: the side its network rank is bounded on, '>=', '<=' or '~' as units.sum_side gives it, True for
+    '>=', None where measured) draws a trial whose network rank is a bound as an open triangle (up: at least this;
+    down: at most this) in its class's colour instead of a dot, with a legend entry saying so."""
     fig = _figure(10.0, 4.8, (0.75, 3.1, 0.6, 0.25))
     ax = fig.subplots()
     ids = sorted(classes.unique())
@@ -433,14 +484,20 @@ def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int,
                    label=f"class {cid}: {signatures.get(cid, '?')}")
     frame = pd.DataFrame({"x": trials["network_rank_sum"].to_numpy(dtype=float),
                           "y": scale * trials[y].to_numpy(dtype=float), "number": trials["number"].to_numpy(),
-                          "class": classes.to_numpy()})
+                          "class": classes.to_numpy(),
+                          "censored": [None] * len(trials) if censored is None else [
+                              ">=" if side is True else side if isinstance(side, str) else None for side in censored]})
     frame = frame.sort_values("number", kind="stable")
     at = frame.groupby(["x", "y"], sort=False)
     # coincident markers side by side, 5 points apart and centred on their value
     frame["dx"] = 5.0 * (at.cumcount() - (at["number"].transform("size") - 1) / 2)
-    for (cid, dx), part in frame.groupby(["class", "dx"]):
-        ax.scatter(part["x"], part["y"], color=colour_of[cid], s=40, edgecolor="black", lw=0.5, zorder=3,
-                   transform=offset_copy(ax.transData, fig=fig, x=dx, units="points"))
+    for (cid, dx, side), part in frame.fillna({"censored": ""}).groupby(["class", "dx", "censored"]):
+        shifted = offset_copy(ax.transData, fig=fig, x=dx, units="points")
+        if side:
+            _censored_marks(ax, part["x"], part["y"], colour_of[cid], side, size=9, transform=shifted)
+        else:
+            ax.scatter(part["x"], part["y"], color=colour_of[cid], s=40, edgecolor="black", lw=0.5, zorder=3,
+                       transform=shifted)
     labels, markers = [], []
     for (px, py), group in at:
         markers.append(((px, py), 7 + 5 * (len(group) - 1), 7))  # a row of markers: wide, one marker high
@@ -450,8 +507,10 @@ def rank_scatter(trials: pd.DataFrame, classes: pd.Series, signatures: dict[int,
     ax.set_xlabel("network rank: sum of hidden-layer ranks (singular directions)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if len(ids) <= 15:
-        _outside_legend(ax, fontsize=7, title=class_title, title_fontsize=7)
+    handles = ax.get_legend_handles_labels()[0] if len(ids) <= 15 else []  # too many classes to list
+    handles += _censored_handles(frame["censored"].dropna())
+    if handles:
+        _outside_legend(ax, handles=handles, fontsize=7, title=class_title if len(ids) <= 15 else None, title_fontsize=7)
     ax.update_datalim(frame[["x", "y"]].dropna().to_numpy())  # markers drawn with an offset are not counted
     ax.margins(0.08)  # room for labels beside the outermost points
     ax.autoscale_view()
@@ -538,8 +597,12 @@ def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units", metr
     each seed has its own line style and marker, is shifted sideways by a fraction of an iteration, and drawn
     a point or two higher or lower than the next (display space: at most 10 points across all seeds, so values
     read true to within a hair). The accuracy panels share one y-range, so that depths compare at a glance. A star marks an anneal iteration
-    (phase "anneal": the chosen network retrained at the low learning rate, the depth's result).
-    `iterations` has columns seed, depth, iteration, widths (list), test_acc, and phase where recorded."""
+    (phase "anneal": the chosen network retrained at the low learning rate, the depth's result); an open triangle
+    replaces the seed's marker on a censored total width (any of its layers a bound, units.sum_side: up for a lower
+    bound, down for an upper one), on an anneal's too, whose star then shows in the accuracy panel alone.
+    `iterations` has columns seed, depth, iteration, widths (list), test_acc, and where recorded phase and
+    widths_censored (per layer None or the reason, phases.censored, of that row's widths:
+    report.gather.widths_censored)."""
     depths = sorted(iterations["depth"].unique())
     seeds = sorted(iterations["seed"].unique())
     ncols = len(depths)
@@ -555,6 +618,9 @@ def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units", metr
         bottom.sharey(axes[1][0])
     colours = _colours(len(seeds))
     anneal = _anneal(iterations)
+    # the side each row's total width is bounded on (units.sum_side), None where measured
+    bound = (iterations["widths_censored"].map(sum_side) if "widths_censored" in iterations
+             else pd.Series([None] * len(iterations), index=iterations.index, dtype=object))
     handles = []
     shifts = zip(_dodge(len(seeds), 0.08, 0.3), _dodge(len(seeds), 1.5, 10.0))  # (iterations, points)
     for k, (seed, colour, (shift, lift)) in enumerate(zip(seeds, colours, shifts)):
@@ -564,14 +630,26 @@ def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units", metr
         for col, depth in enumerate(depths):
             rows = iterations[(iterations["depth"] == depth) & (iterations["seed"] == seed)].sort_values("iteration")
             x = rows["iteration"] + shift
-            for ax, y in ((axes[0][col], rows["widths"].map(sum)), (axes[1][col], 100 * rows["test_acc"])):
+            sides = bound[rows.index].to_numpy(dtype=object)
+            for ax, y, marked in ((axes[0][col], rows["widths"].map(sum), sides),
+                                  (axes[1][col], 100 * rows["test_acc"], np.full(len(rows), None, dtype=object))):
                 lifted = offset_copy(ax.transData, fig=fig, y=lift, units="points")
-                ax.plot(x, y, transform=lifted, **style)
+                # the seed's marker on each measured total, an open triangle instead on each censored one (a bound),
+                # so that the two never sit one inside the other
+                censored = np.array([isinstance(side, str) for side in marked], dtype=bool)  # None or NaN: measured
+                ax.plot(x, y, transform=lifted, markevery=[int(i) for i in np.flatnonzero(~censored)], **style)
                 ax.update_datalim(np.column_stack([x, y]))  # lines drawn with an offset are not counted
-                annealed = anneal[rows.index]
+                for side in CENSORED_MARKERS:
+                    at = marked == side
+                    if at.any():
+                        _censored_marks(ax, x[at], y[at], colour, side, size=8, transform=lifted)
+                # a star would hide a triangle in its own colour: a censored anneal shows its star in the
+                # accuracy panel below alone
+                annealed = anneal[rows.index].to_numpy(dtype=bool) & ~censored
                 _anneal_stars(ax, x[annealed], y[annealed], colour, lifted)
     if anneal.any():
         handles.append(_anneal_handle())
+    handles += _censored_handles(bound.dropna(), 8)
     for col, depth in enumerate(depths):
         top, bottom = axes[0][col], axes[1][col]
         top.set_title(f"depth {depth}")

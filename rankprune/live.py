@@ -9,7 +9,7 @@ from rich.table import Table
 
 from rankprune.config import RunConfig, task_knobs
 from rankprune.rank import parse_measure
-from rankprune.units import tflop
+from rankprune.units import sides_of, spread_text, tflop, widths_text
 
 __all__ = ["LiveReporter", "summary_table"]
 
@@ -20,8 +20,9 @@ def _first_acc(d: dict) -> float:
     return d["reference_test_acc"] if d.get("reference_test_acc") is not None else d["initial_test_acc"]
 
 
-def _fmt_widths(widths: list[int]) -> str:
-    return "[" + ", ".join(str(w) for w in widths) + "]"
+def _fmt_widths(widths, censored=None) -> str:
+    """'[64, 38]'; a censored width (its layer's entry in `censored`: "initial" or "input") as '>= 64', a bound."""
+    return widths_text(list(widths), censored)
 
 
 def _task_columns(row: dict) -> str:
@@ -92,7 +93,7 @@ class LiveReporter:
         self.progress.advance(self._depth_task[depth])
         self.progress.console.print(
             f"depth {depth} iteration {row['iteration']}: widths {_fmt_widths(row['widths'])} -> "
-            f"{_fmt_widths(row['next_widths'])}  val {row['val_acc']:.4f} test {row['test_acc']:.4f}  "
+            f"{_fmt_widths(row['next_widths'], row.get('censored'))}  val {row['val_acc']:.4f} test {row['test_acc']:.4f}  "
             f"{row['epochs']} epochs ({row['train_stop']})  {row['cumulative_seconds']:.1f} s"
             + _task_columns(row)
             + (f"  [{row['stop']}]" if row["stop"] else ""),
@@ -109,7 +110,7 @@ class LiveReporter:
         self.progress.refresh()  # else the print below redraws the last frame, the removed bars in it
         self.progress.console.print(
             f"depth {depth} done: {summary['stop_reason']} after {summary['iterations']} iterations, widths "
-            f"{_fmt_widths(summary['widths'])} (chosen iteration {summary.get('chosen_iteration', '?')})  "
+            f"{_fmt_widths(summary['widths'], summary.get('censored'))} (chosen iteration {summary.get('chosen_iteration', '?')})  "
             f"test {summary['test_acc']:.4f}  {summary['cumulative_seconds']:.1f} s  "
             f"{tflop(summary['cumulative_flops'])} TFLOP",
             soft_wrap=True, markup=False,
@@ -129,7 +130,7 @@ def summary_table(depths: dict[str, dict]) -> Table:
         rows.append((
             str(d["depth"]),
             f"{d['stop_reason']}\n{d['iterations']} iterations",
-            f"{_fmt_widths(d['initial_widths'])}\n-> {_fmt_widths(d['widths'])}",
+            f"{_fmt_widths(d['initial_widths'])}\n-> {_fmt_widths(d['widths'], d.get('censored'))}",
             f"{initial_parameters}\n-> {d['parameters']:,}",
             f"{_first_acc(d):.4f}\n-> {d['test_acc']:.4f}",
             f"{d['cumulative_seconds']:.1f} s\n{tflop(d['cumulative_flops'])} TFLOP",
@@ -143,11 +144,25 @@ def summary_table(depths: dict[str, dict]) -> Table:
         cell = max((len(line) for row in rows for line in row[i].splitlines()), default=0)
         table.add_column(header, justify="left" if i in (1, 2) else "right", overflow="fold",
                          width=None if i == 2 else max(word, cell), no_wrap=i == 1)
+    captions = []
     if any(depths[k].get("reference_test_acc") is not None for k in depths):
-        table.caption = "first test acc: the full-width network annealed as the chosen one is"
+        captions.append("first test acc: the full-width network annealed as the chosen one is")
+    captions += _bound_captions(sides_of([depths[k].get("censored") for k in depths]))
+    if captions:
+        table.caption = "\n".join(captions)
     for row in rows:
         table.add_row(*row)
     return table
+
+
+# The summary tables' notes on a censored width, short enough for an 80-column terminal (units.BOUND_MEANING at length).
+_BOUND_CAPTIONS = {">=": ">= N: a lower bound (never shrank, or at its input's size)",
+                   "<=": "<= N: an upper bound (still shrinking at the iteration cap)",
+                   "~": "~ N: a sum of lower and upper bounds, a bound on neither side"}
+
+
+def _bound_captions(sides: set[str]) -> list[str]:
+    return [text for side, text in _BOUND_CAPTIONS.items() if side in sides]
 
 
 class ReplicasReporter:
@@ -200,11 +215,11 @@ class _SeedReporter:
 
     def iteration_done(self, depth, row):
         self._print(f"depth {depth} iteration {row['iteration']}: widths {_fmt_widths(row['widths'])} -> "
-                    f"{_fmt_widths(row['next_widths'])}  val {row['val_acc']:.4f} test {row['test_acc']:.4f}  "
+                    f"{_fmt_widths(row['next_widths'], row.get('censored'))}  val {row['val_acc']:.4f} test {row['test_acc']:.4f}  "
                     f"{row['epochs']} epochs ({row['train_stop']})" + (f"  [{row['stop']}]" if row["stop"] else ""))
 
     def depth_done(self, depth, summary):
-        self._print(f"depth {depth} done: {summary['stop_reason']}, widths {_fmt_widths(summary['widths'])}  "
+        self._print(f"depth {depth} done: {summary['stop_reason']}, widths {_fmt_widths(summary['widths'], summary.get('censored'))}  "
                     f"test {summary['test_acc']:.4f}")
 
 
@@ -213,14 +228,23 @@ def replicates_table(summary: dict[str, dict]) -> Table:
     how the depths stopped."""
     table = Table(title="rank-pruning results per depth, mean ± sd over seeds", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True)
+    sides: set[str] = set()
     for header, justify in (("depth", "right"), ("seeds", "right"), ("widths (chosen)", "left"), ("total width", "right"),
                             ("test acc", "right"), ("stopped by", "left")):
         table.add_column(header, justify=justify, overflow="fold")
     for key in sorted(summary, key=int):
         d = summary[key]
+        # over the seeds whose width is measured; a censored one (a bound) is listed, not averaged in
+        censoring = d.get("censoring") or {"total_width": {"measured": d["total_width"], "bounds": []},
+                                           "widths": [{"measured": w, "bounds": []} for w in d["widths"]]}
+        sides |= {side for c in (*censoring["widths"], censoring["total_width"]) for side, _ in c["bounds"]}
         table.add_row(str(d["depth"]), str(len(d["seeds"])),
-                      "[" + ", ".join(f"{w['mean']:.1f} ± {w['sd']:.1f}" for w in d["widths"]) + "]",
-                      f"{d['total_width']['mean']:.1f} ± {d['total_width']['sd']:.1f}",
+                      "[" + ", ".join(spread_text(w) for w in censoring["widths"]) + "]",
+                      spread_text(censoring["total_width"]),
                       f"{d['test_acc']['mean']:.4f} ± {d['test_acc']['sd']:.4f}",
                       ", ".join(f"{k} x{v}" for k, v in sorted(d["stop_reasons"].items())))
+    if sides:
+        table.caption = "\n".join(["mean ± sd over the seeds whose width is measured (n: how many)",
+                                   "censored: seeds at a bound, counted with their bounds, not averaged",
+                                   *_bound_captions(sides)])
     return table

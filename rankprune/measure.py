@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from rankprune.models import activation_inputs, activation_rows
-from rankprune.rank import (DEFAULT_RECORDED, RankMeasure, gram_singular_values, parse_measure, singular_values,
-                            sketched_numerical_rank)
+from rankprune.rank import (DEFAULT_RECORDED, FLOAT32_RTOL, RankMeasure, gram_singular_values, parse_measure,
+                            singular_values, sketched_numerical_rank)
 
-__all__ = ["LayerSpectra", "measure_layers", "recorded_measures"]
+__all__ = ["LayerSpectra", "measure_layers", "recorded_measures", "measure_activations", "heldout_inputs", "driving_ranks",
+           "svd_dtype"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,44 @@ def recorded_measures(driving: str) -> list[RankMeasure]:
     return measures
 
 
+def heldout_inputs(data) -> torch.Tensor:
+    """The held-out rows a network's activation ranks (--rank-source activations) and a warm rebuild's cost are
+    measured on: the validation inputs (a data.Splits' val.x; their labels are not used).
+
+    Why validation: those rows were neither trained on nor decomposed by the rebuild (which uses a sample of the
+    training rows), so they show what the network does on new data from the task; their number does not depend
+    on --train-fraction or --rebuild-samples, where training rows disjoint from the rebuild's sample run out (digits
+    has 1,294 training rows, fewer than the 4,096 the rebuild asks for); they are already what every decision
+    (saturation, the accuracy-drop rule, the anneal) is made on, so a width chosen from them is chosen on
+    validation; and the test split stays untouched. An MLP layer's activation rank on M rows is at most M (the
+    MNIST subset's 800 validation rows against a width of 784; digits' 144 against the 128 of the quick start)."""
+    return data.val.x
+
+
+def driving_ranks(model: nn.Module, spec: str, source: str, heldout: torch.Tensor | None = None) -> list[float]:
+    """The hidden layers' ranks under one measure, of what --rank-source names: the incoming weight matrices
+    (the output layer is never shrunk), or the post-activation outputs on `heldout` rows."""
+    if source == "activations":
+        measure = parse_measure(spec)
+        return measure_activations(model, heldout, [measure])[measure.spec]
+    return hidden_ranks(model, spec)
+
+
 def hidden_ranks(model: nn.Module, spec: str) -> list[float]:
     """The hidden layers' ranks under one measure (the output layer is never shrunk): what --saturate rank
     watches on a network no probe measures."""
     measure = parse_measure(spec)
     return measure_layers(model, [measure]).ranks[measure.spec][:-1]
+
+
+def svd_dtype(stored: torch.dtype, measures: list[RankMeasure]) -> torch.dtype:
+    """The precision a weight stored in `stored` is decomposed in: its own (float32: numpy's matrix_rank does the
+    same, and it is what an epoch's measurement costs most), unless a measure asks for a relative tolerance under
+    what a float32 SVD resolves (rank.FLOAT32_RTOL), when float64 resolves it."""
+    fine = any(m.name == "numerical" and m.param is not None and m.param < FLOAT32_RTOL for m in measures)
+    if stored == torch.float64 or fine:
+        return torch.float64
+    return torch.float32
 
 
 def _matrix(w: torch.Tensor) -> torch.Tensor:
@@ -72,8 +106,7 @@ def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int
         w = _matrix(weight)
         # numpy's rule uses the eps of the dtype the weights are stored in.
         eps = float(torch.finfo(w.dtype).eps)
-        s = singular[i] if singular is not None else singular_values(
-            w, dtype=w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32)
+        s = singular[i] if singular is not None else singular_values(w, dtype=svd_dtype(w.dtype, measures))
         svals.append(s)
         for m in measures:
             ranks[m.spec].append(m(s, tuple(w.shape), eps))
@@ -91,7 +124,7 @@ def matrix_ranks(matrices: list[torch.Tensor], measures: list[RankMeasure]) -> d
     out: dict[str, list[float]] = {m.spec: [] for m in measures}
     for w in matrices:
         w = _matrix(w).float()
-        s = singular_values(w, dtype=torch.float32)
+        s = singular_values(w, dtype=svd_dtype(torch.float32, measures))
         for m in measures:
             out[m.spec].append(m(s, tuple(w.shape), float(torch.finfo(torch.float32).eps)))
     return out

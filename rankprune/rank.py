@@ -32,6 +32,8 @@ __all__ = [
     "measure_all",
     "width_from_rank",
     "DEFAULT_RECORDED",
+    "MIN_RTOL",
+    "FLOAT32_RTOL",
 ]
 
 
@@ -99,9 +101,23 @@ class RankMeasure:
         raise AssertionError(self.name)  # parse_measure admits nothing else
 
 
+# The smallest relative tolerance every decomposition here resolves: sqrt(float64 eps) = 1.49e-8. Activation
+# matrices and a batch's weight spectra go through the eigenvalues of a float64 Gram matrix, which squares the
+# condition number: singular values under about this fraction of the largest come back wrong (measured on
+# matrices with known singular values down to 1e-10: 784 x 784, 64 x 576, 200 x 200 and 4,096 x 200, the first
+# value off by more than 10% lay at 3e-9 to 1.3e-8 of the largest, and counts above 1.5e-8 were exact or off by
+# one). A single network's weights, decomposed in float32, resolve only down to about 1e-6 (the same matrices:
+# counts exact at 1e-6, off by 1-11 at 1.2e-7 to 3e-7); below FLOAT32_RTOL they are decomposed in float64
+# (measure.svd_dtype), so that every path resolves every tolerance it is given.
+MIN_RTOL = math.sqrt(float(np.finfo(np.float64).eps))
+FLOAT32_RTOL = 1e-6
+
 # Parameter rules per measure: (takes a parameter?, required?, valid range check, message).
 _RULES: dict[str, tuple[bool, bool, Callable[[float], bool], str]] = {
-    "numerical": (True, False, lambda v: 0 < v < 1, "a relative tolerance in (0, 1)"),
+    "numerical": (True, False, lambda v: MIN_RTOL <= v < 1,
+                  f"a relative tolerance in [{MIN_RTOL:.2g}, 1): below {MIN_RTOL:.2g} of the largest singular value "
+                  "(sqrt of float64's eps) the float64 Gram eigendecomposition behind activation ranks and batched "
+                  "spectra cannot resolve singular values"),
     "effective": (False, False, lambda v: True, ""),
     "stable": (False, False, lambda v: True, ""),
     "energy": (True, True, lambda v: 0 < v <= 1, "an energy fraction in (0, 1]"),
@@ -153,8 +169,8 @@ def gram_singular_values(matrix: torch.Tensor) -> np.ndarray:
     """Singular values of a tall (or wide) matrix from the eigenvalues of its small float64 Gram matrix.
 
     For an activation matrix (4,096 x 784) this is 2x faster than its SVD. Squaring the condition number
-    loses singular values below about 1e-8 x the largest, far under any tolerance a rank measure here uses
-    (numpy's rule for float32 data: max(M, N) x 1.2e-7 relative).
+    loses singular values below about MIN_RTOL = 1.5e-8 x the largest, which is why parse_measure refuses a
+    relative tolerance below it (numpy's rule for float32 data is far above it: max(M, N) x 1.2e-7 relative).
     """
     m = matrix.detach().to("cpu", torch.float64)
     if not torch.isfinite(m).all():

@@ -13,11 +13,17 @@ each works for every model family through the family's seam (models.base).
   units S; layer l+1 reads them through T (network.keep_units), so it sees nearly the same input. At
   r = n_l, T is a permutation of the identity and nothing changes.
 - `reinit`: fresh weights at the new widths (the original experiment's behaviour).
+
+What a warm rebuild cost in function (`rebuild_with_cost`) is measured on held-out rows the decomposition never
+saw (the controller passes the validation inputs, measure.heldout_inputs): per hidden layer, the relative error
+of the next layer's pre-activations that layer's own decomposition causes, and the relative error of the whole
+network's output (the logits).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -27,14 +33,17 @@ from torch import nn
 
 from rankprune.models import activation_inputs, activation_rows, family_of
 from rankprune.rank import width_from_rank
+from rankprune.scaling import plain
 
-__all__ = ["next_widths", "rebuild", "REBUILDS", "reinit", "warm", "interpolative_decomposition"]
+__all__ = ["next_widths", "rebuild", "rebuild_with_cost", "RebuildCost", "REBUILDS", "reinit", "warm",
+           "interpolative_decomposition", "relative_error"]
 
 
 def next_widths(widths: list[int], ranks: list[float], min_width: int) -> list[int]:
-    """Hidden layer l gets max(min_width, ceil(rank of W_l)), never more than it has now.
+    """Hidden layer l gets max(min_width, ceil(its driving rank)), never more than it has now.
 
-    `ranks` holds one rank per hidden layer's incoming weight matrix (the output layer excluded).
+    `ranks` holds one rank per hidden layer (the output layer excluded): of its incoming weight matrix, or of its
+    activations on held-out rows (--rank-source).
     """
     if len(ranks) != len(widths):
         raise ValueError(f"{len(widths)} hidden widths but {len(ranks)} ranks")
@@ -70,23 +79,78 @@ def interpolative_decomposition(z: np.ndarray, rank: int) -> tuple[np.ndarray, n
     return selected, t
 
 
+@dataclass(frozen=True)
+class RebuildCost:
+    """What a warm rebuild cost in function, on held-out rows (relative Frobenius errors, 0 = nothing lost).
+
+    layer_errors[l]: ||A' - A|| / ||A|| for A the pre-activations of the layer after hidden layer l (the output
+    layer's logits for the last), A' the same once layer l is shrunk, both with the earlier layers already shrunk:
+    the error layer l's own decomposition adds, on rows it was not fitted on.
+    output_error: the same for the network's logits, the rebuilt network against the one it was made from:
+    every layer's error together, as it propagates.
+    """
+
+    layer_errors: list[float]
+    output_error: float
+
+
+def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    """||approx - exact||_F / ||exact||_F (0 where both are zero, inf where only `exact` is)."""
+    diff, base = float(torch.linalg.vector_norm(approx - exact)), float(torch.linalg.vector_norm(exact))
+    return diff / base if base > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def _layer_outputs(network: nn.Module, x: torch.Tensor, which: set[int]) -> dict[int, torch.Tensor]:
+    """What the layers owning network.weights()[i], i in `which`, compute on x: their pre-activations (every family
+    applies its nonlinearity and pooling outside the module that holds the weight; the last weight's is the
+    logits). Only those are kept: a conv block's full-resolution output on a few hundred images is 0.3 GB."""
+    owners = {id(w): i for i, w in enumerate(network.weights()) if i in which}
+    out: dict[int, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, y, i=owners[id(m.weight)]: out.__setitem__(i, y))
+               for m in network.modules() if isinstance(getattr(m, "weight", None), torch.Tensor) and id(m.weight) in owners]
+    try:
+        network(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
 @torch.no_grad()
+def _warm(model: nn.Module, widths: list[int], inputs: torch.Tensor | None,
+          heldout: torch.Tensor | None = None) -> tuple[nn.Module, RebuildCost | None]:
+    """warm(), and with `heldout` rows its RebuildCost on them (one extra forward pass of them per layer)."""
+    if inputs is None:
+        raise ValueError("the warm rebuild needs a sample of training inputs")
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    # The plain network (an output-scaled one's scaling hook is dropped: the controller re-centres the result).
+    new = plain(copy.deepcopy(model)).to("cpu", torch.float64)
+    x = activation_inputs(new, inputs.detach().to("cpu", torch.float64))
+    last = len(widths)  # the output layer's index in weights()
+    if heldout is not None:
+        h = activation_inputs(new, heldout.detach().to("cpu", torch.float64))
+        before = _layer_outputs(new, h, {1, last})
+        reference, errors = before[last], []
+    for layer, r in enumerate(widths):
+        z = activation_rows(new.hidden(x)[layer]).numpy()
+        selected, t = interpolative_decomposition(z, r)
+        new.keep_units(layer, torch.from_numpy(selected), torch.from_numpy(t))
+        if heldout is not None:
+            after = _layer_outputs(new, h, {layer + 1, layer + 2, last})
+            errors.append(relative_error(after[layer + 1], before[layer + 1]))
+            before = after  # the next layer's decomposition starts from this network
+    cost = None if heldout is None else RebuildCost(errors, relative_error(before[last], reference))
+    return new.to(device, dtype), cost
+
+
 def warm(model: nn.Module, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> nn.Module:
     """A narrower network that computes nearly what `model` computes on `inputs` (see module doc).
 
     `inputs` is a sample of training inputs (a few thousand rows); the result is deterministic for
     given inputs. `seed` is unused: the decomposition has no randomness. Works in float64 on the CPU.
+    The result is a plain network: an output-scaled model's scaling (scaling.py) is not carried over.
     """
-    if inputs is None:
-        raise ValueError("the warm rebuild needs a sample of training inputs")
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    new = copy.deepcopy(model).to("cpu", torch.float64)
-    x = activation_inputs(new, inputs.detach().to("cpu", torch.float64))
-    for layer, r in enumerate(widths):
-        z = activation_rows(new.hidden(x)[layer]).numpy()
-        selected, t = interpolative_decomposition(z, r)
-        new.keep_units(layer, torch.from_numpy(selected), torch.from_numpy(t))
-    return new.to(device, dtype)
+    return _warm(model, widths, inputs)[0]
 
 
 RebuildMethod = Callable[[nn.Module, list[int], int, torch.Tensor | None], nn.Module]
@@ -97,3 +161,14 @@ def rebuild(model: nn.Module, widths: list[int], method: str, seed: int, inputs:
     if any(new > old for new, old in zip(widths, model.widths)):
         raise ValueError(f"widths never grow: {model.widths} -> {widths}")
     return REBUILDS[method](model, widths, seed, inputs)
+
+
+def rebuild_with_cost(model: nn.Module, widths: list[int], method: str, seed: int, inputs: torch.Tensor | None,
+                      heldout: torch.Tensor) -> tuple[nn.Module, RebuildCost | None]:
+    """rebuild(), and what it cost in function on the `heldout` rows (RebuildCost); None for a rebuild that does
+    not try to keep the function (reinit), whose network is the one rebuild() gives."""
+    if method != "warm":
+        return rebuild(model, widths, method, seed, inputs), None
+    if any(new > old for new, old in zip(widths, model.widths)):
+        raise ValueError(f"widths never grow: {model.widths} -> {widths}")
+    return _warm(model, widths, inputs, heldout)

@@ -34,6 +34,8 @@ def upgrade_row(table: str, row: dict) -> dict:
     if table == "iterations.jsonl":
         row.setdefault("phase", "shrink")  # before the warm rebuild's anneal, every iteration shrank
         row.setdefault("decision_acc", row.get("val_acc"))  # and was judged by its last epoch
+        if "train_acc_relabelled" in row:  # memorisation was scored on every drawn row, changed or not
+            row.setdefault("relabelled_rows", "all")
     return row
 
 
@@ -52,6 +54,8 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
 # What a config of format 3 or older meant by settings format 4 added with another default: (section, key) -> value.
 FORMAT_4_MEANT: dict[tuple[str, str], object] = {
     ("data", "validation"): "fraction",  # the validation split was carved from the train fraction
+    ("evolve", "drop_test"): "unpaired",  # an accuracy drop was tested with the binomial standard error
+    ("rank", "source"): "weights",  # the driving rank was always the incoming weight matrix's
 }
 
 

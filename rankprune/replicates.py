@@ -23,11 +23,12 @@ from pathlib import Path
 
 from rankprune.config import RangeError, RunConfig, parse_integers
 from rankprune.errors import ConfigError
+from rankprune.units import bound_side, sum_side
 from rankprune.runfolder import (DEPTHS, REPLICATES, RunFolder, RunFolderError, check_writable, holds_nothing,
                                  is_replicates_folder, is_result, remove_result, write_json_atomic)
 
 __all__ = ["REPLICATES", "parse_seeds", "seed_folder", "is_replicates_folder", "read_replicates", "write_replicates",
-           "summarise", "spread", "run_replicates", "resume_base"]
+           "summarise", "spread", "censored_spread", "run_replicates", "resume_base"]
 
 MAX_REPLICATES = 4096
 
@@ -84,10 +85,32 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
+def censored_spread(values: list[float], sides: list[str | None]) -> dict:
+    """Over seeds, a width that some seeds report only as a bound (units.bound_side: '>=' where it never shrank below
+    its start or equals its input's size, '<=' where the depth hit its iteration cap still shrinking, None where
+    measured): `measured`, spread() of the measured values (None when every one is censored), and `bounds`, the
+    censored values as [side, value], sorted. A bound is not a measurement, and no single number summarises the two
+    without a model of what lies beyond the bound: averaging it in as a value pulls the mean towards the bound,
+    leaving it out pulls it towards the seeds that were measured. So both are kept and shown, the bounds counted and
+    listed."""
+    kept = [v for v, side in zip(values, sides) if side is None]
+    bounds = sorted([side, float(v)] for v, side in zip(values, sides) if side is not None)
+    return {"measured": spread(kept) if kept else None, "bounds": bounds}
+
+
+def _reasons(run: dict) -> list:
+    """Per hidden layer of a depths.json entry, its "censored" entry; None where the run recorded none (runs from
+    before censoring was)."""
+    marks = run.get("censored") if isinstance(run.get("censored"), list) else []
+    return list(marks) + [None] * (len(run["widths"]) - len(marks))
+
+
 def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
     """Per depth (as a string key): every finished seed's depths.json entry and the spread over seeds of the
     chosen network's total width, each layer's width, parameters, test and validation accuracy, iterations,
-    cumulative seconds and FLOPs, and how often each stop reason ended it."""
+    cumulative seconds and FLOPs, and how often each stop reason ended it. `total_width` and `widths` spread every
+    seed's value; `censoring` holds the same widths split into measured seeds and bounds (censored_spread: a total
+    is a bound where any of its layers is, on the side they agree on), which is what the tables show."""
     per_depth: dict[str, dict[int, dict]] = {}
     for seed in seeds:
         path = seed_folder(root, seed) / DEPTHS
@@ -98,6 +121,7 @@ def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
     for key in sorted(per_depth, key=int):
         rows = per_depth[key]
         runs = list(rows.values())
+        reasons = [_reasons(r) for r in runs]
         out[key] = {
             "depth": int(key),
             "seeds": sorted(rows),
@@ -110,8 +134,14 @@ def summarise(root: str | Path, seeds: list[int]) -> dict[str, dict]:
             "cumulative_seconds": spread([r["cumulative_seconds"] for r in runs]),
             "cumulative_flops": spread([r["cumulative_flops"] for r in runs]),
             "stop_reasons": dict(Counter(r["stop_reason"] for r in runs)),
-            "per_seed": {str(s): {k: rows[s][k] for k in ("widths", "test_acc", "val_acc", "parameters", "stop_reason",
-                                                            "iterations", "cumulative_seconds")} for s in sorted(rows)},
+            "censoring": {
+                "total_width": censored_spread([sum(r["widths"]) for r in runs], [sum_side(why) for why in reasons]),
+                "widths": [censored_spread([r["widths"][layer] for r in runs], [bound_side(why[layer]) for why in reasons])
+                           for layer in range(int(key))],
+            },
+            "per_seed": {str(s): {**{k: rows[s][k] for k in ("widths", "test_acc", "val_acc", "parameters", "stop_reason",
+                                                             "iterations", "cumulative_seconds")},
+                                  "censored": rows[s].get("censored")} for s in sorted(rows)},
         }
     return out
 

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["center_and_scale", "scale_of"]
+__all__ = ["center_and_scale", "scale_of", "plain"]
 
 _HOOK, _START, _ALPHA = "_rankprune_scale_hook", "_rankprune_start", "_rankprune_alpha"
 
@@ -48,6 +48,13 @@ def _unscale(model: nn.Module) -> None:
             del model._forward_hooks[key]
     for key in (_HOOK, _START, _ALPHA):
         model.__dict__.pop(key, None)
+
+
+def plain(model: nn.Module) -> nn.Module:
+    """The model without an output scaling this module installed (removed in place): the network f itself.
+    Returns the model."""
+    _unscale(model)
+    return model
 
 
 def scale_of(model: nn.Module) -> float | None:

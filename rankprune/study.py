@@ -56,6 +56,8 @@ __all__ = [
     "DEFAULT_OBJECTIVE",
     "TEST_METRICS",
     "test_objective_warning",
+    "censored_layers",
+    "censored_members",
 ]
 
 MODES = ("survey", "evolve")
@@ -606,6 +608,50 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
         "cumulative_flops": summary["cumulative_flops"],
         "run_folder": str(run_folder),
     }
+
+
+def censored_layers(trial, mode: str) -> list[str | None]:
+    """Per hidden layer of a finished trial (a dict or a row of classes.trials_frame), why its result is a bound
+    and not a measurement, else None; how tables mark it '>= N' and figures with their censored marker.
+
+    An evolve trial's result is its chosen widths (the convergent rank): its "censored" attribute says per layer
+    whether a width never shrank below its start ("initial") or equals its incoming matrix's columns ("input").
+    A survey never shrinks, so that attribute marks every width "initial": its widths are the sampled ones, and
+    its result is the rank measured at them, which is a bound only where a layer's rank reached its width (every
+    unit used: the layer might use more). Trials from before censoring was recorded read as uncensored."""
+    marks = trial.get("censored")
+    marks = list(marks) if isinstance(marks, (list, tuple)) else []
+    widths = list(trial.get("widths") or [])
+    marks += [None] * (len(widths) - len(marks))
+    if mode != "survey":
+        return marks[:len(widths)]
+    ranks = trial.get("ranks")
+    ranks = list(ranks) if isinstance(ranks, (list, tuple)) else []
+    return [mark if i < len(ranks) and ranks[i] is not None and ranks[i] >= widths[i] else None
+            for i, mark in enumerate(marks[:len(widths)])]
+
+
+def censored_members(frame, classes, mode: str) -> dict[int, str]:
+    """Class id -> its censored members (censored_layers) with their results marked, '#3 [>= 64, 30]': an evolve
+    trial's widths, a survey trial's ranks; '' for a class without any. `frame` as classes.trials_frame builds it,
+    `classes` its class ids (classes.equivalence_classes)."""
+    from rankprune.units import widths_text
+
+    out: dict[int, list[str]] = {}
+    for r, cid in zip(frame.to_dict("records"), classes):
+        out.setdefault(int(cid), [])
+        marks = censored_layers(r, mode)
+        if any(marks):
+            result = r["ranks"] if mode == "survey" else r["widths"]
+            out[int(cid)].append(f"#{r['number']} {widths_text([_whole(v) for v in result], marks)}")
+    return {cid: ", ".join(members) for cid, members in out.items()}
+
+
+def _whole(v) -> str:
+    """A rank or width as written in a table: whole numbers without '.0'; a diverged network's rank (None, NaN) as nan."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    return str(int(v)) if float(v).is_integer() else f"{v:.3g}"
 
 
 class _Trials:

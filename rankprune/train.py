@@ -39,6 +39,9 @@ class Evaluation:
     loss: float
     acc: float
     n_delta: int = 0  # samples with a margin y_k f_k < 1 (see losses.unsatisfied)
+    # With evaluate(..., items=True) on a classification split: which rows the network got right (bool, on the CPU).
+    # Two networks scored on the same rows are compared pairwise from these (McNemar's test, phases.py).
+    correct: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class TrainResult:
     best_val_acc: float
     seconds: float  # training seconds, optimisation steps only
     flops: float  # training FLOPs (3 x forward per sample seen)
+    # Which validation rows the network got right at its best epoch and at its last (None for regression, or when
+    # training diverged before any evaluation): the items McNemar's test compares iterations on.
+    best_val_correct: torch.Tensor | None = None
+    last_val_correct: torch.Tensor | None = None
 
 
 def _autocast(device: torch.device, precision: str):
@@ -57,13 +64,15 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str = "cross-entropy") -> Evaluation:
+def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str = "cross-entropy",
+             items: bool = False) -> Evaluation:
     """Mean loss (--loss) and accuracy over a whole split; with the hinge loss also N_Delta, the count of
-    samples with at least one unsatisfied margin."""
+    samples with at least one unsatisfied margin; with `items`, which rows it got right (classification only)."""
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.x.device, dtype=torch.int64)
     unsatisfied_sum = torch.zeros((), device=split.x.device, dtype=torch.int64)
     outputs = []  # a regression task's predictions, for R^2 over the whole split
+    rows: list[torch.Tensor] = []  # with `items`: each chunk's right answers
     with _autocast(split.x.device, precision):
         for i in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[i : i + EVAL_CHUNK], split.y[i : i + EVAL_CHUNK]
@@ -73,11 +82,15 @@ def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str 
                 outputs.append(logits)
                 continue
             unsatisfied_sum += unsatisfied(logits, y).sum()
-            correct += (logits.argmax(1) == y).sum()
+            right = logits.argmax(1) == y
+            correct += right.sum()
+            if items:
+                rows.append(right.cpu())
     n = max(1, len(split))
     if outputs:  # regression: "accuracy" is R^2, in every table that shows accuracy
         return Evaluation(loss=loss_sum.item() / n, acc=r_squared(torch.cat(outputs), split.y), n_delta=0)
-    return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n, n_delta=int(unsatisfied_sum.item()))
+    return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n, n_delta=int(unsatisfied_sum.item()),
+                      correct=torch.cat(rows) if items and rows else None)
 
 
 def batch_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32",
@@ -122,6 +135,7 @@ class TrainingProgress:
         self.regression = data.train.y.is_floating_point()  # accuracy columns hold R^2
         self.flops_per_sample = 3 * family_of(model).forward_flops(model.input_shape, model.widths, model.n_out)
         self._val_acc = 0.0  # the last epoch's, for advance()
+        self.best_correct = self.last_correct = None  # which validation rows the best and the last epoch got right
 
     def train_acc(self, predictions: torch.Tensor, labels: torch.Tensor) -> float:
         """The epoch's training accuracy (R^2) from its batches' predictions, taken as the weights moved."""
@@ -142,10 +156,12 @@ class TrainingProgress:
             self.reason = "diverged"
             val = test = Evaluation(float("nan"), 0.0)
         else:
-            val, test = evaluate(model, data.val, cfg.precision, cfg.loss), evaluate(model, data.test, cfg.precision, cfg.loss)
+            val, test = evaluate(model, data.val, cfg.precision, cfg.loss, items=True), evaluate(model, data.test, cfg.precision, cfg.loss)
             if cfg.loss == "hinge":  # the jamming experiments' N_Delta, over the whole training split
                 n_delta = evaluate(model, data.train, cfg.precision, cfg.loss).n_delta
-            self.best = max(self.best, val.acc)
+            self.last_correct = val.correct
+            if val.acc > self.best:
+                self.best, self.best_correct = val.acc, val.correct
         self._val_acc = val.acc
         return {
             "epoch": epoch,
@@ -185,7 +201,8 @@ class TrainingProgress:
 
     def result(self) -> TrainResult:
         return TrainResult(epochs=self.epoch, stop_reason=self.reason, best_val_acc=max(self.best, 0.0),
-                           seconds=self.seconds, flops=self.flops)
+                           seconds=self.seconds, flops=self.flops, best_val_correct=self.best_correct,
+                           last_val_correct=self.last_correct)
 
 
 def train_to_saturation(

@@ -51,7 +51,7 @@ def digits_run(tmp_path_factory, tiny_config):
 
 def test_run_returns_the_folders_tables(digits_run):
     cfg, run = digits_run
-    assert run.status == "finished" and run.config == cfg
+    assert run.status == "finished" and run.config == cfg.resolved()  # the family's defaults filled in (rank source)
     assert run.depths["depth"].tolist() == [1, 2]
     assert len(run.epochs) == run.iterations["epochs"].sum()
     assert set(run.spectra["depth"]) == {1, 2}

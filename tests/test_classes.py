@@ -9,11 +9,11 @@ import optuna
 import pandas as pd
 import pytest
 
-from rankprune.classes import class_table, equivalence_classes, overfitting_pairs, rank_trends, trials_frame
+from rankprune.classes import best_trial, class_table, equivalence_classes, overfitting_pairs, rank_trends, trials_frame
 
 
 def trial(number: int, ranks: list[int], widths: list[int] | None = None, test_acc: float = 0.9,
-          train_acc: float = 0.95, **extra) -> dict:
+          train_acc: float = 0.95, val_acc: float | None = None, **extra) -> dict:
     """One row as trials_frame builds it, with the rank forms derived as study.trial_attributes does."""
     widths = widths or [max(ranks) * 2] * len(ranks)
     return {
@@ -25,6 +25,7 @@ def trial(number: int, ranks: list[int], widths: list[int] | None = None, test_a
         "network_rank_normalized": sum(ranks) / sum(widths),
         "network_rank_min": min(ranks),
         "test_acc": test_acc,
+        "val_acc": test_acc if val_acc is None else val_acc,
         "train_acc": train_acc,
         "generalisation_gap": train_acc - test_acc,
         "parameters": 100 * sum(widths),
@@ -129,6 +130,22 @@ def test_class_table_shows_ranges_inside_a_tolerant_class():
     assert table["members"].tolist() == ["0, 1", "2"]
 
 
+def test_class_table_representative_is_chosen_on_validation_and_shown_with_test():
+    df = frame(
+        trial(0, [3, 2], test_acc=0.95, val_acc=0.90),  # best on test, not on validation
+        trial(1, [3, 2], test_acc=0.91, val_acc=0.93),
+        trial(2, [3, 2], test_acc=0.80, val_acc=0.93),  # ties trial 1 on validation: the lower number wins
+        trial(3, [5, 1], test_acc=0.70, val_acc=0.70, censored=["initial", None]),
+    )
+    table = class_table(df, "vector").set_index("signature")
+    assert table.loc["[3, 2]", "representative"] == 1
+    assert table.loc["[3, 2]", "representative_val_acc"] == pytest.approx(0.93)
+    assert table.loc["[3, 2]", "representative_test_acc"] == pytest.approx(0.91)
+    assert best_trial(df)["number"] == 1
+    # a class whose member sits at a bound says so; the others list no one
+    assert table.loc["[5, 1]", "censored"] == "3" and table.loc["[3, 2]", "censored"] == ""
+
+
 def test_class_table_of_nothing_has_the_columns():
     table = class_table(pd.DataFrame(), "vector")
     assert table.empty and {"class", "signature", "n", "members"} <= set(table.columns)
@@ -145,6 +162,31 @@ def test_rank_trends_of_a_monotone_relation():
     assert trends.loc["generalisation_gap", "spearman_rho"] == pytest.approx(-1.0)
     assert math.isnan(trends.loc["parameters", "spearman_rho"])  # constant outcome: no correlation defined
     assert (trends["n"] == 5).all() and (trends["rank"] == "network_rank_sum").all()
+
+
+def test_rank_trends_p_value_is_an_exact_permutation_with_holm_over_the_outcomes():
+    rows = [trial(i, [r], widths=[64], test_acc=0.5 + r / 100, train_acc=0.99, parameters=100 * r)
+            for i, r in enumerate([2, 4, 7, 15, 30])]
+    trends = rank_trends(frame(*rows)).set_index("versus")
+    # a perfect order of 5 trials: 2 of the 5! = 120 orderings are as extreme (scipy's t approximation: 1.4e-24)
+    assert trends.loc["test_acc", "p_value"] == pytest.approx(2 / 120)
+    assert trends.loc["test_acc", "p_floor"] == pytest.approx(2 / 120)
+    assert trends.loc["test_acc", "p_holm"] == pytest.approx(3 * 2 / 120)  # three outcomes, all tied
+    assert "exact permutation" in trends.loc["test_acc", "test"]
+    assert trends["ci_low"].isna().all()  # 5 trials: too few for a bootstrap interval
+
+
+def test_rank_trends_leave_censored_trials_out_and_list_them():
+    rows = [trial(i, [r], widths=[64], test_acc=0.5 + r / 100) for i, r in enumerate([2, 4, 7, 15, 30])]
+    # a trial that never shrank: its "rank" 64 is its initial width, and it contradicts the trend
+    rows.append(trial(5, [64], widths=[64], test_acc=0.4, censored=["initial"]))
+    df = frame(*rows)
+    trends = rank_trends(df).set_index("versus")
+    assert trends.loc["test_acc", "n"] == 5 and trends.loc["test_acc", "spearman_rho"] == pytest.approx(1.0)
+    assert trends.attrs["excluded"] == ["#5 [initial]"]
+    kept = rank_trends(df, include_censored=True).set_index("versus")
+    assert kept.loc["test_acc", "n"] == 6 and kept.loc["test_acc", "spearman_rho"] < 0.5
+    assert kept.attrs["excluded"] == []
 
 
 def test_rank_trends_needs_three_trials_and_varying_ranks():

@@ -22,6 +22,7 @@ import torch
 from rankprune.cli import main
 from rankprune.config import RunConfig
 from rankprune.evolve import DEPTH_STOP_REASONS
+from rankprune.units import widths_text
 from rankprune.runfolder import CONFIG, DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, STATUS, RunFolder
 
 # A guard so a hung child fails the test instead of the suite; not a timing assertion.
@@ -63,7 +64,8 @@ def test_evolve_exits_0_and_prints_the_summary(cli_run):
     assert "rank-pruning results per depth" in done.stdout
     depths = json.loads((out / DEPTHS).read_text())
     for summary in depths.values():
-        assert str(summary["widths"]).replace("'", "") in done.stdout
+        # a censored width reads as its bound, '>= 16' or '<= 14' (units.widths_text)
+        assert widths_text(summary["widths"], summary.get("censored")) in done.stdout
         assert summary["stop_reason"] in done.stdout
     assert f"results: {out}" in done.stderr
 

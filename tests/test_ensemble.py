@@ -159,10 +159,13 @@ def test_evolve_seeds_writes_a_run_per_seed_and_the_spread(tmp_path, capsys):
     # The report of the folder: the spread per depth, every seed, and the per-iteration figure.
     assert main(["report", str(tmp_path / "reps")]) == 0
     report = (tmp_path / "reps/report/report.md").read_text()
-    mean = summary["total_width"]["mean"]
-    assert f"{mean:.1f} ± {summary['total_width']['sd']:.1f}" in report
-    assert all(f"| {s}      | 2       | {json.loads((tmp_path / f'reps/seed-{s}/depths.json').read_text())['2']['widths']}" in report
-               for s in (0, 1, 2))
+    # over the seeds whose total is measured, the censored ones (a width at a bound) counted beside: units.spread_text
+    from rankprune.units import spread_text, widths_text
+
+    assert spread_text(summary["censoring"]["total_width"], extent=True) in report
+    for s in (0, 1, 2):
+        chosen = json.loads((tmp_path / f"reps/seed-{s}/depths.json").read_text())["2"]
+        assert f"| {s}      | 2       | {widths_text(chosen['widths'], chosen.get('censored'))}" in report
     assert (tmp_path / "reps/report/figures/replicates_per_iteration.png").stat().st_size > 0
 
 

@@ -58,9 +58,11 @@ def test_every_iteration_reports_memorisation_and_the_run_records_the_rows(tmp_p
     run = run_controller(tiny_config(data={"label_noise": 0.3}, evolve={"layers": (1,), "max_iterations": 2}), tmp_path / "run")
     data = digits(0.3)
     for row in run.rows(ITERATIONS):
-        for key in ("train_acc_relabelled", "train_acc_relabelled_true", "train_acc_clean"):
+        for key in ("train_acc_relabelled", "train_acc_relabelled_true", "train_acc_relabelled_chance", "train_acc_clean"):
             assert 0 <= row[key] <= 1
-        n, m = len(data.train), len(data.relabelled)
+        assert row["relabelled_rows"] == "changed"
+        # scored on the rows whose label changed; the rest of the training split is clean
+        n, m = len(data.train), int((data.train.y != data.true_labels).sum())
         # the overall training accuracy is the rows' mix of the two (against the labels trained on)
         assert row["train_acc"] == pytest.approx((m * row["train_acc_relabelled"] + (n - m) * row["train_acc_clean"]) / n)
     clean = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "clean")
@@ -79,4 +81,52 @@ def test_the_cli_records_the_relabelled_rows_in_data_json(tmp_path):
     data = digits(0.2, seed=5)
     assert recorded["rows"] == data.relabelled.tolist() and recorded["relabelled"] == len(data.relabelled)
     assert recorded["label_changed"] == int((data.train.y != data.true_labels).sum())
+    assert recorded["changed_rows"] == (data.train.y != data.true_labels).nonzero().flatten().tolist()
     assert json.loads((out / "config.json").read_text())["data"]["label_noise"] == 0.2
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the true label of every training row it was given (found by exact match): it knows the task there
+    and has memorised none of the random labels."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, n_classes: int):
+        super().__init__()
+        self.x, self.logits = x.flatten(1), torch.nn.functional.one_hot(labels, n_classes).float()
+
+    def forward(self, x):
+        return self.logits[torch.cdist(x.flatten(1), self.x).argmin(1)]
+
+
+def _memorisation(data, model) -> dict:
+    from rankprune.probes.base import ProbeContext
+    from rankprune.probes.memorisation import MemorisationProbe
+
+    ctx = ProbeContext(RunConfig(), data, None, model, 1, 0, "fp32", data.train.x, RunConfig().train, 0.0)
+    return MemorisationProbe().iteration(ctx)
+
+
+def test_a_network_that_memorised_nothing_scores_its_chance_level_on_the_changed_rows():
+    """The probe scores only the rows whose label changed. A network that predicts the true class scores exactly 0
+    there (against all drawn rows it would score the ~1/K that kept their class), and so does its chance level; one
+    whose predictions do not depend on the random labels (an untrained network) scores its chance level
+    (1 - accuracy against the true labels) / (K - 1), within sampling noise."""
+    from rankprune.models import build_mlp
+
+    data = digits(0.5)
+    changed = (data.train.y != data.true_labels).nonzero().flatten()
+    assert 0 < len(changed) < len(data.relabelled)  # some drawn rows kept their true class
+    oracle = _memorisation(data, _Oracle(data.train.x, data.true_labels, data.n_classes))
+    assert oracle["train_acc_relabelled"] == 0 and oracle["train_acc_relabelled_true"] == 1
+    assert oracle["train_acc_relabelled_chance"] == 0 and oracle["train_acc_clean"] == 1
+    for seed in range(3):
+        blind = _memorisation(data, build_mlp(data.input_shape, [16], data.n_classes, seed=seed))
+        assert blind["train_acc_relabelled_chance"] == pytest.approx((1 - blind["train_acc_relabelled_true"]) / (data.n_classes - 1))
+        sd = math.sqrt(0.1 * 0.9 / len(changed))  # a binomial proportion near 1/K over the changed rows
+        assert abs(blind["train_acc_relabelled"] - blind["train_acc_relabelled_chance"]) < 4 * sd
+
+
+def test_rows_of_older_runs_say_memorisation_was_scored_on_every_drawn_row():
+    from rankprune.records import upgrade_row
+
+    assert upgrade_row(ITERATIONS, {"train_acc_relabelled": 0.2})["relabelled_rows"] == "all"
+    assert "relabelled_rows" not in upgrade_row(ITERATIONS, {"train_acc": 0.9})

@@ -122,3 +122,56 @@ def test_an_anneal_worse_on_validation_than_the_network_it_finished_is_not_the_r
     assert result_iteration(worse, WARM.evolve.max_drop)["iteration"] == 1  # memorised noise: keep the shrink one
     better = stopped + [row(2, [100], [100], acc=0.87, stop="converged", phase=ANNEAL)]
     assert result_iteration(better, WARM.evolve.max_drop)["phase"] == ANNEAL
+
+
+def _scored(acc_row: dict, correct) -> dict:
+    from rankprune.evolve.phases import encode_correct
+
+    return {**acc_row, "decision_correct": encode_correct(correct), "n_val": len(correct)}
+
+
+def _pair(n: int, both: int, best_only: int, row_only: int):
+    """Two networks' right answers on n validation images: `both` right for both, then each one's own."""
+    import numpy as np
+
+    best, other = np.zeros(n, bool), np.zeros(n, bool)
+    best[:both] = other[:both] = True
+    best[both:both + best_only] = True
+    other[both + best_only:both + best_only + row_only] = True
+    return best, other
+
+
+@pytest.mark.parametrize("best_only, row_only, paired_drop", [(16, 0, True), (40, 24, False)])
+def test_an_accuracy_drop_is_tested_on_the_images_both_iterations_scored(best_only, row_only, paired_drop):
+    """Both cases lose 2 points on 800 images (97% -> 95%). The unpaired binomial rule calls both a drop (2 standard
+    errors of two independent accuracies are 1.7 points). Paired, 16 images lost and none gained is a drop (McNemar
+    exact one-sided p = 0.5**16), while 40 lost and 24 gained is not (p = 0.030 > 0.023, the level of --drop-z 2)."""
+    from scipy.stats import binomtest
+
+    from rankprune.evolve.phases import is_drop
+
+    both = 776 - best_only
+    a, b = _pair(800, both, best_only, row_only)
+    best = _scored(row(0, [100], [60], acc=a.mean()), a)
+    later = _scored(row(1, [60], [50], acc=b.mean()), b)
+    assert later["decision_acc"] == pytest.approx(best["decision_acc"] - 0.02)
+    assert is_drop(best, later, 0.015, 2.0, "unpaired")
+    assert is_drop(best, later, 0.015, 2.0, "mcnemar") == paired_drop
+    p = binomtest(best_only, best_only + row_only, 0.5, alternative="greater").pvalue
+    assert (p < 0.02275) == paired_drop
+    cfg = WARM.replace(evolve={"max_drop": 0.015, "drop_z": 2.0, "drop_test": "mcnemar"})
+    assert (stop_reason(later, [best, later], cfg) == "accuracy-drop") == paired_drop
+    assert not is_drop(best, later, 0.025, 2.0, "mcnemar")  # a gap within --max-drop is never a drop
+
+
+def test_the_controller_runs_to_an_exact_fixed_point_by_default_and_an_unfinished_shrink_is_censored():
+    """Issue 19: a relative width tolerance stopped runs 0-24% above their fixed point depending on the dataset; the
+    default is the fixed point itself (width_tol 0), within 20 iterations, and a layer still shrinking at the cap is
+    censored as unconverged (an upper bound)."""
+    from rankprune.config import EvolveConfig
+
+    assert EvolveConfig().width_tol == 0.0 and EvolveConfig().max_iterations == 20
+    cfg = RunConfig()
+    assert stop_reason(row(3, [100, 50], [98, 50]), [row(3, [100, 50], [98, 50])], cfg) is None  # 2 units: go on
+    assert stop_reason(row(3, [98, 50], [98, 50]), [row(3, [98, 50], [98, 50])], cfg) == "fixed-point"
+    assert censored([98, 50], [200, 200], [784, 98], shrinking=[True, False]) == ["unconverged", None]

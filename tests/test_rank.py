@@ -201,6 +201,65 @@ def test_parse_measure_rejects_bad_specs(spec):
     assert "\n" not in str(info.value)
 
 
+# --- the smallest tolerance the decompositions resolve --------------------------------------------
+def _known_spectrum(rows: int, cols: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """A matrix with singular values log-spaced from 1 down to 1e-10, stored in `dtype`, and its own singular values
+    (the float64 SVD of what is stored: float32's rounding moves the smallest)."""
+    rng = np.random.default_rng(seed)
+    k = min(rows, cols)
+    u, _ = np.linalg.qr(rng.standard_normal((rows, k)))
+    v, _ = np.linalg.qr(rng.standard_normal((cols, k)))
+    matrix = torch.from_numpy((u * np.logspace(0, -10, k)) @ v.T).to(dtype)
+    return matrix, np.linalg.svd(matrix.double().numpy(), compute_uv=False)
+
+
+def test_the_gram_path_resolves_singular_values_down_to_min_rtol_and_no_further():
+    from rankprune.rank import MIN_RTOL
+
+    assert MIN_RTOL == pytest.approx(1.49e-8, rel=1e-2)  # sqrt of float64's eps
+    for rows, cols in ((4096, 200), (200, 200)):
+        matrix, exact = _known_spectrum(rows, cols)
+        gram = gram_singular_values(matrix)
+        above = exact >= 10 * MIN_RTOL * exact[0]
+        np.testing.assert_allclose(gram[above], exact[above], rtol=0.05)
+        # a decade under it, values come back wrong by more than themselves
+        below = exact < 0.1 * MIN_RTOL * exact[0]
+        assert (np.abs(gram - exact) / exact)[below].max() > 1
+
+
+@pytest.mark.parametrize("spec", ["numerical:1e-9", "numerical:1e-8", "numerical:1.4e-8"])
+def test_a_tolerance_below_what_the_decomposition_resolves_is_refused(spec):
+    with pytest.raises(ValueError, match="resolve") as info:
+        parse_measure(spec)
+    assert "\n" not in str(info.value) and "1.5e-08" in str(info.value)
+    assert parse_measure("numerical:1.5e-8").param == 1.5e-8
+
+
+@pytest.mark.parametrize("flags", [["--rank", "numerical:1e-9"], ["--rtol", "1e-9"]])
+def test_the_cli_refuses_it_in_one_line(tmp_path, capsys, flags):
+    from rankprune.cli import main
+
+    out = tmp_path / "run"
+    assert main(["evolve", "--dataset", "digits", "--layers", "1", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1.5e-08" in err and not out.exists()
+
+
+def test_a_weight_is_decomposed_finely_enough_for_a_small_tolerance():
+    """A float32 SVD resolves about 1e-6 of the largest singular value; below that the weights are decomposed in
+    float64, so the count is the stored matrix's own."""
+    from rankprune.measure import measure_layers
+    from rankprune.models import build_mlp
+
+    matrix, exact = _known_spectrum(200, 200, torch.float32)
+    model = build_mlp(200, [200], 3, seed=0)
+    with torch.no_grad():
+        model.linears[0].weight.copy_(matrix)
+    for rtol in (1e-7, 3e-8):
+        m = parse_measure(f"numerical:{rtol:g}")
+        assert measure_layers(model, [m]).ranks[m.spec][0] == np.count_nonzero(exact > rtol * exact[0])
+
+
 def test_measure_all_keys_by_spec():
     s = np.array([2.0, 1.0])
     got = measure_all(s, (2, 2), EPS64, [parse_measure("numerical"), parse_measure("energy:0.5"), parse_measure("stable")])

@@ -120,3 +120,47 @@ def test_rebuild_refuses_growing_widths(new):
     model = build_mlp(64, [32, 32], 10, seed=0)
     with pytest.raises(ValueError, match="never grow"):
         rebuild(model, new, "reinit", seed=1)
+
+
+def _mlp_and_rows(seed: int = 0):
+    model = build_mlp(20, [16, 12], 5, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    return model, torch.randn(300, 20, generator=g), torch.randn(150, 20, generator=g)
+
+
+def test_the_rebuild_cost_is_the_next_layers_pre_activation_error_on_held_out_rows():
+    """Worked by hand for the first layer: the decomposition is fitted on `x`, its error measured on `held_out`."""
+    from rankprune.rebuild import rebuild_with_cost
+
+    model, x, held_out = _mlp_and_rows()
+    new, cost = rebuild_with_cost(model, [6, 12], "warm", seed=0, inputs=x, heldout=held_out)
+    m = model.double()
+    with torch.no_grad():
+        z_fit, z_out = torch.relu(m.linears[0](x.double())), torch.relu(m.linears[0](held_out.double()))
+        selected, t = interpolative_decomposition(z_fit.numpy(), 6)
+        exact = m.linears[1](z_out)
+        approx = torch.from_numpy(z_out.numpy()[:, selected] @ t) @ m.linears[1].weight.T + m.linears[1].bias
+        by_hand = float(torch.linalg.vector_norm(approx - exact) / torch.linalg.vector_norm(exact))
+        assert cost.layer_errors[0] == pytest.approx(by_hand, rel=1e-9) and by_hand > 0
+        assert cost.layer_errors[1] == pytest.approx(0.0, abs=1e-12)  # layer 2 kept all 12 units
+        logits = float(torch.linalg.vector_norm(new.double()(held_out.double()) - m(held_out.double()))
+                       / torch.linalg.vector_norm(m(held_out.double())))
+        assert cost.output_error == pytest.approx(logits, rel=1e-5)
+    # the network is the one rebuild() gives, and a rebuild that does not keep the function has no cost
+    plain = rebuild(build_mlp(20, [16, 12], 5, seed=0), [6, 12], "warm", seed=0, inputs=x)
+    assert all(torch.equal(a, b) for a, b in zip(new.parameters(), plain.parameters()))
+    assert rebuild_with_cost(model, [6, 12], "reinit", seed=0, inputs=x, heldout=held_out)[1] is None
+
+
+@pytest.mark.parametrize(("family", "shape"), [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8))])
+def test_the_rebuild_cost_is_zero_at_full_width_and_grows_as_layers_shrink(family, shape):
+    from rankprune.models import get_family
+    from rankprune.rebuild import rebuild_with_cost
+
+    model = get_family(family).build(shape, [8, 6], 4, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, held_out = torch.randn(120, *shape, generator=g), torch.randn(60, *shape, generator=g)
+    _, full = rebuild_with_cost(model, [8, 6], "warm", seed=0, inputs=x, heldout=held_out)
+    assert max(full.layer_errors) < 1e-9 and full.output_error < 1e-9
+    _, small = rebuild_with_cost(model, [3, 2], "warm", seed=0, inputs=x, heldout=held_out)
+    assert len(small.layer_errors) == 2 and min(small.layer_errors) > 1e-3 and small.output_error > 1e-3

@@ -80,7 +80,7 @@ def test_a_run_report_draws_every_figure_as_a_linked_png(finished):
     assert report == run.path / "report" / REPORT
     names = check_figures(report)
     assert names == {"accuracy-seconds", "accuracy-flops", "widths", "ranks-depth-1", "ranks-depth-2",
-                     "spectra-depth-1", "spectra-depth-2"}
+                     "spectra-depth-1", "spectra-depth-2", "rebuild-error"}
     text = report.read_text()
     assert "Figure not drawn" not in text
     assert "## What is missing" not in text  # a finished run lacks nothing
@@ -172,7 +172,7 @@ def test_an_interrupted_run_renders_what_it_has_and_names_what_is_missing(tmp_pa
     # depth 2's unfinished iteration 1 has epochs (curves, rank traces, a width) but no spectra: those of
     # its iteration 0 are drawn
     assert {"accuracy-seconds", "accuracy-flops", "widths", "ranks-depth-1", "ranks-depth-2", "spectra-depth-1",
-            "spectra-depth-2"} == names
+            "spectra-depth-2", "rebuild-error"} == names  # depth 1's iteration 1 began from a warm rebuild
     missing = section(report, "What is missing")
     assert "interrupted at depth 2, iteration 1" in missing and "--resume" in missing
     assert "depth 2 has not finished (finished iterations: 0)" in missing
@@ -410,6 +410,52 @@ def test_a_single_objective_study_draws_its_history_and_importances(tmp_path):
     assert [(r[1], r[3]) for r in classes] == [("[9]", "0, 1"), ("[12]", "2")]
     reference = section(report, "Reference")
     assert "trial #1" in reference and "cannot be checked" in reference
+
+
+def test_a_study_optimising_test_accuracy_carries_a_visible_warning(study_report):
+    header = study_report.read_text().split("\n## ", 1)[0]  # above every section
+    assert "> **Warning: objective test_acc is measured on the test split" in header
+
+
+# Four trials of a study that optimised test accuracy and the rank sum: on test, #0 dominates every other trial;
+# on validation, #1 and #2 form the front. (number, rank sum, val acc, test acc, chosen widths, censored)
+FRONT_TRIALS = [(0, 10, 0.90, 0.97, [10], [None]), (1, 10, 0.95, 0.92, [64], ["input"]),
+                (2, 20, 0.97, 0.93, [20], [None]), (3, 20, 0.93, 0.96, [20], [None])]
+
+
+def front_study(url: str, name: str, first: str) -> None:
+    study = optuna.create_study(study_name=name, storage=url, directions=["maximize", "minimize"])
+    study.set_metric_names([first, "network_rank_sum"])
+    study.set_user_attr("mode", "evolve")
+    space = {"width": optuna.distributions.IntDistribution(8, 64)}
+    for number, rank, val, test, widths, censored in FRONT_TRIALS:
+        attrs = {**attributes(number, [rank], widths, test, Path("gone") / f"trial-{number}"), "val_acc": val,
+                 "censored": censored, "initial_widths": [64]}
+        study.add_trial(optuna.trial.create_trial(params={"width": 8 + number}, distributions=space,
+                                                  values=[attrs[first], rank], user_attrs=attrs))
+
+
+@pytest.mark.parametrize("first", ["test_acc", "val_acc"])
+def test_the_pareto_front_and_the_best_trial_are_chosen_on_validation_and_shown_with_test(tmp_path, first):
+    url = f"sqlite:///{tmp_path / 'front.sqlite3'}"
+    front_study(url, "front", first)
+    report = render("front", tmp_path / "out", storage=url)
+    header = report.read_text().split("\n## ", 1)[0]
+    assert ("Warning: objective test_acc" in header) == (first == "test_acc")
+    text = section(report, "Pareto front, chosen on validation")
+    assert ("replaces test_acc by val_acc" in text) == (first == "test_acc")
+    rows = table_rows(text)
+    assert [r[0] for r in rows] == ["2", "1"]  # not #0, which test accuracy would put alone on the front
+    header_cells = [c.strip() for c in text.splitlines()[[i for i, line in enumerate(text.splitlines())
+                                                         if line.startswith("|")][0]].strip("|").split("|")]
+    test_acc, widths = header_cells.index("test acc %"), header_cells.index("widths")
+    assert [r[test_acc] for r in rows] == ["93.00", "92.00"]
+    assert [r[widths] for r in rows] == ["[20]", "[>= 64]"]  # a censored width as a bound
+    assert "trial #2" in section(report, "Reference")  # the best on validation, not #0
+    trials = {r[0]: r for r in table_rows(section(report, "Trials"))}
+    assert "[>= 64]" in trials["1"] and "[10]" in trials["0"]
+    classes = section(report, "Equivalence classes")
+    assert "#1 [>= 64]" in classes
 
 
 def test_a_study_without_finished_trials_renders_and_says_so(tmp_path):

@@ -56,6 +56,11 @@ def test_a_scaled_run_divides_the_learning_rate_and_records_movement(tmp_path, t
     assert all(e["lr"] == pytest.approx(cfg.train.lr / 100) for e in epochs if e["iteration"] == 0)
     assert all(e["movement"][0] > 0 for e in epochs)
     assert len(run.rows(ITERATIONS)) >= 1
+    # every shrink iteration after the first restarts the scaled output at zero, discarding what the warm rebuild
+    # kept of the function, and says so (the rebuild's own error is the plain network's)
+    for r in run.rows(ITERATIONS):
+        assert r["output_recentred"] == (r["phase"] == "shrink" and r["iteration"] > 0)
+        assert (r["rebuild_error"] is not None) == r["output_recentred"]
 
 
 @pytest.mark.parametrize("alpha", ["0", "-1", "nan"])

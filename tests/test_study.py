@@ -96,6 +96,29 @@ def test_shipped_study_files_parse(path):
     assert isinstance(make_sampler(spec, spec.seed), optuna.samplers.BaseSampler)
 
 
+# The objective metrics measured on the test split (study.TEST_METRICS, written out: the gap is training minus test
+# accuracy), which the test set would then steer.
+TEST_SPLIT = {"test_acc", "test_loss", "generalisation_gap"}
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_studies_select_on_validation_never_on_test(path):
+    """TPE and NSGA-II steer by the objectives and the Pareto front is ranked on them: the test split is only
+    reported."""
+    metrics = {o.metric for o in parse_spec(path).objectives}
+    assert "val_acc" in metrics and not metrics & TEST_SPLIT
+
+
+def test_an_objective_on_the_test_split_has_a_one_line_warning_and_no_other_does():
+    from rankprune.study import TEST_METRICS, test_objective_warning
+
+    assert set(TEST_METRICS) == TEST_SPLIT
+    for metric in TEST_SPLIT:
+        warning = test_objective_warning([metric, "network_rank_sum"])
+        assert metric in warning and "test split" in warning and "val_acc" in warning and "\n" not in warning
+    assert test_objective_warning([m for m in METRICS if m not in TEST_SPLIT]) is None
+
+
 def test_a_study_file_with_defaults(tmp_path):
     spec = spec_from(tmp_path, """\
         [study]
@@ -105,7 +128,8 @@ def test_a_study_file_with_defaults(tmp_path):
         depth = 2
         """)
     assert (spec.name, spec.mode, spec.sampler, spec.seed, spec.n_trials) == ("smallest", "survey", "tpe", 0, 10)
-    assert [(o.metric, o.direction) for o in spec.objectives] == [("test_acc", "maximize")]
+    # selection on validation: the test split is only reported (README), so the default objective never names it
+    assert [(o.metric, o.direction) for o in spec.objectives] == [("val_acc", "maximize")]
     assert (spec.heartbeat_interval, spec.grace_period) == (60, 180)
 
 
@@ -408,9 +432,9 @@ def test_a_survey_study_records_every_trial(survey):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     for t in study.trials:
         check_finished_trial(t, root, "survey", "survey")
-        assert t.value == t.user_attrs["test_acc"]  # the default objective
+        assert t.value == t.user_attrs["val_acc"]  # the default objective: validation, never test
     assert study.user_attrs["mode"] == "survey"
-    assert study.metric_names == ["test_acc"]
+    assert study.metric_names == ["val_acc"]
 
 
 def test_trials_frame_of_a_real_study(survey):
@@ -422,16 +446,16 @@ def test_trials_frame_of_a_real_study(survey):
 
 
 def test_an_evolve_study_with_two_objectives(tmp_path):
-    objectives = ('objectives = [{ metric = "test_acc", direction = "maximize" },'
+    objectives = ('objectives = [{ metric = "val_acc", direction = "maximize" },'
                   ' { metric = "rank_parameters", direction = "minimize" }]\n')
     spec = parse_spec(write_study(tmp_path / "evolve.toml", name="evolve", mode="evolve", study_extra=objectives))
     study = run_study(spec, sqlite(tmp_path), tmp_path / "root", 2)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
-    assert study.metric_names == ["test_acc", "rank_parameters"]
+    assert study.metric_names == ["val_acc", "rank_parameters"]
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for t in study.trials:
         check_finished_trial(t, tmp_path / "root", "evolve", "evolve")
-        assert t.values == [t.user_attrs["test_acc"], t.user_attrs["rank_parameters"]]
+        assert t.values == [t.user_attrs["val_acc"], t.user_attrs["rank_parameters"]]
 
 
 # --- failed trials ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 
 from rankprune.cli import main
@@ -84,7 +85,7 @@ def test_optuna_trials_lists_every_trial_with_its_attributes(cli_study):
     for t in trials:
         assert t["state"] == "COMPLETE"
         assert REQUIRED_ATTRS <= set(t["user_attrs"]), REQUIRED_ATTRS - set(t["user_attrs"])
-        assert t["value"] == {"test_acc": t["user_attrs"]["test_acc"]}  # the metric is named
+        assert t["value"] == {"val_acc": t["user_attrs"]["val_acc"]}  # the metric is named: the default, validation
         assert {"depth", "width", "width_profile", "train.lr"} == set(t["params"])
         assert len(t["user_attrs"]["ranks"]) == t["params"]["depth"]
 
@@ -100,7 +101,7 @@ def test_classes_partition_the_finished_trials(cli_study, tmp_path, capsys):
     out = tmp_path / "classes.csv"
     assert main(["study", "classes", NAME, "--root", str(root), "--csv", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"equivalence classes of convergent rank in {NAME} (by vector, tol 0)" in printed
+    assert f"equivalence classes of measured rank (a survey: each network trained once) in {NAME} (by vector, tol 0)" in printed
     rows = read_csv(out)
     assert [int(r["class"]) for r in rows] == list(range(1, len(rows) + 1))
     assert sum(int(r["n"]) for r in rows) == N_TRIALS
@@ -121,7 +122,18 @@ def test_trends_correlate_the_chosen_rank_form(cli_study, tmp_path, capsys):
     assert f"Spearman correlation of network_rank_normalized in {NAME} ({N_TRIALS} trials)" in printed
     rows = read_csv(out)
     assert [r["versus"] for r in rows] == ["test_acc", "generalisation_gap", "parameters"]
-    assert all(r["rank"] == "network_rank_normalized" and int(r["n"]) == N_TRIALS for r in rows)
+    # censored trials (a width at its bound) are left out of the trends and listed
+    from rankprune.analysis import is_censored
+    from rankprune.classes import trials_frame
+    from rankprune.study import default_storage, load_study
+
+    from rankprune.study import censored_layers
+
+    # a survey's result is its rank, a bound where a layer's rank reached its width (study.censored_layers)
+    frame = trials_frame(load_study(NAME, default_storage(root), read_only=True))
+    n_censored = int(is_censored(pd.Series([censored_layers(r, "survey") for r in frame.to_dict("records")])).sum())
+    assert all(r["rank"] == "network_rank_normalized" and int(r["n"]) == N_TRIALS - n_censored for r in rows)
+    assert ("left out as censored" in printed) == (n_censored > 0)
 
 
 @pytest.mark.parametrize("args, names", [
@@ -437,3 +449,35 @@ def test_a_short_trial_shows_its_seconds_to_3_significant_figures(tmp_path, caps
     took = trial.user_attrs["cumulative_seconds"]
     assert f"  {seconds(took)} s" in capsys.readouterr().err
     assert seconds(0.0342) == "0.0342" and seconds(1.5) == "1.50" and seconds(99.96) == "100" and seconds(4567.8) == "4,570"
+
+
+@pytest.mark.parametrize("metric", ["test_acc", "val_acc"])
+def test_a_study_optimising_a_test_split_metric_warns_once_at_start_in_one_line(tmp_path, capsys, metric):
+    (tmp_path / "s.toml").write_text(tiny_study_toml("warned", n_trials=1, objectives=[(metric, "maximize")],
+                                                     space="depth = 1\nwidth = 8\n"))
+    assert main(["study", "run", str(tmp_path / "s.toml"), "--root", str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "test split" in line]
+    if metric == "val_acc":
+        assert warned == []
+        return
+    [line] = warned
+    assert line.startswith("warning: objective test_acc is measured on the test split") and "val_acc" in line
+    assert err.index(line) < err.index("trial 0:")  # at the start, before any trial
+
+
+def test_study_classes_lists_censored_members_with_their_widths_as_bounds(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'censored.sqlite3'}"
+    study = optuna.create_study(study_name="bounds", storage=url)
+    study.set_user_attr("mode", "evolve")
+    for number, (widths, censored) in enumerate([([10], [None]), ([64], ["input"]), ([12], [None])]):
+        attrs = {"initial_widths": [96], "widths": widths, "censored": censored, "ranks": [10 if number < 2 else 12],
+                 "network_rank_sum": 10, "network_rank_normalized": 0.5, "train_acc": 0.97, "val_acc": 0.95,
+                 "test_acc": 0.94, "generalisation_gap": 0.03, "parameters": 1000}
+        study.add_trial(optuna.trial.create_trial(params={"n": number}, value=0.95, user_attrs=attrs,
+                                                  distributions={"n": optuna.distributions.IntDistribution(0, 9)}))
+    out = tmp_path / "classes.csv"
+    assert main(["study", "classes", "bounds", "--storage", url, "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "#1 [>= 64]" in printed and "'>= N', a lower bound" in printed
+    assert [r["censored"] for r in read_csv(out)] == ["#1 [>= 64]", ""]

@@ -11,11 +11,12 @@ from torch import nn
 
 from rankprune.config import RunConfig
 from rankprune.data import Splits
-from rankprune.evolve.phases import ANNEAL, SHRINK, anneals, chosen
+from rankprune.evolve.phases import ANNEAL, SHRINK, anneals, chosen, encode_correct
 from rankprune.models import get_family
 from rankprune.probes import ProbeContext, make_probes
 from rankprune.rank import parse_measure
-from rankprune.rebuild import next_widths, rebuild
+from rankprune.measure import heldout_inputs
+from rankprune.rebuild import next_widths, rebuild_with_cost
 from rankprune.runfolder import EPOCHS, RunFolder
 from rankprune.seeds import INIT, ORDER, REBUILD, SAMPLE, derive_seed
 from rankprune.scaling import center_and_scale
@@ -30,6 +31,15 @@ def restore(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, row: dict,
     state_dict; a plain network (scaling.center_and_scale is the caller's)."""
     return run.load_network(cfg.model.family, data.input_shape, row["widths"], data.n_classes, depth, row["iteration"],
                             start=start, device=data.train.x.device)
+
+
+def driving_ranks(cfg: RunConfig, row: dict) -> list[float]:
+    """The hidden layers' driving ranks in an epoch's or iteration's row: of the incoming weights (rank_<spec>, whose
+    output layer is not shrunk) or of the activations on held-out rows (heldout_activation_rank_<spec>)."""
+    spec = parse_measure(cfg.rank.measure).spec
+    if cfg.rank.source == "activations":
+        return row[f"heldout_activation_rank_{spec}"]
+    return row[f"rank_{spec}"][:-1]
 
 
 def _sample(data: Splits, cfg: RunConfig, depth: int, iteration: int) -> torch.Tensor:
@@ -83,7 +93,7 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
     sample = _sample(data, cfg, depth, iteration)
     after_rebuild: dict = {}
     if phase == ANNEAL:  # the chosen network again: same widths, a lower learning rate
-        base = chosen(history, cfg.evolve.max_drop, cfg.evolve.drop_z)
+        base = chosen(history, cfg.evolve.max_drop, cfg.evolve.drop_z, cfg.evolve.drop_test)
         widths, weight_decay = base["widths"], base["weight_decay"]
         model = restore(cfg, data, run, depth, base)
         train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.train.lr_drop_factor, lr_drops=cfg.train.lr_drops - 1)
@@ -91,7 +101,11 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
         model = family.build(data.input_shape, widths, data.n_classes, derive_seed(cfg.seed, depth, 0, INIT), data.train.x.device)
     else:
         previous = previous if previous is not None else restore(cfg, data, run, depth, history[-1])
-        model = rebuild(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, REBUILD), sample)
+        # What the rebuild cost in function, on held-out rows it was not fitted on (None for reinit)
+        model, cost = rebuild_with_cost(previous, widths, cfg.evolve.rebuild, derive_seed(cfg.seed, depth, iteration, REBUILD),
+                                        sample, heldout_inputs(data))
+        if cost is not None:
+            after_rebuild.update(rebuild_error=cost.layer_errors, rebuild_output_error=cost.output_error)
     if cfg.model.alpha is not None:
         # alpha * (f - f_0), f_0 where this iteration starts (an anneal: where its chosen iteration started), and
         # the learning rate / alpha^2: every iteration of a scaled run starts at zero output.
@@ -102,7 +116,7 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
         # Accuracy right after the rebuild, before any retraining: what the rebuild kept.
         val, test = (evaluate(model, data.val, cfg.train.precision, cfg.train.loss),
                      evaluate(model, data.test, cfg.train.precision, cfg.train.loss))
-        after_rebuild = {"val_acc_after_rebuild": val.acc, "test_acc_after_rebuild": test.acc}
+        after_rebuild.update(val_acc_after_rebuild=val.acc, test_acc_after_rebuild=test.acc)
     run.save_weights(model.state_dict(), depth, iteration, start=True)  # where the iteration began
     reporter.iteration_started(depth, iteration, widths)
 
@@ -123,10 +137,10 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
         last["row"] = row
         reporter.epoch_done(depth, iteration, row)
 
-    drive = parse_measure(cfg.rank.measure).spec
-    # --saturate rank|both watch the driving rank the spectra probe has just measured on this epoch.
+    # --saturate rank|both watch the driving rank the spectra (weights) or activations probe has just measured on
+    # this epoch.
     member = Member(model, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
-                    ranks=lambda: last["row"][f"rank_{drive}"][:-1],
+                    ranks=lambda: driving_ranks(cfg, last["row"]),
                     on_spectra=lambda values: ctx.precomputed.__setitem__("singular_values", values))
     return PendingIteration(member, cfg, data, run, depth, iteration, phase, history, widths, ctx, probes,
                             (base_seconds, base_flops), after_rebuild, last)
@@ -146,7 +160,7 @@ def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[di
     measured: dict = {}
     for probe in probes:
         measured.update(probe.iteration(ctx))
-    ranks = measured[f"rank_{drive}"][:-1]  # hidden layers' incoming matrices; the output layer is not shrunk
+    ranks = driving_ranks(cfg, measured)
     row = {
         "depth": depth,
         "iteration": iteration,
@@ -169,6 +183,10 @@ def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[di
         # plateau at the full learning rate, where the last epoch is one noisy sample (+-1.5 points on
         # 800 images): it is judged by its best epoch, which the anneal reaches.
         "decision_acc": result.best_val_acc if annealing and phase == SHRINK else final_epoch["val_acc"],
+        # which validation images the network judged by decision_acc got right: the accuracy-drop test pairs
+        # two iterations on them (phases.is_drop, McNemar)
+        "decision_correct": encode_correct(result.best_val_correct if annealing and phase == SHRINK
+                                           else result.last_val_correct),
         "test_loss": final_epoch["test_loss"],
         "test_acc": final_epoch["test_acc"],
         "generalisation_gap": train_eval.acc - final_epoch["test_acc"],
@@ -183,7 +201,15 @@ def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[di
         "val_acc_after_rebuild": after_rebuild.get("val_acc_after_rebuild"),
         "test_acc_after_rebuild": after_rebuild.get("test_acc_after_rebuild"),
         "rank_measure": drive,
+        "ranks_source": cfg.rank.source,  # what `ranks` were measured on: weights | activations (held-out rows)
         "ranks": ranks,
+        # The warm rebuild's cost in function on held-out rows (rebuild.RebuildCost); None where this iteration
+        # did not start from a warm rebuild (iteration 0, reinit, the anneal).
+        "rebuild_error": after_rebuild.get("rebuild_error"),
+        "rebuild_output_error": after_rebuild.get("rebuild_output_error"),
+        # --alpha: whether the scaled output restarted at zero where this iteration began, so that what the
+        # rebuild kept of the function was not the output it started training from (scaling.py).
+        "output_recentred": None if cfg.model.alpha is None else (phase == SHRINK and iteration > 0),
         **measured,
         "next_widths": widths if result.stop_reason == "diverged" or phase == ANNEAL
         else next_widths(widths, ranks, cfg.rank.min_width),

@@ -123,8 +123,7 @@ def _record(depth: int, st: _DepthState, pending, result) -> None:
     shrinks = [h for h in st.history if phase(h) == SHRINK]
     row["stop"] = stop_reason(row, shrinks + [row], st.cfg) if upcoming == SHRINK else st.history[-1]["stop"]
     start = (st.history[0] if st.history else row)["widths"]
-    family, shape = get_family(st.cfg.model.family), st.replica.data.input_shape
-    row["censored"] = censored(row["next_widths"], start, family.fan_in(shape, row["next_widths"]))  # of next_widths
+    row["censored"] = censored(row["next_widths"], start, _rank_bounds(st.cfg, st.replica.data, row["next_widths"]))
     st.replica.run.append(ITERATIONS, row)  # last: a row here means the iteration's files are complete
     st.history.append(row)
     st.replica.reporter.iteration_done(depth, row)
@@ -133,7 +132,7 @@ def _record(depth: int, st: _DepthState, pending, result) -> None:
 
 def _finish_depth(st: _DepthState, depth: int) -> DepthResult:
     run, cfg = st.replica.run, st.cfg
-    summary = _summary(cfg, depth, st.history, st.replica.data.input_shape)
+    summary = _summary(cfg, depth, st.history, st.replica.data)
     run.save_weights(run.load_weights(depth, summary["chosen_iteration"]), depth)
     depths = run.read(DEPTHS, {})
     depths[str(depth)] = summary
@@ -142,10 +141,26 @@ def _finish_depth(st: _DepthState, depth: int) -> DepthResult:
     return DepthResult(depth, summary)
 
 
-def _summary(cfg: RunConfig, depth: int, history: list[dict], input_shape: tuple[int, ...]) -> dict:
+def _rank_bounds(cfg: RunConfig, data: Splits, widths: list[int]) -> list[float]:
+    """Per hidden layer, the most rank the matrix that drives its width can have whatever the width: the incoming
+    weights' columns (family.fan_in), or for activations (--rank-source activations) the held-out rows they are
+    measured on (a ReLU's outputs can span more directions than its weights' columns: no fan-in bound there)."""
+    if cfg.rank.source == "activations":
+        return [len(data.val)] * len(widths)
+    return get_family(cfg.model.family).fan_in(data.input_shape, widths)
+
+
+def _still_shrinking(history: list[dict]) -> list[bool] | None:
+    """Per layer, whether a depth stopped by the iteration cap still planned to shrink it: not at its fixed point."""
+    shrink = [h for h in history if phase(h) == SHRINK]
+    if not shrink or shrink[-1].get("stop") != "max-iterations":
+        return None
+    return [n < w for w, n in zip(shrink[-1]["widths"], shrink[-1]["next_widths"])]
+
+
+def _summary(cfg: RunConfig, depth: int, history: list[dict], data: Splits) -> dict:
     """The depths.json entry of a finished depth: its result iteration against its first."""
-    chosen, first = result_iteration(history, cfg.evolve.max_drop, cfg.evolve.drop_z), history[0]
-    family = get_family(cfg.model.family)
+    chosen, first = result_iteration(history, cfg.evolve.max_drop, cfg.evolve.drop_z, cfg.evolve.drop_test), history[0]
     return {
         "depth": depth,
         "family": cfg.model.family,
@@ -156,7 +171,8 @@ def _summary(cfg: RunConfig, depth: int, history: list[dict], input_shape: tuple
         "widths": chosen["widths"],
         "initial_widths": first["widths"],
         # per layer: None, or why the width is a bound rather than a measurement (phases.censored)
-        "censored": censored(chosen["widths"], first["widths"], family.fan_in(input_shape, chosen["widths"])),
+        "censored": censored(chosen["widths"], first["widths"], _rank_bounds(cfg, data, chosen["widths"]),
+                             _still_shrinking(history)),
         "parameters": chosen["parameters"],
         "initial_parameters": first["parameters"],
         "val_acc": chosen["val_acc"],
@@ -171,6 +187,7 @@ def _summary(cfg: RunConfig, depth: int, history: list[dict], input_shape: tuple
         "test_loss": chosen["test_loss"],
         "generalisation_gap": chosen["generalisation_gap"],
         "rank_measure": chosen["rank_measure"],
+        "ranks_source": cfg.rank.source,  # what the widths followed: the weights' or the activations' rank
         "ranks": chosen["ranks"],  # the driving measure per hidden layer of the chosen network
         "layer_ranks": {k.removeprefix("rank_"): v for k, v in chosen.items() if k.startswith("rank_") and k != "rank_measure"},
         "epochs": sum(h["epochs"] for h in history),

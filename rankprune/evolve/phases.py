@@ -7,21 +7,25 @@ since the warm rebuild throws nothing away). No I/O, no training: tested on hand
 
 from __future__ import annotations
 
+import base64
 import math
+
+import numpy as np
 
 from rankprune.config import RunConfig
 
 __all__ = [
     "DEPTH_STOP_REASONS", "SHRINK", "ANNEAL", "anneals", "phase", "decision_acc", "drop_tolerance", "chosen", "stop_reason", "next_phase",
-    "result_iteration", "censored", "CENSORED_AT",
+    "result_iteration", "censored", "CENSORED_AT", "is_drop", "one_sided_level", "encode_correct", "decode_correct",
 ]
 
 # no-shrink: the first iteration planned no shrink beyond width_tol, so the depth ends where it started: its
 # widths are the initial ones, a bound and not a measured convergent rank (censored, below).
 DEPTH_STOP_REASONS = ("fixed-point", "converged", "no-shrink", "max-iterations", "accuracy-drop", "diverged")
-# Why a width is a bound rather than a measurement: it never shrank below its start, or it sits at the most rank
-# its incoming matrix can have (the matrix's columns: the input's size for the first layer).
-CENSORED_AT = ("initial", "input")
+# Why a width is a bound rather than a measurement: it never shrank below its start, it sits at the most rank
+# its incoming matrix can have (the matrix's columns: the input's size for the first layer), or the depth hit the
+# iteration cap while it was still shrinking (censored, below).
+CENSORED_AT = ("initial", "input", "unconverged")
 SHRINK, ANNEAL = "shrink", "anneal"
 
 
@@ -54,13 +58,57 @@ def drop_tolerance(best: dict, row: dict, max_drop: float, drop_z: float) -> flo
     return max(max_drop, drop_z * math.sqrt(max(a * (1 - a), 0.0) / n + max(b * (1 - b), 0.0) / n))
 
 
-def chosen(history: list[dict], max_drop: float, drop_z: float = 0.0) -> dict:
-    """The last shrink iteration whose validation accuracy is within the drop tolerance of the best (diverged
-    ones aside)."""
+def encode_correct(correct) -> str | None:
+    """A validation row's right answers (a bool tensor or array) as compact text for iterations.jsonl: the bits,
+    packed and base64-encoded (800 images: 136 characters). None stays None (regression: no items)."""
+    if correct is None:
+        return None
+    bits = np.asarray(correct, dtype=bool)
+    return f"{len(bits)}:" + base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")
+
+
+def decode_correct(text: str) -> np.ndarray:
+    n, _, packed = text.partition(":")
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))[: int(n)].astype(bool)
+
+
+def one_sided_level(z: float) -> float:
+    """The one-sided tail of a standard normal beyond z: the significance level --drop-z Z stands for (2: 0.023)."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def is_drop(best: dict, row: dict, max_drop: float, drop_z: float, test: str = "unpaired") -> bool:
+    """Whether `row`'s validation accuracy is a drop from the best iteration's: lower by more than max_drop, and,
+    unless drop_z is 0, significantly lower.
+
+    mcnemar (config format 4): both networks were scored on the same validation images, so the test is paired:
+    McNemar's exact test on the images one got right and the other wrong (b: the best right, the row wrong; c:
+    the other way), one-sided, at the level --drop-z stands for (one_sided_level). An unpaired test ignores that
+    the two accuracies share their images and is too cautious where they mostly agree.
+    unpaired (format 3 and older, and rows without recorded answers: regression, older runs): the gap must exceed
+    drop_z standard errors of the difference of two independent binomial accuracies (drop_tolerance)."""
+    gap = decision_acc(best) - decision_acc(row)
+    if gap <= max_drop:
+        return False
+    if drop_z == 0:
+        return True
+    if test == "mcnemar" and best.get("decision_correct") and row.get("decision_correct"):
+        from rankprune.analysis import mcnemar_exact
+
+        a, r = decode_correct(best["decision_correct"]), decode_correct(row["decision_correct"])
+        if len(a) == len(r):
+            p = mcnemar_exact(int((a & ~r).sum()), int((~a & r).sum()), alternative="greater")
+            return p < one_sided_level(drop_z)
+    return gap > drop_tolerance(best, row, max_drop, drop_z)
+
+
+def chosen(history: list[dict], max_drop: float, drop_z: float = 0.0, test: str = "unpaired") -> dict:
+    """The last shrink iteration whose validation accuracy is not a drop from the best (is_drop; diverged ones
+    aside)."""
     shrink = [h for h in history if phase(h) == SHRINK]
     finite = [h for h in shrink if h.get("stop") != "diverged"] or shrink
     best = max(finite, key=decision_acc)
-    return [h for h in finite if decision_acc(h) >= decision_acc(best) - drop_tolerance(best, h, max_drop, drop_z)][-1]
+    return [h for h in finite if h is best or not is_drop(best, h, max_drop, drop_z, test)][-1]
 
 
 def stop_reason(row: dict, shrink_history: list[dict], cfg: RunConfig) -> str | None:
@@ -68,7 +116,7 @@ def stop_reason(row: dict, shrink_history: list[dict], cfg: RunConfig) -> str | 
     if row["train_stop"] == "diverged":
         return "diverged"
     best = max(shrink_history, key=decision_acc)
-    if decision_acc(row) < decision_acc(best) - drop_tolerance(best, row, cfg.evolve.max_drop, cfg.evolve.drop_z):
+    if is_drop(best, row, cfg.evolve.max_drop, cfg.evolve.drop_z, cfg.evolve.drop_test):
         return "accuracy-drop"
     settled = sum(row["widths"]) - sum(row["next_widths"]) <= cfg.evolve.width_tol * sum(row["widths"])
     if settled and row["iteration"] == 0:
@@ -98,23 +146,30 @@ def next_phase(history: list[dict], cfg: RunConfig) -> str | None:
     return ANNEAL if anneals(cfg) and last["stop"] != "diverged" else None
 
 
-def result_iteration(history: list[dict], max_drop: float, drop_z: float = 0.0) -> dict:
+def result_iteration(history: list[dict], max_drop: float, drop_z: float = 0.0, test: str = "unpaired") -> dict:
     """The iteration a finished depth reports: its anneal if it has one and it is at least as accurate on
     validation as the network it started from (the chosen shrink iteration's saved weights), else that chosen
     iteration. At the anneal's low learning rate a network can memorise noisy labels: with half the training
     labels random (MNIST subset, depth 2, width 256) anneals fitted 74-81% of the relabelled rows and fell
     from 85% to 67% test accuracy."""
-    base = chosen(history, max_drop, drop_z)
+    base = chosen(history, max_drop, drop_z, test)
     last = history[-1]
     if phase(last) == ANNEAL and last["val_acc"] >= base["val_acc"]:
         return last
     return base
 
 
-def censored(widths: list[int], initial_widths: list[int], fan_in: list[int]) -> list[str | None]:
-    """Per hidden layer, why its width is a bound and not a measured rank: "initial" where it never shrank below its
-    start (its rank may be anything up to there), "input" where it equals the columns of its incoming matrix (the
-    most rank that matrix can have: 64 for digits' first layer, 9 for a grey-scale first conv block), else None.
-    Such a width is censored: trend statistics leave it out, and tables show it as '>= w'."""
-    return ["initial" if w >= start else "input" if w >= bound else None
-            for w, start, bound in zip(widths, initial_widths, fan_in)]
+def censored(widths: list[int], initial_widths: list[int], fan_in: list[int],
+             shrinking: list[bool] | None = None) -> list[str | None]:
+    """Per hidden layer, why its width is a bound and not a measured convergent rank, or None:
+
+    - "initial": it never shrank below its start (its rank may be anything up to there): a lower bound, '>= w';
+    - "input": it equals the columns of its incoming matrix (the most rank that matrix can have: 64 for digits'
+      first layer, 9 for a grey-scale first conv block): a lower bound too, '>= w';
+    - "unconverged": the depth ended at the iteration cap while this layer was still shrinking (`shrinking`): its
+      fixed point lies below, an upper bound, '<= w'.
+
+    Trend statistics leave censored widths out (counted and listed); tables and figures mark them."""
+    shrinking = shrinking or [False] * len(widths)
+    return ["initial" if w >= start else "input" if w >= bound else "unconverged" if still else None
+            for w, start, bound, still in zip(widths, initial_widths, fan_in, shrinking)]

@@ -50,6 +50,7 @@ class Family(Protocol):
     name: str
     default_width: int
     default_weight_decay: float  # what --weight-decay means when it is not given
+    default_rank_source: str  # what --rank-source means when it is not given: "weights" | "activations"
     width_unit: str  # what a width counts, for labels: "units", "channels"
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:

@@ -101,6 +101,11 @@ class CNNFamily:
     # At the MLP's 5e-3 this network underfits the MNIST subset (88% training accuracy, depth 2); 1e-3 lets it
     # fit while its second block's rank still falls (64 -> 46 channels at depth 2, benchmarks/results/evolve_cnn_mnist10k.md).
     default_weight_decay = 1e-3
+    # A block's incoming (out, in*3*3) matrix cannot have rank above in*9: the first block's is capped at 9 by a
+    # grey-scale image, where its post-ReLU outputs span 22-29 directions; cut to the weights' 7-8 channels, each
+    # warm rebuild lost 5-7% of the next layer's pre-activations, against 1-2% driven by the activations, at test
+    # accuracy within noise (MNIST subset, depths 2-3, 3 seeds: benchmarks/results/rank_source.md).
+    default_rank_source = "activations"
 
     def batched(self, members: list[CNN]):
         """K members trained as one model (models.batched): grouped convolutions."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from rankprune.measure import hidden_ranks
+from rankprune.measure import driving_ranks, heldout_inputs
 from rankprune.probes.base import ProbeContext, register
 from rankprune.seeds import REFERENCE, derive_seed
 from rankprune.train import evaluate, train_to_saturation
@@ -41,8 +41,9 @@ class ReferenceProbe:
         anneal = dataclasses.replace(cfg, lr=ctx.train.lr * cfg.lr_drop_factor, lr_drops=cfg.lr_drops - 1)  # ctx.train.lr: / alpha^2 where scaled
         model = copy.deepcopy(ctx.model)
         seed = derive_seed(ctx.cfg.seed, ctx.depth, ctx.iteration, REFERENCE)
-        drive = ctx.cfg.rank.measure
-        result = train_to_saturation(model, ctx.data, anneal, ctx.weight_decay, seed, ranks=lambda: hidden_ranks(model, drive))
+        drive, source, heldout = ctx.cfg.rank.measure, ctx.cfg.rank.source, heldout_inputs(ctx.data)
+        result = train_to_saturation(model, ctx.data, anneal, ctx.weight_decay, seed,
+                                     ranks=lambda: driving_ranks(model, drive, source, heldout))
         loss = ctx.cfg.train.loss
         val, test = evaluate(model, ctx.data.val, ctx.precision, loss), evaluate(model, ctx.data.test, ctx.precision, loss)
         return {"reference_val_acc": val.acc, "reference_test_acc": test.acc, "reference_epochs": result.epochs,

@@ -8,8 +8,9 @@ import torch
 from rankprune import figures_dynamics
 from rankprune.config import RunConfig
 from rankprune.report.document import _Document, _list, _num
-from rankprune.report.gather import RunData
+from rankprune.report.gather import RunData, widths_censored
 from rankprune.runfolder import RunFolder
+from rankprune.units import widths_text
 
 __all__ = ["movement", "hessian", "fitted"]
 
@@ -33,6 +34,7 @@ def movement(doc: _Document, run: RunData) -> None:
     if not run.iterations.empty and "movement" in run.iterations:
         rows = run.iterations.dropna(subset=["movement"])
         doc.table(rows.assign(
+            widths=[widths_text(w, m) for w, m in zip(rows["widths"], widths_censored(run.iterations, run.depths)[rows.index])],
             movement=rows["movement"].map(lambda v: _list([round(x, 4) for x in v])),
             change_rank=rows[f"change_rank_{run.measure}"].map(_list) if f"change_rank_{run.measure}" in rows else "",
             network=rows["movement_network"].map(lambda v: _num(round(v, 4))),
@@ -84,7 +86,8 @@ def fitted(doc: _Document, run: RunData) -> None:
         except (OSError, RuntimeError):
             continue  # weights missing or from another shape: nothing to draw for this depth
         with torch.no_grad():
-            fits[f"depth {key}, widths {s['widths']}: test R^2 {s['test_acc']:.3f}"] = model.eval()(xs)[:, 0].numpy()
+            fits[f"depth {key}, widths {widths_text(s['widths'], s.get('censored'))}: test R^2 {s['test_acc']:.3f}"] = (
+                model.eval()(xs)[:, 0].numpy())
     if not fits:
         return
     doc.add("## The fitted function", "")

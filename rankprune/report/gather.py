@@ -73,6 +73,33 @@ def _torn(run: RunFolder, table: str, parsed: int) -> int:
     return sum(1 for line in p.read_text().splitlines() if line.strip()) - parsed
 
 
+def widths_censored(iterations: pd.DataFrame, depths: dict | None = None) -> pd.Series:
+    """Per row of one run's iterations table, the censored marks (per layer None, "initial", "input" or
+    "unconverged") of the widths that row trained at. An iteration row records "censored" for its next_widths, which
+    the depth's next shrink iteration trains at, so such a row takes its predecessor's; a finished depth's result,
+    its chosen iteration and the anneal that retrains the chosen network at the same widths, takes depths.json's (so
+    a depth whose result is its first iteration, a no-shrink without an anneal, is marked too); a depth's first
+    iteration is otherwise its start, not a result: None. Runs from before censoring was recorded hold no such key:
+    None everywhere (unknown, shown as measured)."""
+    marks = pd.Series([None] * len(iterations), index=iterations.index, dtype=object)
+    if iterations.empty:
+        return marks
+    previous: dict = {}
+    for index, row in iterations.sort_values(["depth", "iteration"]).iterrows():
+        depth, iteration, widths = int(row["depth"]), int(row["iteration"]), list(row["widths"])
+        summary = (depths or {}).get(str(depth)) or {}
+        result = summary.get("chosen_iteration") == iteration or row.get("phase") == "anneal"
+        before = previous.get((depth, iteration - 1))
+        if result and isinstance(summary.get("censored"), list) and list(summary.get("widths") or []) == widths:
+            marks.at[index] = summary["censored"]
+        elif before is not None and before[0] == widths:
+            marks.at[index] = before[1]
+        recorded, upcoming = row.get("censored"), row.get("next_widths")
+        previous[(depth, iteration)] = (list(upcoming) if isinstance(upcoming, list) else None,
+                                        recorded if isinstance(recorded, list) else None)
+    return marks
+
+
 def read_run(run: RunFolder) -> RunData:
     """Everything a run report shows; a config.json that is not a rankprune config is a ConfigError."""
     config = _read_config(run)
@@ -130,9 +157,11 @@ class StudyData:
 def _best_trial(frame: pd.DataFrame) -> tuple[pd.Series | None, dict | None, Any, str]:
     """The finished trial with the highest validation accuracy (every decision is made on validation), and
     its run folder's data section and data.json."""
-    if frame.empty:
+    from rankprune.classes import best_trial
+
+    r = best_trial(frame)  # the highest validation accuracy, ties to the lowest trial number; never on test
+    if r is None:
         return None, None, None, ""
-    r = frame.loc[frame["val_acc"].idxmax()]
     folder = RunFolder(r.get("run_folder", ""))
     try:
         config, described = folder.read(CONFIG), folder.read(DATA)
@@ -150,13 +179,18 @@ def read_study(study, storage: str, by: str = "vector", tol: float = 0.0) -> Stu
 
     from rankprune.classes import class_table, equivalence_classes, trials_frame
 
+    from rankprune.study import censored_layers
+
     trials = study.get_trials(deepcopy=False)
     frame = trials_frame(study)
+    mode = study.user_attrs.get("mode", "?")
+    if not frame.empty:  # what is a bound, as the CLI's classes and trends read it (study.censored_layers)
+        frame["censored"] = [censored_layers(r, mode) for r in frame.to_dict("records")]
     best, data, described, why = _best_trial(frame)
     return StudyData(
         study=study, storage=storage,
         names=list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))]),
-        mode=study.user_attrs.get("mode", "?"),
+        mode=mode,
         trials=trials, states=Counter(t.state.name.lower() for t in trials),
         complete=[t for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
         failed=[t for t in trials if t.state == optuna.trial.TrialState.FAIL],

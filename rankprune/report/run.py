@@ -12,14 +12,15 @@ import pandas as pd
 
 from rankprune import figures
 from rankprune.report import dynamics, tasks
+from rankprune.report.rebuild import rebuild_cost
 from rankprune.report.document import _absent, _count, _Document, _list, _num, _pct, _seconds
-from rankprune.report.gather import RunData, read_run
+from rankprune.report.gather import RunData, read_run, widths_censored
 from rankprune.report.reference import _reference
 from rankprune.runfolder import DEPTHS, ENVIRONMENT, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder
 from rankprune.config import task_knobs
 from rankprune.regression import is_regression
 from rankprune.models import FAMILIES
-from rankprune.units import TFLOP, tflop
+from rankprune.units import TFLOP, bound_note, sides_of, tflop, widths_text
 
 
 def _where(status: dict) -> str:
@@ -119,7 +120,7 @@ def _depth_table(depths: dict) -> pd.DataFrame:
             "stop": s.get("stop_reason", ""),
             "iterations": _num(s.get("iterations")),
             "chosen": _num(s.get("chosen_iteration")),
-            "widths: initial -> chosen": f"{_list(s.get('initial_widths'))} -> {_list(s.get('widths'))}",
+            "widths: initial -> chosen": f"{_list(s.get('initial_widths'))} -> {widths_text(s.get('widths') or [], s.get('censored'))}",
             "parameters: initial -> chosen": f"{_count(s.get('initial_parameters'))} -> {_count(s.get('parameters'))} ({shrink:.1f}x fewer)",
             "test acc %: initial -> chosen": _first_to_chosen(s),
             "gap (pp)": _pct(s.get("generalisation_gap")),
@@ -136,8 +137,12 @@ def _depths(doc: _Document, run: RunData) -> None:
         doc.add("## Depths: the chosen network of each", "",
                 "The chosen iteration is the one the controller reports for the depth (the last whose validation "
                 "accuracy is within max_drop of the best, or the anneal iteration that finishes it); accuracies are "
-                "on the test split, gap = training minus test accuracy (percentage points).", "")
+                "on the test split, gap = training minus test accuracy (percentage points)."
+                + (" " + bound_note(sides_of([s.get("censored") for s in run.depths.values()]))).rstrip(), "")
         doc.table(_depth_table(run.depths))
+
+
+
 
 
 def _how_shrunk(initial_parameters: float, parameters: float, iterations: float) -> str:
@@ -152,7 +157,7 @@ def _best_of_run(depths: dict | None, iterations: pd.DataFrame) -> dict | None:
     its test accuracy; without a finished depth, the finished iteration with the highest validation accuracy."""
     if depths:
         s = max(depths.values(), key=lambda s: s["val_acc"])
-        return {"network": f"this run: depth {s['depth']}, widths {_list(s['widths'])} (chosen iteration "
+        return {"network": f"this run: depth {s['depth']}, widths {widths_text(s['widths'], s.get('censored'))} (chosen iteration "
                            f"{s['chosen_iteration']}; best validation accuracy of the depths)",
                 "parameters": s["parameters"], "test_acc": s["test_acc"], "source": "this run",
                 "pruning": _how_shrunk(s["initial_parameters"], s["parameters"], s.get("iterations"))}
@@ -192,26 +197,34 @@ def _accuracy(doc: _Document, run: RunData) -> None:
                    f"network holds its {metric}.")
 
 
-def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame) -> pd.DataFrame:
-    """(depth, iteration, widths, ranks) for finished iterations and, ranks None, one still running."""
-    rows = [] if iterations.empty else iterations[["depth", "iteration", "widths", "ranks"]].to_dict("records")
-    seen = {(r["depth"], r["iteration"]) for r in rows}
+def _widths_frame(epochs: pd.DataFrame, iterations: pd.DataFrame, depths: dict | None = None) -> pd.DataFrame:
+    """(depth, iteration, widths, ranks, censored) for finished iterations and, ranks None, one still running;
+    censored: the marks of each row's widths (gather.widths_censored)."""
+    rows = [] if iterations.empty else iterations[["depth", "iteration", "widths", "ranks"]].assign(
+        censored=widths_censored(iterations, depths)).to_dict("records")
+    seen = {(r["depth"], r["iteration"]): r for r in rows}
+    recorded = {} if iterations.empty or "censored" not in iterations else dict(
+        zip(zip(iterations["depth"], iterations["iteration"]), iterations["censored"]))
     if not epochs.empty:
         for r in epochs.drop_duplicates(["depth", "iteration"]).to_dict("records"):
             if (r["depth"], r["iteration"]) not in seen:
-                rows.append({"depth": r["depth"], "iteration": r["iteration"], "widths": r["widths"], "ranks": None})
+                before = recorded.get((r["depth"], r["iteration"] - 1))
+                rows.append({"depth": r["depth"], "iteration": r["iteration"], "widths": r["widths"], "ranks": None,
+                             "censored": before if isinstance(before, list) else None})
     return pd.DataFrame(rows)
 
 
 def _widths(doc: _Document, run: RunData) -> None:
-    widths = _widths_frame(run.epochs, run.iterations)
+    widths = _widths_frame(run.epochs, run.iterations, run.depths)
     if not widths.empty:
         doc.add("## Widths per iteration", "")
         family = FAMILIES.get(run.config.get("model", {}).get("family", "mlp"))
         unit = getattr(family, "width_unit", "units")
         doc.figure("widths", lambda: figures.widths_per_iteration(widths, unit), "hidden-layer widths per iteration",
                    f"Width of each hidden layer per iteration (solid) and its rank `{run.measure}` measured at saturation "
-                   "(dotted), which sets the next width. Look for the lines meeting and flattening: a fixed point.")
+                   "(dotted), which sets the next width."
+                   + (" " + bound_note(sides_of(list(widths["censored"])), markers=True)).rstrip()
+                   + " Look for the lines meeting and flattening: a fixed point.")
 
 
 def _rank_traces(doc: _Document, run: RunData) -> None:
@@ -266,18 +279,22 @@ def _spectra(doc: _Document, run: RunData) -> None:
 
 
 # --- tables ----------------------------------------------------------------------------------------
-def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
+def _iteration_table(iterations: pd.DataFrame, depths: dict | None = None) -> pd.DataFrame:
+    """One row per finished iteration; a censored width, of the widths trained or the next ones, reads '>= N'."""
     rows = []
+    iterations = iterations.assign(widths_censored=widths_censored(iterations, depths))
     for r in iterations.sort_values(["depth", "iteration"]).to_dict("records"):
+        next_marks = r.get("censored")
         rows.append({
             "depth": r["depth"], "iteration": r["iteration"], "phase": "" if _absent(r.get("phase")) else r["phase"],
-            "widths": _list(r.get("widths")),
+            "widths": widths_text(r.get("widths") or [], r["widths_censored"]),
             "parameters": _count(r.get("parameters")), "weight decay": f"{r.get('weight_decay', float('nan')):.3g}",
             "epochs": _num(r.get("epochs")), "train stop": r.get("train_stop", ""),
             "train acc %": _pct(r.get("train_acc")), "val acc %": _pct(r.get("val_acc")),
             "test acc %": _pct(r.get("test_acc")), "gap (pp)": _pct(r.get("generalisation_gap")),
             "test acc % after rebuild": _pct(r.get("test_acc_after_rebuild")),
-            f"ranks ({r.get('rank_measure', '?')})": _list(r.get("ranks")), "next widths": _list(r.get("next_widths")),
+            f"ranks ({r.get('rank_measure', '?')})": _list(r.get("ranks")),
+            "next widths": widths_text(r["next_widths"], next_marks) if isinstance(r.get("next_widths"), list) else "",
             "stop": "" if _absent(r.get("stop")) else r["stop"],
             "cumulative time (s)": _seconds(r.get("cumulative_seconds")),
         })
@@ -288,7 +305,10 @@ def _iteration_table(iterations: pd.DataFrame) -> pd.DataFrame:
 def _iterations(doc: _Document, run: RunData) -> None:
     if not run.iterations.empty:
         doc.add("## Iterations", "")
-        doc.table(_iteration_table(run.iterations))
+        note = bound_note(sides_of(list(run.iterations["censored"]))) if "censored" in run.iterations else ""
+        if note:
+            doc.add(note, "")
+        doc.table(_iteration_table(run.iterations, run.depths))
 
 
 def _config_table(config: dict) -> pd.DataFrame:
@@ -319,7 +339,7 @@ def _configuration(doc: _Document, run: RunData) -> None:
 
 
 # The report, top to bottom.
-SECTIONS = (_header, _missing, _depths, _run_reference, _accuracy, _widths, _rank_traces, _spectra, dynamics.fitted,
+SECTIONS = (_header, _missing, _depths, _run_reference, _accuracy, _widths, _rank_traces, _spectra, rebuild_cost, dynamics.fitted,
             tasks.memorisation, tasks.unseen_tasks, tasks.n_delta, dynamics.movement, dynamics.hessian, _iterations,
             _configuration)
 

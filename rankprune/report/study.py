@@ -17,6 +17,7 @@ from rankprune import figures
 from rankprune.report.document import _count, _Document, _list, _num, _pct, _seconds
 from rankprune.report.gather import StudyData, read_study
 from rankprune.report.reference import _reference
+from rankprune.units import BOUND_MARKER_WORDS, bound_note, sides_of, sum_side, widths_text
 
 # What `rankprune study classes --by` accepts (rankprune.classes.BY, which imports scipy: not at import here),
 # and what a class's trials then share: in prose, and as the legend of the rank figures.
@@ -68,6 +69,16 @@ def _header(doc: _Document, s: StudyData) -> None:
     objectives = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(s.names, study.directions))
     doc.add(f"**Storage:** `{_redact(s.storage)}`. Mode {s.mode}; objectives: {objectives}. "
             f"Trials: {len(s.trials)} in all ({', '.join(f'{n} {st}' for st, n in sorted(s.states.items())) or 'none'}).", "")
+    warning = _test_objective_warning(s)
+    if warning:
+        doc.add(f"> **Warning: {warning}.** Optuna's plots below (history, Pareto front, importances) are of those "
+                "objectives; the best trial and the Pareto front of this report are chosen on validation instead.", "")
+
+
+def _test_objective_warning(s: StudyData) -> str | None:
+    from rankprune.study import test_objective_warning
+
+    return test_objective_warning(s.names)
 
 
 def _missing(doc: _Document, s: StudyData) -> None:
@@ -102,17 +113,36 @@ def _rank_scatter(doc: _Document, s: StudyData) -> None:
             f"Network rank: the sum of the hidden layers' {ranks_are}. Equivalence class: trials whose "
             f"{_classes_by(s)}.", "")
     title = f"equivalence class: {CLASSES_BY[s.by][1]}"
+    censored = _censored(s).map(sum_side)  # the side each trial's network rank is bounded on, None if measured
+    marked = " " + _censored_means(s, set(censored.dropna()), markers=True) if censored.notna().any() else ""
     doc.figure("rank-vs-test-acc", lambda: figures.rank_scatter(df, classes, signatures, "test_acc", metric.label("test"),
-                                                                class_title=title),
+                                                                class_title=title, censored=censored),
                "network rank against test accuracy",
-               "Each trial's network rank against its test accuracy, coloured by equivalence class. Look for "
-               "whether more rank buys accuracy, and whether a class shares an accuracy.")
+               "Each trial's network rank against its test accuracy, coloured by equivalence class." + marked
+               + " Look for whether more rank buys accuracy, and whether a class shares an accuracy.")
     gap = f"generalisation gap: train - test {metric.name} ({'pp' if metric is figures.ACCURACY else metric.unit})"
     doc.figure("rank-vs-gap", lambda: figures.rank_scatter(df, classes, signatures, "generalisation_gap", gap,
-                                                           class_title=title),
+                                                           class_title=title, censored=censored),
                "network rank against the generalisation gap",
-               "Each trial's network rank against its generalisation gap, coloured by equivalence class. Look for "
-               "a rising trend: higher-rank networks overfitting more.")
+               "Each trial's network rank against its generalisation gap, coloured by equivalence class." + marked
+               + " Look for a rising trend: higher-rank networks overfitting more.")
+
+
+def _censored(s: StudyData) -> pd.Series:
+    """Per row of the frame, per hidden layer: why its result is a bound (study.censored_layers), else None."""
+    from rankprune.study import censored_layers
+
+    return pd.Series([censored_layers(r, s.mode) for r in s.frame.to_dict("records")], index=s.frame.index, dtype=object)
+
+
+def _censored_means(s: StudyData, sides: set[str], markers: bool = False) -> str:
+    """What a censored trial is, for the sides of bound present (units.bound_note): `markers`, as the rank figures
+    draw them; else as the tables write them."""
+    if s.mode == "survey":  # a survey's result is its rank: a lower bound where a layer used every unit it had
+        return (f"{BOUND_MARKER_WORDS['>='] if markers else repr('>= N')} marks a censored trial: a layer whose measured "
+                "rank reached its width (a survey never shrinks: every unit used, the layer might use more), so its "
+                "rank is a lower bound, not a measurement.")
+    return bound_note(sides, markers) + (" A trial with any censored layer has a censored network rank." if markers else "")
 
 
 def _classes(doc: _Document, s: StudyData) -> None:
@@ -121,8 +151,20 @@ def _classes(doc: _Document, s: StudyData) -> None:
     table = s.class_table
     doc.add("## Equivalence classes of measured rank" if s.mode == "survey" else "## Equivalence classes of convergent rank", "",
             f"Trials whose {_classes_by(s)}.", "")
-    shown = table.assign(test_acc_mean=table["test_acc_mean"].map(_pct), test_acc_std=table["test_acc_std"].map(_pct))
-    doc.table(shown.rename(columns={"test_acc_mean": "test acc % (mean)", "test_acc_std": "test acc (sd, pp)"}).astype(str))
+    from rankprune.study import censored_members
+
+    # accuracies (fractions) as percentages, whichever of them the class table has
+    shown = table.assign(**{c: table[c].map(_pct) for c in table.columns if c.endswith(("_acc", "_acc_mean", "_acc_std"))})
+    shown = shown.rename(columns={"test_acc_mean": "test acc % (mean)", "test_acc_std": "test acc (sd, pp)",
+                                  "representative_val_acc": "representative: val acc %",
+                                  "representative_test_acc": "representative: test acc %"})
+    censored = censored_members(s.frame, s.classes, s.mode)
+    if any(censored.values()):
+        doc.add(f"The censored column lists each member whose result is a bound, with its "
+                f"{'ranks' if s.mode == 'survey' else 'widths'}. " + _censored_means(s, sides_of(list(_censored(s)))), "")
+    # the members whose result is a bound, marked '>= N' (study.censored_layers)
+    shown = shown.assign(censored=shown["class"].map(lambda c: censored.get(int(c), "")))
+    doc.table(shown.astype(str))
 
 
 def _trends(doc: _Document, s: StudyData) -> None:
@@ -133,8 +175,79 @@ def _trends(doc: _Document, s: StudyData) -> None:
     trends = rank_trends(s.frame)
     doc.add("## Rank trends", "", "Spearman correlation of the network rank with each outcome (nan: too few trials "
             "or no spread).", "")
-    doc.table(trends.assign(spearman_rho=trends["spearman_rho"].map(lambda v: f"{v:.3f}"),
-                            p_value=trends["p_value"].map(lambda v: f"{v:.3g}")).astype(str))
+    excluded = trends.attrs.get("excluded") or []
+    if excluded:
+        doc.add(f"Left out as censored (a bound, not a measured rank), {len(excluded)} trial(s): "
+                + ", ".join(map(str, excluded)) + ".", "")
+    coefficients = ("spearman_rho", "ci_low", "ci_high")
+    doc.table(trends.assign(**{c: trends[c].map(lambda v: f"{v:.3f}") for c in trends.columns if c in coefficients},
+                            **{c: trends[c].map(lambda v: f"{v:.3g}") for c in trends.columns if c.startswith("p_")})
+              .astype(str))
+
+
+# --- the Pareto front, on validation --------------------------------------------------------------
+# What a test-split objective (study.TEST_METRICS) is ranked on instead: its validation counterpart, a column of the
+# trials frame or one derived from it. test_loss has none among a trial's attributes.
+VALIDATION_OF = {"test_acc": "val_acc", "generalisation_gap": "validation_gap"}
+
+
+def pareto_front(values: pd.DataFrame, maximise: list[bool]) -> list:
+    """The index labels of the rows no other row dominates (at least as good in every column, better in one)."""
+    signs = [1.0 if up else -1.0 for up in maximise]
+    points = values.to_numpy(dtype=float) * signs
+    keep = []
+    for i, p in enumerate(points):
+        if not any((q >= p).all() and (q > p).any() for j, q in enumerate(points) if j != i):
+            keep.append(values.index[i])
+    return keep
+
+
+def _front_objectives(s: StudyData) -> list[tuple[str, str, bool]]:
+    """(objective, the column it is ranked on, maximised) per objective of the study."""
+    return [(name, VALIDATION_OF.get(name, name), d.name.lower() == "maximize") for name, d in zip(s.names, s.study.directions)]
+
+
+def _validation_front(doc: _Document, s: StudyData) -> None:
+    """A multi-objective study's Pareto front among the finished trials, chosen on validation: a test-split
+    objective is replaced by its validation counterpart. Each trial is shown with its test accuracy."""
+    if s.frame.empty or len(s.names) < 2:
+        return
+    frame = s.frame.assign(validation_gap=s.frame["train_acc"] - s.frame["val_acc"]) if "val_acc" in s.frame else s.frame
+    objectives = _front_objectives(s)
+    if any(column not in frame for _, column, _ in objectives):
+        return  # objectives the trials do not record (an unnamed study's "objective 0"): Optuna's plot shows it
+    values = frame[[column for _, column, _ in objectives]].astype(float)
+    values = values[values.notna().all(axis=1)]
+    front = frame.loc[pareto_front(values, [up for _, _, up in objectives])]
+    first, column, up = objectives[0]
+    front = front.sort_values([column, "number"], ascending=[not up, True])
+    censored = _censored(s).loc[front.index]
+    replaced = [f"{name} by {column}" for name, column, _ in objectives if column != name]
+    gap = "generalisation_gap" in s.names
+    doc.add("## Pareto front, chosen on validation", "",
+            f"The {len(front)} finished trial(s) that no other trial beats in every objective ("
+            + ", ".join(f"{column} {'max' if up else 'min'}imised" for _, column, up in objectives) + "), each with its "
+            "test accuracy, which played no part in choosing it."
+            + (f" The study optimises a test-split metric; this front replaces {' and '.join(replaced)}"
+               + (" (validation_gap: training minus validation accuracy)" if gap else "")
+               + ", so it can differ from Optuna's Pareto plot below." if replaced else "")
+            + (" test_loss has no validation counterpart among the trials' attributes: the front is ranked on it as "
+               "the study was." if "test_loss" in s.names else ""), "")
+    rows = []
+    for (_, r), marks in zip(front.iterrows(), censored):
+        row = {"trial": r["number"]}
+        for _, column, _ in objectives:
+            percent = column in PERCENT or column == "validation_gap"
+            label = {"val_acc": "val acc %", "train_acc": "train acc %", "validation_gap": "validation gap (pp)",
+                     "generalisation_gap": "gap (pp)"}.get(column, f"{column} %" if percent else column)
+            row[label] = _pct(r[column]) if percent else _num(r[column])
+        row.setdefault("val acc %", _pct(r["val_acc"]))
+        row.update({"test acc %": _pct(r["test_acc"]),
+                    "widths": _list(r["widths"]) if s.mode == "survey" else widths_text(r["widths"], marks),
+                    "ranks": _censored_ranks(r["ranks"], marks) if s.mode == "survey" else _list(r["ranks"]),
+                    "parameters": _count(r["parameters"])})
+        rows.append(row)
+    doc.table(pd.DataFrame(rows))
 
 
 # --- the reference ---------------------------------------------------------------------------------
@@ -145,7 +258,8 @@ def _best_of_study(s: StudyData) -> dict | None:
     if r is None:
         return None
     shrunk = s.mode != "survey" and list(r["widths"]) != list(r["initial_widths"])
-    return {"network": f"trial #{r['number']}: depth {r['depth']}, widths {_list(r['widths'])} (best validation accuracy)",
+    widths = widths_text(r["widths"], None if s.mode == "survey" else r.get("censored"))
+    return {"network": f"trial #{r['number']}: depth {r['depth']}, widths {widths} (best validation accuracy)",
             "parameters": r["parameters"], "test_acc": r["test_acc"], "source": "this study",
             "pruning": f"rank-pruned (structured: whole units) from {_list(r['initial_widths'])}" if shrunk else
             "none: trained once at its initial widths (a survey trial, not shrunk)" if s.mode == "survey" else
@@ -237,8 +351,10 @@ def _optuna_figures(doc: _Document, s: StudyData) -> None:
                            f"{name} ({study.directions[i].name.lower()}d) of each trial, by trial number. Look for "
                            "whether later trials (the sampler's informed guesses) do better than the first.")
             doc.figure("optuna-pareto", lambda: _pareto(s), "Optuna Pareto front",
-                       f"Each trial by {' and '.join(names)}; highlighted: the Pareto front. Look for the trade-off "
-                       "along the front: what one objective costs in the other.")
+                       f"Each trial by {' and '.join(names)}; highlighted: the Pareto front"
+                       + (" of these objectives, one of them on the test split (the warning above; the front chosen on "
+                          "validation is tabled above)" if _test_objective_warning(s) else "")
+                       + ". Look for the trade-off along the front: what one objective costs in the other.")
         varying = [k for k in {k for t in complete for k in t.params} if len({repr(t.params.get(k)) for t in complete}) > 1]
         if len(complete) >= 2 and varying:
             caveat = (f" **Caveat: {len(complete)} completed trials for {len(varying)} sampled parameters, fewer than "
@@ -254,15 +370,24 @@ def _optuna_figures(doc: _Document, s: StudyData) -> None:
 
 
 # --- trials ----------------------------------------------------------------------------------------
-def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
+def _trial_table(df: pd.DataFrame, classes: pd.Series, censored: pd.Series | None = None, mode: str = "evolve") -> pd.DataFrame:
+    """One row per finished trial. A censored result (study.censored_layers) reads '>= N': an evolve trial's chosen
+    widths, a survey trial's ranks."""
     params = [c for c in df.columns if c.startswith("param_") and c not in ("param_depth", "param_width", "param_width_profile")]
+    if censored is None:
+        censored = pd.Series([[]] * len(df), index=df.index, dtype=object)
+    survey = mode == "survey"
     rows = []
-    for (_, r), cid in zip(df.iterrows(), classes):
+    for (_, r), cid, marks in zip(df.iterrows(), classes, censored):
         rows.append({
-            "trial": r["number"], "class": cid, "initial widths": _list(r["initial_widths"]), "widths": _list(r["widths"]),
-            "rank measure": r["rank_measure"], "ranks": _list(r["ranks"]), "rank sum": _num(r["network_rank_sum"]),
+            "trial": r["number"], "class": cid, "initial widths": _list(r["initial_widths"]),
+            "widths": _list(r["widths"]) if survey else widths_text(r["widths"], marks),
+            "rank measure": r["rank_measure"],
+            "ranks": _censored_ranks(r["ranks"], marks) if survey else _list(r["ranks"]),
+            "rank sum": _num(r["network_rank_sum"]),
             "rank / width": f"{r['network_rank_normalized']:.3f}", "parameters": _count(r["parameters"]),
-            "train acc %": _pct(r["train_acc"]), "test acc %": _pct(r["test_acc"]), "gap (pp)": _pct(r["generalisation_gap"]),
+            "train acc %": _pct(r["train_acc"]), "val acc %": _pct(r.get("val_acc")), "test acc %": _pct(r["test_acc"]),
+            "gap (pp)": _pct(r["generalisation_gap"]),
             **{c.removeprefix("param_"): _num(r[c]) for c in params},
             "iterations": _num(r["iterations"]), "stop": r["stop_reason"],
             "cumulative time (s)": _seconds(r["cumulative_seconds"]),
@@ -270,11 +395,18 @@ def _trial_table(df: pd.DataFrame, classes: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _censored_ranks(ranks, marks) -> str:
+    """A survey trial's ranks, a censored one (it reached its layer's width) as '>= N'."""
+    if not any(marks):
+        return _list(ranks)
+    return widths_text([_num(v) or "nan" for v in ranks], marks)
+
+
 def _trials(doc: _Document, s: StudyData) -> None:
     if not s.frame.empty:
         doc.add("## Trials", "", "Each finished trial's run folder holds its epochs and spectra: "
                 "`rankprune report RUN_FOLDER` draws them.", "")
-        doc.table(_trial_table(s.frame, s.classes))
+        doc.table(_trial_table(s.frame, s.classes, _censored(s), s.mode))
 
 
 def _failed(doc: _Document, s: StudyData) -> None:
@@ -323,8 +455,8 @@ def _jamming(doc: _Document, s: StudyData) -> None:
 
 
 # The report, top to bottom.
-SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _study_reference, _optuna_plots, _jamming, _trials,
-            _failed)
+SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _validation_front, _study_reference, _optuna_plots, _jamming,
+            _trials, _failed)
 
 
 def render_study(study, out: Path, storage: str, by: str = "vector", tol: float = 0.0, fmt: str = "png",

@@ -31,17 +31,26 @@ def memorisation(doc: _Document, run: RunData) -> None:
     noise = run.data.get("label_noise", "?")
     relabelled = ((run.described or {}).get("label_noise") or {}).get("relabelled")
     doc.add("## Memorisation of random labels", "")
-    doc.figure("memorisation", lambda: figures_dynamics.accuracies_per_iteration(it, [
+    changed_only = "train_acc_relabelled_chance" in it and it["train_acc_relabelled_chance"].notna().any()
+    series = [
         ("train_acc_clean", "training: clean rows"),
         ("train_acc_relabelled", "training: relabelled rows,\nagainst their random label"),
         ("train_acc_relabelled_true", "training: relabelled rows,\nagainst their true label"),
         ("test_acc", "test"),
-    ], _chance(run)), "training accuracy on clean and relabelled rows per iteration",
-        f"Label noise {noise}: {f'{relabelled:,} ' if relabelled else ''}training rows carry a uniformly random class. "
-        "Accuracy at the end of each iteration on the clean training rows, on the relabelled rows against the random "
-        "label they were trained on (memorisation: at chance unless the network memorises them) and against their "
-        "true label, and on the test set; a star marks the anneal. Look for memorisation rising as the network "
-        "shrinks or anneals, and the test accuracy falling with it.")
+    ]
+    if changed_only:  # the chance level on changed rows depends on the network: a series, not a constant
+        series.append(("train_acc_relabelled_chance", "chance against the random label\n(memorising nothing)"))
+    doc.figure("memorisation", lambda: figures_dynamics.accuracies_per_iteration(
+        it, series, None if changed_only else _chance(run)), "training accuracy on clean and relabelled rows per iteration",
+        f"Label noise {noise}: {f'{relabelled:,} ' if relabelled else ''}training rows were given a uniformly random class"
+        + (", and the rows whose class it changed are scored (a row that drew its own class is clean). " if changed_only
+           else " (this run scored every drawn row, also those that drew their own class). ")
+        + "Accuracy at the end of each iteration on the clean training rows, on the relabelled rows against the random "
+        "label they were trained on (memorisation) and against their true label, and on the test set; a star marks the "
+        "anneal. " + ("Memorisation is the gap above the chance line: what a network that memorised nothing would score "
+                      "against the random labels, (1 - its accuracy against the true labels) / (classes - 1). "
+                      if changed_only else "")
+        + "Look for memorisation rising as the network shrinks or anneals, and the test accuracy falling with it.")
 
 
 def unseen_tasks(doc: _Document, run: RunData) -> None:
