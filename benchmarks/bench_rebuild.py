@@ -51,6 +51,8 @@ def summarise(runs: list[tuple[str, int, Path]]) -> pd.DataFrame:
             rows.append({
                 "method": method, "seed": seed, "depth": int(key), "stop": d["stop_reason"],
                 "iterations": d["iterations"], "final_widths": d["widths"], "hidden_units": sum(d["widths"]),
+                # per layer None or why the width is a bound (a run from before it was recorded: unknown, None)
+                "censored": d.get("censored"),
                 "first_test_acc": d["initial_test_acc"], "final_test_acc": d["test_acc"],
                 "flops_to_final": chosen.cumulative_flops, "seconds_to_final": chosen.cumulative_seconds,
                 "flops_total": d["cumulative_flops"], "seconds_total": d["cumulative_seconds"],

@@ -8,7 +8,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from rankprune.config import RunConfig, task_knobs
-from rankprune.rank import parse_measure
 from rankprune.units import sides_of, spread_text, tflop, widths_text
 
 __all__ = ["LiveReporter", "summary_table"]
@@ -80,12 +79,17 @@ class LiveReporter:
         self.progress.reset(self._epoch_task, total=self.cfg.train.max_epochs, info="")
 
     def epoch_done(self, depth, iteration, row):
-        drive = f"rank_{parse_measure(self.cfg.rank.measure).spec}"
+        from rankprune.evolve.iteration import driving_ranks
+
+        try:  # what the widths follow: the weights' rank, or the activations' (--rank-source)
+            ranks = driving_ranks(self.cfg.resolved(), row)
+        except KeyError:
+            ranks = None
         self.progress.update(
             self._epoch_task, completed=row["epoch"],
             info=f"val {row['val_acc']:.4f}  loss {row['train_loss']:.4f}"
                  + (f"  N_Delta {row['n_delta']}" if "n_delta" in row else "")
-                 + (f"  rank {_fmt_widths(round(r) for r in row[drive][:-1])}" if drive in row else "")
+                 + (f"  rank {_fmt_widths(round(r) for r in ranks)}" if ranks is not None else "")
                  + f"  {row['cumulative_seconds']:.1f} s",
         )
 

@@ -139,3 +139,18 @@ def test_the_task_knobs_and_their_columns_show_in_the_live_view():
     iteration = next(line for line in lines if line.startswith("depth 1 iteration 0"))
     for cell in ("train relabelled 0.1250 clean 0.7500", "unseen tasks 0.0625", "N_Delta 400"):
         assert cell in iteration
+
+
+def test_the_epoch_line_shows_the_ranks_that_drive_the_widths():
+    """Under --rank-source activations the widths follow the held-out activations' rank, so that is what the epoch
+    line shows, not the weights' (which a CNN's conv blocks can leave far above it)."""
+    cfg = RunConfig().replace(model={"width": 32}, rank={"source": "activations"}, train={"max_epochs": 5})
+    out = io.StringIO()
+    with LiveReporter(cfg, Console(file=out, force_terminal=True, width=400)) as live:
+        live.depth_started(1, [32], 0)
+        live.iteration_started(1, 0, [32])
+        live.epoch_done(1, 0, {"epoch": 1, "val_acc": 0.5, "train_loss": 0.3, "cumulative_seconds": 1.0,
+                               "rank_numerical:0.02": [19.0, 9.0], "heldout_activation_rank_numerical:0.02": [7.0]})
+        live.progress.refresh()
+        epoch_line = screen(out.getvalue())[-1]
+    assert "rank [7]" in epoch_line and "rank [19]" not in epoch_line
