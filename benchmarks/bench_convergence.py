@@ -1,11 +1,11 @@
 """Does the controller converge the same way on every dataset? Widths per iteration, with every stop rule off.
 
     python benchmarks/bench_convergence.py [--iterations 20] [--seeds 0..2] [--data-dir ../shared/data/mnist10k]
-                                           [--name convergence] [-- EXTRA EVOLVE FLAGS]
+                                           [--rebuild warm|reinit] [--name convergence] [-- EXTRA CLI EVOLVE FLAGS]
 
-Runs the warm controller for --iterations shrink iterations with the stop rules switched off (`--width-tol 0`,
-`--max-drop 1`: neither a fixed point within tolerance nor an accuracy drop ends a depth early; an exact fixed
-point still does), depth 2, on three datasets, 3 seeds each, as replicates:
+Runs the warm (or `--rebuild reinit`) controller for --iterations shrink iterations with the stop rules switched
+off (`--width-tol 0`, `--max-drop 1`: neither a fixed point within tolerance nor an accuracy drop ends a depth
+early; an exact fixed point still does), depth 2, on three datasets, 3 seeds each, as replicates:
 
 - digits (scikit-learn's 8x8 images), width 128, as the README's quick start;
 - the MNIST subset, width 256;
@@ -42,7 +42,7 @@ def evolve(args: list[str]) -> None:
         raise SystemExit(f"rankprune evolve {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
 
 
-def breast_cancer(out: Path, seeds: list[int], iterations: int) -> None:
+def breast_cancer(out: Path, seeds: list[int], iterations: int, rebuild: str) -> None:
     """The third dataset through the API (it has no --dataset): a seeded 60/20/20 split, standardised."""
     import numpy as np
     import torch
@@ -56,7 +56,7 @@ def breast_cancer(out: Path, seeds: list[int], iterations: int) -> None:
     x, y = torch.tensor(x[perm], dtype=torch.float32), torch.tensor(y[perm])
     a, b = int(0.6 * len(y)), int(0.8 * len(y))
     cfg = rp.RunConfig().replace(model={"width": 64}, evolve={"layers": (2,), "max_iterations": iterations,
-                                                              "width_tol": 0.0, "max_drop": 1.0})
+                                                              "width_tol": 0.0, "max_drop": 1.0, "rebuild": rebuild})
     for seed in seeds:
         rp.run_tensors(cfg.replace(seed=seed), train=(x[:a], y[:a]), val=(x[a:b], y[a:b]), test=(x[b:], y[b:]),
                        out=out / f"seed-{seed}", progress=False)
@@ -76,6 +76,8 @@ def main() -> int:
     p.add_argument("--seeds", default="0..2")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/mnist10k"))
     p.add_argument("--name", default="convergence")
+    # an option of the script, not an extra flag: the API-run dataset must get it too
+    p.add_argument("--rebuild", choices=("warm", "reinit"), default="warm")
     p.add_argument("extra", nargs="*")
     a = p.parse_args()
     from rankprune.replicates import parse_seeds
@@ -89,9 +91,9 @@ def main() -> int:
         cli = {"digits": ["--dataset", "digits", "--width", "128"],
                "mnist-subset": ["--dataset", "mnist", "--width", "256", "--data-dir", a.data_dir, "--no-download"]}
         for name, flags in cli.items():
-            evolve([*flags, *FREE, "--max-iterations", str(a.iterations), "--seeds", a.seeds, "--out", str(tmp / name),
-                    *a.extra])
-        breast_cancer(tmp / "breast-cancer", seeds, a.iterations)  # the extra flags are the CLI datasets' only
+            evolve([*flags, *FREE, "--max-iterations", str(a.iterations), "--rebuild", a.rebuild, "--seeds", a.seeds,
+                    "--out", str(tmp / name), *a.extra])
+        breast_cancer(tmp / "breast-cancer", seeds, a.iterations, a.rebuild)  # the extra flags reach the CLI runs only
         for name in (*cli, "breast-cancer"):
             for seed in seeds:
                 for r in RunFolder(tmp / name / f"seed-{seed}").rows(ITERATIONS):
@@ -105,7 +107,7 @@ def main() -> int:
     df.to_csv(out / f"{a.name}.csv", index=False)
     lines = [f"# Convergence across datasets\n\n`python {' '.join(sys.argv)}`\n\n",
              f"- date {dt.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-             f"{os.getloadavg()[0]:.2f}; depth 2, warm rebuild, `{' '.join(FREE)} --max-iterations {a.iterations}`\n\n",
+             f"{os.getloadavg()[0]:.2f}; depth 2, {a.rebuild} rebuild, `{' '.join(FREE)} --max-iterations {a.iterations}`\n\n",
              "| dataset | seed | total width per shrink iteration | settles within 1% / 2% / 5% from iteration | "
              "val acc: iteration 0 -> last | test acc: iteration 0 -> last |\n|---|---|---|---|---|---|\n"]
     for (name, seed), g in df[df.phase == "shrink"].groupby(["dataset", "seed"], sort=False):

@@ -253,8 +253,9 @@ class EvolveConfig:
     # warm runs 0-24% above their fixed point (the MNIST subset 9-15% after 2-3 iterations, digits 0-21% after
     # 9-12), reinit runs on digits 14-30% above (benchmarks/results/convergence*.md).
     width_tol: float = 0.0
-    # warm: function-preserving (rebuild.warm), the default since it ends at the same widths whatever the
-    # start and is more accurate and cheaper (benchmarks/results/rebuild_warm_vs_reinit.md); reinit: fresh
+    # warm: function-preserving (rebuild.warm), the default: from starts of 128 to 2048 units it ended within
+    # 133-160 with no trend in the start (reinit: 103-218), and it was more accurate than reinit in every seed for
+    # at most reinit's FLOPs (benchmarks/results/start_widths.md, rebuild_warm_vs_reinit.md); reinit: fresh
     # weights at the new widths, the original experiment's behaviour.
     rebuild: str = "warm"
     # Training rows the warm rebuild decomposes, and the activation ranks are measured on.
