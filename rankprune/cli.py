@@ -388,7 +388,6 @@ def _run_study(args: argparse.Namespace) -> int:
 
     from rankprune.study import (SAMPLER_SEED_MAX, StudyStalled, check_storage, default_storage, parse_spec, run_study,
                                  test_objective_warning)
-    from rankprune.units import seconds, widths_text
 
     # Everything is checked before anything is created: the file, the flags, the storage (only read), the data.
     spec = parse_spec(args.file)
@@ -445,17 +444,7 @@ def _run_study(args: argparse.Namespace) -> int:
         interrupted = trial.state == optuna.trial.TrialState.FAIL and str(a.get("fail_reason", "")).startswith("interrupted")
         finished += not interrupted
         progress.advance(task)
-        retry = f" (retry of #{a['retry_of']})" if "retry_of" in a else ""
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            progress.console.print(
-                f"trial {trial.number}{retry}: {widths_text(a['initial_widths'])} -> "
-                f"{'' if spec.mode == 'survey' else 'widths ' + widths_text(a['widths'], a.get('censored')) + ', '}"
-                f"ranks {a['ranks']}  val {a['val_acc']:.4f} test {a['test_acc']:.4f} train {a['train_acc']:.4f}  "
-                f"rank sum {a['network_rank_sum']} ({a['network_rank_normalized']:.3f})  "
-                f"{seconds(a['cumulative_seconds'])} s", soft_wrap=True, markup=False)
-        else:
-            progress.console.print(f"trial {trial.number}{retry} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}",
-                                   soft_wrap=True)
+        _print_trial(progress.console, trial, spec.mode)
 
     console.print(f"storage: {url}")
     for warning in (test_objective_warning(o.metric for o in spec.objectives), data_mod.small_validation_warning(splits)):
@@ -478,6 +467,26 @@ def _run_study(args: argparse.Namespace) -> int:
     console.print(f"study {name}: {states.count('COMPLETE')} complete, {states.count('FAIL')} failed, "
                   f"{len(states)} trials in all")
     return 0
+
+
+def _print_trial(console, trial, mode: str) -> None:
+    """One line per finished trial of a study: its widths and ranks, accuracies and seconds, or why it failed."""
+    import optuna
+
+    from rankprune.units import seconds, widths_text
+
+    a = trial.user_attrs
+    retry = f" (retry of #{a['retry_of']})" if "retry_of" in a else ""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        console.print(
+            f"trial {trial.number}{retry}: {widths_text(a['initial_widths'])} -> "
+            f"{'' if mode == 'survey' else 'widths ' + widths_text(a['widths'], a.get('censored')) + ', '}"
+            f"ranks {a['ranks']}  val {a['val_acc']:.4f} test {a['test_acc']:.4f} train {a['train_acc']:.4f}  "
+            f"rank sum {a['network_rank_sum']} ({a['network_rank_normalized']:.3f})  "
+            f"{seconds(a['cumulative_seconds'])} s", soft_wrap=True, markup=False)
+    else:
+        console.print(f"trial {trial.number}{retry} {trial.state.name.lower()}: {a.get('fail_reason', 'see the trial')}",
+                      soft_wrap=True)
 
 
 # `study run`'s options besides --n-trials as (flag, attribute, default): a continue command repeats every one given.
@@ -592,6 +601,152 @@ def _run_trends(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- findings --------------------------------------------------------------------------------
+# rankprune.findings.DEFAULT_SUITE and the runner's root, written out: importing the package here would cost every
+# command Optuna's and pandas' start-up.
+DEFAULT_SUITE = "studies/findings/suite.toml"
+FINDINGS_ROOT = "runs/findings"
+
+
+def _add_findings(sub) -> None:
+    p = sub.add_parser("findings", help="a suite of grid studies and the report of its verdicts")
+    fsub = p.add_subparsers(dest="findings_command", required=True, parser_class=_Parser)
+
+    r = fsub.add_parser("run", help="run (or continue) every study of a suite up to its grid")
+    r.add_argument("suite", nargs="?", default=DEFAULT_SUITE, metavar="SUITE", help=f"suite file ({DEFAULT_SUITE})")
+    r.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    r.add_argument("--root", default=FINDINGS_ROOT, help=f"folder for trial run folders and the default storage ({FINDINGS_ROOT})")
+    r.add_argument("--batch", type=int, default=1, help="trials asked from Optuna at once and trained together (1)")
+    r.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these experiments (study names)")
+    r.add_argument("--data-dir", help="dataset folder, overriding every study's base.data.data_dir")
+    r.add_argument("--no-download", action="store_true", help="never download; fail at once if the data is missing")
+    r.add_argument("--device", help="cpu, cuda or auto, overriding every study's device")
+    r.set_defaults(handler=_run_findings)
+
+    rp = fsub.add_parser("report", help="findings.md: a verdict per hypothesis, a section per question, figures")
+    rp.add_argument("suite", nargs="?", default=DEFAULT_SUITE, metavar="SUITE", help=f"suite file ({DEFAULT_SUITE})")
+    rp.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    rp.add_argument("--root", default=FINDINGS_ROOT, help=f"where the default storage lives ({FINDINGS_ROOT})")
+    rp.add_argument("--out", help="report folder (default: ROOT/report)")
+    rp.set_defaults(handler=_run_findings_report)
+
+
+# `findings run`'s options as (flag, attribute, default): the continue command repeats every one given.
+_FINDINGS_RUN_OPTIONS = (
+    ("--storage", "storage", None), ("--root", "root", FINDINGS_ROOT), ("--batch", "batch", 1),
+    ("--data-dir", "data_dir", None), ("--no-download", "no_download", False), ("--device", "device", None),
+)
+
+
+def _findings_command(args: argparse.Namespace, verb: str = "run") -> list[str]:
+    """The `findings run` (or `report`, with the options the two share) command line of these arguments, as argv."""
+    parts = ["rankprune", "findings", verb, args.suite]
+    for flag, attribute, default in _FINDINGS_RUN_OPTIONS:
+        if verb != "run" and flag not in ("--storage", "--root"):
+            continue
+        value = getattr(args, attribute, default)
+        if value is True:
+            parts.append(flag)
+        elif value is not None and value is not False and value != default:
+            parts += [flag, str(value)]
+    if verb == "run":
+        for name in getattr(args, "only", None) or []:
+            parts += ["--only", name]
+    return parts
+
+
+def _run_findings(args: argparse.Namespace) -> int:
+    import logging
+    import shlex
+
+    import optuna
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rankprune.findings import parse_suite, with_overrides
+    from rankprune.findings.runner import check_data, progress_of, top_up
+    from rankprune.study import StudyStalled, check_storage, default_storage
+
+    # Everything is checked before any study is touched: the flags, the suite and its study files, the storage, the data.
+    _at_least_one(("--batch", args.batch))
+    suite = parse_suite(args.suite)
+    suite.select(args.only)  # an unknown name, before the device or the data are looked at
+    device = _resolve_device(args.device) if args.device is not None else None
+    suite = with_overrides(suite, args.data_dir, False if args.no_download else None, device)
+    experiments = suite.select(args.only)
+    url = args.storage or default_storage(args.root)
+    check_storage(url)
+    check_data(experiments)
+
+    console = Console(stderr=True)
+    optuna.logging.set_verbosity(logging.ERROR)  # one line per trial, printed here
+    console.print(f"suite {suite.name}: {len(experiments)} of {len(suite.experiments)} studies; storage: {url}", soft_wrap=True)
+    incomplete: list[str] = []
+    try:
+        for i, e in enumerate(experiments, 1):
+            before = progress_of(e, url)
+            if isinstance(before, ConfigError):
+                raise before
+            where = f"study {i} of {len(experiments)}: {e.name}"
+            if before.complete:
+                console.print(f"{where}: complete ({before.done} of {e.declared} trials); skipped")
+                continue
+            progress = Progress(TextColumn(where), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+            task = progress.add_task("trials", total=e.declared, completed=before.done)
+
+            def after_trial(study, trial, progress=progress, task=task, mode=e.spec.mode) -> None:
+                if trial.state == optuna.trial.TrialState.COMPLETE:
+                    progress.advance(task)
+                _print_trial(progress.console, trial, mode)
+
+            def retried(why: str, numbers: list[int], progress=progress) -> None:
+                whose = "whose worker was killed" if why == "killed" else "interrupted earlier"
+                progress.console.print(f"retrying {len(numbers)} trial(s) {whose} first, with the same parameters: "
+                                       + ", ".join(f"#{n}" for n in numbers), soft_wrap=True)
+
+            try:
+                with progress:
+                    after = top_up(e, url, Path(args.root), args.batch, callbacks=[after_trial], on_retry=retried)
+            except StudyStalled as exc:
+                console.print(f"{where}: stopped: {exc}", soft_wrap=True)
+                incomplete.append(e.name)
+                continue
+            if after.complete:
+                console.print(f"{where}: complete ({after.done} of {e.declared} trials)")
+            else:
+                failed = [c for c in after.missing if c.state == "failed"]
+                console.print(f"{where}: {after.done} of {e.declared} trials complete; missing: "
+                              + ", ".join(f"{n} {state}" for state, n in after.counts().items())
+                              + (f" (not retried, e.g. {failed[0].reason})" if failed else ""), soft_wrap=True, markup=False)
+                incomplete.append(e.name)
+    except KeyboardInterrupt as exc:
+        console.print("interrupted; finished trials stay in their studies, the interrupted ones are marked failed and "
+                      f"are retried when it continues. Continue with: {shlex.join(_findings_command(args))}", soft_wrap=True)
+        return _interrupted_exit(exc)
+    done = len(experiments) - len(incomplete)
+    console.print(f"suite {suite.name}: {done} of {len(experiments)} studies complete"
+                  + (f"; incomplete: {', '.join(incomplete)}" if incomplete else "")
+                  + f". Report: {shlex.join(_findings_command(args, 'report'))}", soft_wrap=True)
+    return 0 if not incomplete else 1
+
+
+def _run_findings_report(args: argparse.Namespace) -> int:
+    from rankprune.findings import parse_suite
+    from rankprune.report.findings import render_findings
+    from rankprune.study import default_storage
+
+    suite = parse_suite(args.suite)
+    url = args.storage or default_storage(args.root)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        print(f"warning: no storage at {url.removeprefix('sqlite:///')}: every experiment is reported as not run yet",
+              file=sys.stderr)
+    out = Path(args.out) if args.out else Path(args.root) / "report"
+    report = _findings_command(args, "report") + (["--out", args.out] if args.out else [])
+    path = render_findings(suite, url, out, run=_findings_command(args, "run"), report=report)
+    print(f"report: {path}")
+    return 0
+
+
 # --- report ----------------------------------------------------------------------------------
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="Markdown report with figures of a run folder or a study", description=(
@@ -631,6 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_evolve(sub)
     _add_study(sub)
+    _add_findings(sub)
     _add_report(sub)
     return parser
 

@@ -7,7 +7,7 @@ replication; censored rows are left out and listed (tables.py says how).
 """
 from rankprune.analysis.exact import (EXACT_LIMIT, TestResult, mann_whitney_exact, mcnemar_exact,
                                       signed_rank_exact, spearman_permutation)
-from rankprune.analysis.intervals import MIN_BOOTSTRAP, bootstrap_ci
+from rankprune.analysis.intervals import MIN_BOOTSTRAP, bootstrap_ci, mean_interval
 from rankprune.analysis.tables import is_censored, mcnemar, paired_difference, trend, two_groups
 from rankprune.analysis.verdict import Effect, Verdict, holm, verdict_table
 
@@ -15,5 +15,5 @@ __all__ = [
     "Verdict", "Effect", "holm", "verdict_table",
     "trend", "paired_difference", "two_groups", "mcnemar", "is_censored",
     "spearman_permutation", "mann_whitney_exact", "signed_rank_exact", "mcnemar_exact", "TestResult",
-    "bootstrap_ci", "MIN_BOOTSTRAP", "EXACT_LIMIT",
+    "bootstrap_ci", "mean_interval", "MIN_BOOTSTRAP", "EXACT_LIMIT",
 ]

@@ -167,6 +167,9 @@ def paired_difference(table: pd.DataFrame, value: str, condition: str, a, b, *, 
     n = len(per_unit)
     if n == 0:
         return _no_test(claim, effect_name, level, 0, unit, "no pairs", tuple(excluded), why, note)
+    if n == 1:  # one difference has no null distribution to speak of (scipy's permutation test refuses it)
+        return _no_test(claim, effect_name, level, 1, unit, f"pairs from one {unit} only: too few to test",
+                        tuple(excluded), why, note)
     res = signed_rank_exact(per_unit.to_numpy(), alternative=alternative, n_resamples=n_resamples, seed=seed)
     ci, how = bootstrap_ci((per_unit.to_numpy(),), _mean, level=level, seed=seed, units=f"{unit}s")
     return Verdict(claim, Effect(effect_name, float(per_unit.mean()), ci, level, how), res.test, res.statistic,

@@ -70,11 +70,14 @@ def _md_table(df: pd.DataFrame) -> str:
 # --- the document ----------------------------------------------------------------------------------
 class _Document:
     """Markdown lines and the figures written for them, as `fmt` files (figures.FORMATS) at `dpi`; `write`
-    puts report.md in place last."""
+    puts `report` (report.md) in place last. Figures go into the folder `figure_dir` (figures/) beside it, or
+    beside the report itself where that is ""."""
 
-    def __init__(self, out: Path, fmt: str = "png", dpi: float = figures.DPI):
+    def __init__(self, out: Path, fmt: str = "png", dpi: float = figures.DPI, report: str = REPORT,
+                 figure_dir: str = FIGURES):
         self.out = out
         self.fmt, self.dpi = fmt, dpi
+        self.report, self.figure_dir = report, figure_dir
         self.lines: list[str] = []
         self.figures: list[Path] = []
 
@@ -89,34 +92,34 @@ class _Document:
 
     def figure(self, name: str, draw: Callable[[], Any], alt: str, caption: str) -> bool:
         """Draw, save as figures/NAME.FMT and link it; a figure that cannot be drawn is a note saying why."""
-        path = self.out / FIGURES / f"{name}.{self.fmt}"
+        path = self.out / self.figure_dir / f"{name}.{self.fmt}"
         try:
             figures.save(draw(), path, dpi=self.dpi)
         except Exception as exc:
             self.add(f"*Figure not drawn ({alt}): {_reason(exc)}.*", "")
             return False
         self.figures.append(path)
-        self.add(f"![{alt}]({FIGURES}/{path.name})", "", f"*{caption}*", "")
+        link = f"{self.figure_dir}/{path.name}" if self.figure_dir else path.name
+        self.add(f"![{alt}]({link})", "", f"*{caption}*", "")
         return True
 
     def write(self) -> Path:
-        path = self.out / REPORT
-        earlier = _linked_figures(path)
+        path = self.out / self.report
+        earlier = _linked_figures(path, self.figure_dir)
         write_text_atomic(path, "\n".join(self.lines).rstrip() + "\n")
         # Figures the earlier report drew and this one did not would be stale: remove them, and only
         # them. Anything else in figures/ (a user's own file) was never ours to delete.
         for old in earlier - {p.name for p in self.figures}:
-            (self.out / FIGURES / old).unlink(missing_ok=True)
+            (self.out / self.figure_dir / old).unlink(missing_ok=True)
         return path
 
 
-_FIGURE_LINK = re.compile(rf"\]\({FIGURES}/([A-Za-z0-9_.-]+\.(?:{'|'.join(figures.FORMATS)}))\)")
-
-
-def _linked_figures(report: Path) -> set[str]:
-    """The figure files a report.md links (what an earlier rankprune report wrote into figures/)."""
+def _linked_figures(report: Path, figure_dir: str = FIGURES) -> set[str]:
+    """The figure files a report links (what an earlier rankprune report wrote into `figure_dir`)."""
+    folder = rf"{re.escape(figure_dir)}/" if figure_dir else ""
+    link = re.compile(rf"\]\({folder}([A-Za-z0-9_.-]+\.(?:{'|'.join(figures.FORMATS)}))\)")
     try:
-        return set(_FIGURE_LINK.findall(report.read_text()))
+        return set(link.findall(report.read_text()))
     except (OSError, UnicodeDecodeError):
         return set()
 
@@ -133,10 +136,10 @@ def _check_figure_options(fmt: str, dpi: float) -> None:
         raise ConfigError(f"--dpi must be between {lo} and {hi} (pixels per inch), got {dpi:g}")
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, report: str = REPORT) -> None:
     """A report goes into a new or empty folder, or over an earlier rankprune report; never into a folder of
     other files (it would mix with them, and stale-figure clean-up must not touch what is not ours)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT).is_file():
-        raise ConfigError(f"{out} holds other files and no {REPORT}: give an empty or new folder with --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / report).is_file():
+        raise ConfigError(f"{out} holds other files and no {report}: give an empty or new folder with --out")

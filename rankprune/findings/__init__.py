@@ -1,0 +1,17 @@
+"""Findings: a suite of grid studies, each replicated over seeds, whose hypotheses the report states verdicts on.
+
+    suite.py       the suite file: its questions, its experiments (a study file, seeds, cost, hypotheses)
+    hypotheses.py  a registry of kinds (trend, paired, association): trials table -> verdicts, summary, figure
+    frame.py       the trials table hypotheses read: parameters by name, widths summed, censored per layer
+    progress.py    what of an experiment's grid is done, failed, running or missing
+    runner.py      tops every study up to its grid, resumably (`rankprune findings run`)
+    figures.py     the report's figures: each seed beside the mean and its interval, censored runs marked
+
+The report itself is rankprune.report.findings (`rankprune findings report`).
+"""
+
+from rankprune.findings.hypotheses import KINDS, Hypothesis, Outcome, Tested, evaluate, register
+from rankprune.findings.suite import DEFAULT_SUITE, Experiment, Suite, parse_suite, with_overrides
+
+__all__ = ["Suite", "Experiment", "Hypothesis", "Outcome", "Tested", "KINDS", "register", "evaluate", "parse_suite",
+           "with_overrides", "DEFAULT_SUITE"]

@@ -1,0 +1,50 @@
+"""The table every hypothesis reads: one row per finished trial of a study, its parameters under their own
+names, the widths summed, and per hidden layer whether its result is a bound.
+
+    number, <each parameter as its dotted name: "seed", "width", "data.label_noise", "evolve.rebuild", ...>,
+    every user attribute of the trial (study.trial_attributes), and
+    total_width, first_width, last_width   the chosen (convergent) widths: their sum, the first, the last layer's
+    initial_total_width, initial_width     the starting widths: their sum, the first layer's
+    censored                               per hidden layer None, or why the result is a bound (study.censored_layers)
+
+frame.attrs holds "params" (the parameter columns), "mode" and "repeats" (classes.trials_frame).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rankprune.study import METRICS as STUDY_METRICS
+from rankprune.study import censored_layers
+
+__all__ = ["DERIVED", "METRICS", "WIDTH_LIKE", "trials_table", "with_derived"]
+
+DERIVED = ("total_width", "first_width", "last_width", "initial_total_width", "initial_width")
+# What a hypothesis may take as its outcome (y, value): numbers every finished trial records, and the derived ones.
+METRICS = (*STUDY_METRICS, "iterations", "depth", *DERIVED)
+# Outcomes that are a width or a rank: where a row is censored its value is the bound itself, written '>= w'.
+WIDTH_LIKE = ("total_width", "first_width", "last_width", "network_rank_sum", "network_rank_min")
+
+
+def trials_table(study, mode: str | None = None) -> pd.DataFrame:
+    """The finished trials of an Optuna study (classes.trials_frame: repeats counted once) with the columns above;
+    `mode` defaults to the one the study recorded."""
+    from rankprune.classes import trials_frame
+
+    return with_derived(trials_frame(study), mode or study.user_attrs.get("mode", "evolve"))
+
+
+def with_derived(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """classes.trials_frame's table with parameters renamed ("param_seed" -> "seed") and the derived columns."""
+    params = [c.removeprefix("param_") for c in frame.columns if c.startswith("param_")]
+    # a parameter wins over a user attribute of its name ("depth" is both): they hold the same value
+    out = frame.drop(columns=[p for p in params if p in frame.columns])
+    out = out.rename(columns={f"param_{p}": p for p in params})
+    if not out.empty:
+        widths, initial = out["widths"].map(list), out["initial_widths"].map(list)
+        out = out.assign(total_width=widths.map(sum), first_width=widths.map(lambda w: w[0]),
+                         last_width=widths.map(lambda w: w[-1]), initial_total_width=initial.map(sum),
+                         initial_width=initial.map(lambda w: w[0]),
+                         censored=[censored_layers(r, mode) for r in out.to_dict("records")])
+    out.attrs.update(frame.attrs, params=params, mode=mode)
+    return out

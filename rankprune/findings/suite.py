@@ -1,0 +1,207 @@
+"""A suite of findings: grid studies, the seeds each is replicated over, and the hypotheses each one tests.
+
+A suite file (studies/findings/suite.toml) has these tables:
+
+    [suite]         name, description
+    [questions]     section titles of the report, by number: 1 = "Is the convergent rank ...?"
+    [[experiment]]  file (a study file, relative to the suite file), question, seeds, cost (optional),
+                    hypotheses (a list of inline tables, each with a kind: hypotheses.KINDS)
+
+Every study of a suite uses the grid sampler, so what it declares is exact: its grid's cells, the seeds
+included (the suite injects them as space.seed = {choices = seeds}, and into nothing else). parse_suite
+checks all of it before any study is touched; each problem is a one-line ConfigError naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankprune.config import MAX_SEED, ConfigError, load_toml
+from rankprune.findings.hypotheses import Hypothesis, check_hypothesis
+from rankprune.study import SAMPLER_ALIASES, StudySpec, _grid, make_sampler, parse_spec
+
+__all__ = ["Suite", "Experiment", "parse_suite", "with_overrides", "DEFAULT_SUITE"]
+
+DEFAULT_SUITE = "studies/findings/suite.toml"
+SUITE_KEYS = ("name", "description")
+EXPERIMENT_KEYS = ("file", "question", "seeds", "cost", "hypotheses")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One study of the suite: its spec (seeds injected into its space), the question it answers, its hypotheses."""
+    file: Path
+    spec: StudySpec
+    question: int
+    seeds: tuple[int, ...]
+    cost: str | None
+    hypotheses: tuple[Hypothesis, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def question_of(self, index: int) -> int:
+        """The question the experiment's index-th hypothesis answers: its own, else the experiment's."""
+        own = self.hypotheses[index].question
+        return self.question if own is None else own
+
+    @property
+    def questions(self) -> list[int]:
+        """Every question its hypotheses answer, in number order."""
+        return sorted({self.question_of(k) for k in range(len(self.hypotheses))})
+
+    @property
+    def declared(self) -> int:
+        """Its trials: the number of cells of its grid, seeds included."""
+        return math.prod(len(v) for v in _grid(self.spec).values())
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: Path
+    name: str
+    description: str
+    questions: dict[int, str]
+    experiments: list[Experiment]
+
+    def select(self, only: list[str] | None) -> list[Experiment]:
+        """The experiments named in `only` (all of them for None or []), in the suite's order; an unknown name is a
+        ConfigError listing the known ones."""
+        if not only:
+            return list(self.experiments)
+        names = [e.name for e in self.experiments]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            hint = "; give SUITE before --only" if unknown[0].endswith(".toml") else ""
+            raise ConfigError(f"--only {unknown[0]}: no such experiment in {self.path}; it has {', '.join(names)}{hint}")
+        return [e for e in self.experiments if e.name in only]
+
+
+def _table(doc: dict, key: str, where: str, allowed: tuple[str, ...] | None) -> dict:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    if allowed is not None:
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {key}.{unknown[0]}; known: {', '.join(allowed)}")
+    return value
+
+
+def _questions(doc: dict, where: str) -> dict[int, str]:
+    questions = {}
+    for key, title in _table(doc, "questions", where, None).items():
+        if not key.isdigit():
+            raise ConfigError(f"{where}: questions.{key} must be numbered: 1 = \"...\", 2 = \"...\"")
+        if not isinstance(title, str) or not title.strip():
+            raise ConfigError(f"{where}: questions.{key} must be a non-empty string (the section's title)")
+        questions[int(key)] = title
+    return dict(sorted(questions.items()))
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: seeds must be a non-empty list of seeds, e.g. seeds = [0, 1, 2]")
+    for s in value:
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED:
+            raise ConfigError(f"{where}: seeds must be integers from 0 to {MAX_SEED}, got {s!r}")
+    if len(set(value)) != len(value):
+        repeated = next(s for s in value if value.count(s) > 1)
+        raise ConfigError(f"{where}: seeds holds {repeated} twice; each seed is one replicate")
+    return tuple(value)
+
+
+def _experiment(i: int, raw: Any, suite_path: Path, questions: dict[int, str]) -> Experiment:
+    where = f"{suite_path}: experiment {i + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table ([[experiment]])")
+    unknown = sorted(set(raw) - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]}; known: {', '.join(EXPERIMENT_KEYS)}")
+    for key in ("file", "question", "seeds"):
+        if key not in raw:
+            raise ConfigError(f"{where}: {key} is required")
+    if not isinstance(raw["file"], str) or not raw["file"]:
+        raise ConfigError(f"{where}: file must be the path of a study file, relative to the suite file")
+    where = f"{suite_path}: experiment {i + 1} ({raw['file']})"
+    question = raw["question"]
+    if not isinstance(question, int) or isinstance(question, bool) or question not in questions:
+        known = ", ".join(map(str, questions)) or "none: add a [questions] table"
+        raise ConfigError(f"{where}: question must be a number of [questions] ({known}), got {question!r}")
+    seeds = _seeds(raw["seeds"], where)
+    cost = raw.get("cost")
+    if cost is not None and not (isinstance(cost, str) and cost.strip()):
+        raise ConfigError(f"{where}: cost must be a string, e.g. \"about 6 minutes on 2 CPU cores\"")
+    path = suite_path.parent / raw["file"]
+    if not path.is_file():
+        raise ConfigError(f"{where}: no study file at {path}")
+    spec = parse_spec(path)  # its own problems name its own file
+    if SAMPLER_ALIASES.get(spec.sampler.lower(), spec.sampler) != "GridSampler":
+        raise ConfigError(f"{path}: study.sampler must be \"grid\" in a suite (its trials are then its grid's cells), "
+                          f"got {spec.sampler!r}")
+    if "seed" in spec.space:
+        raise ConfigError(f"{path}: space.seed is set by the suite's seeds ({where}); remove it from the study file")
+    # the seeds go into the space and nothing else: not [base], not the sampler's seed (which orders the grid)
+    spec = dataclasses.replace(spec, space={**spec.space, "seed": {"choices": list(seeds)}})
+    make_sampler(spec, spec.seed)  # a grid that cannot be made fails here
+    hypotheses = raw.get("hypotheses", [])
+    if not isinstance(hypotheses, list) or not hypotheses:
+        raise ConfigError(f"{where}: hypotheses must be a non-empty list of tables, e.g. "
+                          "[{ kind = \"trend\", x = \"...\", y = \"total_width\" }]")
+    parsed = tuple(check_hypothesis(h, spec, f"{where}: hypotheses[{k}]") for k, h in enumerate(hypotheses))
+    for k, h in enumerate(parsed):
+        if h.question is not None and h.question not in questions:
+            raise ConfigError(f"{where}: hypotheses[{k}]: question must be a number of [questions] "
+                              f"({', '.join(map(str, questions))}), got {h.question!r}")
+    return Experiment(path, spec, question, seeds, cost, parsed)
+
+
+def parse_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file and every study file it names; every problem is a one-line ConfigError."""
+    path = Path(path)
+    where = str(path)
+    doc = load_toml(path)
+    unknown = sorted(set(doc) - {"suite", "questions", "experiment"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: suite, questions, experiment")
+    suite = _table(doc, "suite", where, SUITE_KEYS)
+    for key in SUITE_KEYS:
+        if not isinstance(suite.get(key, ""), str):
+            raise ConfigError(f"{where}: suite.{key} must be a string")
+    if not suite.get("name", "").strip():
+        raise ConfigError(f"{where}: [suite] needs name = \"...\"")
+    questions = _questions(doc, where)
+    raw = doc.get("experiment", [])
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: no [[experiment]]; a suite needs at least one")
+    experiments = [_experiment(i, e, path, questions) for i, e in enumerate(raw)]
+    seen: dict[str, Path] = {}
+    for e in experiments:
+        if e.name in seen:
+            raise ConfigError(f"{where}: study name {e.name!r} is used by both {seen[e.name]} and {e.file}; "
+                              "each experiment needs a study of its own")
+        seen[e.name] = e.file
+    return Suite(path, suite["name"], suite.get("description", ""), questions, experiments)
+
+
+def with_overrides(suite: Suite, data_dir: str | None = None, download: bool | None = None,
+                   device: str | None = None) -> Suite:
+    """The suite with every study's [base] changed as the runner's flags say: data.data_dir, data.download, device."""
+    def one(spec: StudySpec) -> StudySpec:
+        base = dict(spec.base)
+        data = dict(base.get("data", {}))
+        if data_dir is not None:
+            data["data_dir"] = data_dir
+        if download is not None:
+            data["download"] = download
+        base["data"] = data
+        if device is not None:
+            base["device"] = device
+        return dataclasses.replace(spec, base=base)
+
+    return dataclasses.replace(suite, experiments=[dataclasses.replace(e, spec=one(e.spec)) for e in suite.experiments])
