@@ -8,6 +8,7 @@ module; the SIGKILL test kills a real `rankprune findings run` process mid-suite
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 import os
@@ -82,6 +83,29 @@ def test_a_trend_verdict_is_supported_with_a_strong_effect_and_not_without_it():
     # the summary: per setting a mean over seeds, Student's t with 3 seeds, nothing censored
     assert list(flat.table.columns[:1]) == ["data.label_noise"] and list(flat.table["n"]) == [3] * 4
     assert set(flat.table["ci_method"]) == {"Student's t over 3 seeds"}
+
+
+def test_a_two_sided_verdict_says_which_way_it_went():
+    """A two-sided claim ("goes with") is supported either way; the sentence must say the sign, which is the finding
+    (across label noise the width went against the generalisation gap, not with it)."""
+    goes = dataclasses.replace(TREND, claim="the width goes with label noise", alternative="two-sided")
+    [down] = evaluate(trend_table(lambda s, x: 400 - 100 * x + s), goes).tested
+    [up] = evaluate(trend_table(lambda s, x: 40 + 100 * x + s), goes).tested
+    assert verdict_sentence(down).startswith("supported: the width goes with label noise, in the negative direction (")
+    assert verdict_sentence(up).startswith("supported: the width goes with label noise, in the positive direction (")
+    assert ", in the" not in verdict_sentence(evaluate(trend_table(lambda s, x: 40 + 100 * x + s), TREND).tested[0])
+
+
+def test_where_with_a_list_keeps_the_rows_at_those_values_and_may_subset_x():
+    """Question 1 asks whether the start still predicts the end among starts above the convergent width: `where`
+    keeps the rows at a list of values, of x itself too. Below 0.4 the synthetic width follows x; from there it is
+    flat, so the trend holds on all rows and not on the subset."""
+    table = trend_table(lambda s, x: 40 + 100 * min(x, 0.4) + NOISE[s, int(round(5 * x))])
+    both = dataclasses.replace(TREND, alternative="two-sided")
+    assert evaluate(table, both).tested[0].verdict.p_value < 0.05
+    above = dataclasses.replace(both, where={"data.label_noise": [0.4, 0.6]})
+    [kept] = evaluate(table, above).tested
+    assert kept.rows == 6 and kept.verdict.p_value > 0.05
 
 
 def test_a_paired_verdict_is_supported_with_a_strong_effect_and_not_without_it():

@@ -34,6 +34,7 @@ LABELS = {
     "iterations": "controller iterations (count)", "cumulative_seconds": "training time (s)",
     "cumulative_flops": "training compute (FLOPs)", "data.label_noise": "label noise (share of training labels)",
     "data.train_fraction": "share of the training set used", "data.classes": "classes (count)",
+    "data.tasks": "augmented tasks (count)", "train.loss": "training loss function", "train.batch_size": "batch size",
     "train.lr": "learning rate", "train.weight_decay": "weight decay", "evolve.rebuild": "rebuild method",
     "evolve.wd_decay": "weight-decay multiplier per iteration", "rank.measure": "rank measure",
 }
@@ -59,11 +60,13 @@ def _title(ax, text: str) -> None:
 
 
 def _panels(n: int, title: str, groups: list, group: str | None):
-    """A figure of n panels side by side sharing y, each 3.6 inches wide with room for a legend at the right: the
-    claim as the title of a lone panel, or above all of them with each panel titled by its group's value."""
+    """A figure of n panels side by side sharing y (a lone one 5.2 inches wide, else 3.8 each) with room for a legend
+    at the right: the claim as the title of a lone panel, or above all of them with each panel titled by its
+    group's value."""
     lines = textwrap.wrap(title, TITLE_CHARS + 10)
     top = 0.5 + (0.2 * len(lines) if group is not None else 0.0)
-    fig = _figure(3.8 * n + 2.9, 4.2 + top, (0.85, 2.9, 0.7, top))
+    panel = 5.2 if n == 1 else 3.8
+    fig = _figure(panel * n + 2.4, 4.2 + top, (0.85, 2.4, 0.7, top))
     axes = fig.subplots(1, n, squeeze=False, sharey=True).ravel()
     if group is None:
         _title(axes[0], title)
@@ -200,21 +203,28 @@ def paired_lines(points: pd.DataFrame, summary: pd.DataFrame, condition: str, a,
 
 
 def scatter(points: pd.DataFrame, x: str, y: str, title: str, group: str | None = None) -> Figure:
-    """Each trial's y against its x, one panel per group; a censored trial as its censored marker (left out of the
-    test, drawn at its bound). `points`: group, x, y, side."""
+    """Each trial's y against its x, one panel per group, a colour per seed (the test correlates within seeds, so
+    the reader sees each seed's own trend); a censored trial as its censored marker (left out of the test, drawn at
+    its bound). `points`: group, x, y, side, and seed where known."""
     groups = list(dict.fromkeys(points["group"])) or [""]
     sx, sy = scale_of(x), scale_of(y)
     fig, axes = _panels(len(groups), title, groups, group)
+    seeds = sorted(points["seed"].dropna().unique()) if "seed" in points else []
+    colour = {s: f"C{i % 10}" for i, s in enumerate(seeds)}
     for ax, g in zip(axes, groups):
         mine = points[points["group"] == g]
         bound = mine["side"].map(lambda s: isinstance(s, str))
-        ax.plot(sx * mine.loc[~bound, "x"], sy * mine.loc[~bound, "y"], color="tab:blue", **SEED_STYLE)
-        for side, part in mine[bound].groupby("side"):
-            _censored_marks(ax, sx * part["x"], sy * part["y"], "tab:blue", side, size=7)
+        for seed, part in (mine.groupby("seed") if seeds else [(None, mine)]):
+            c = colour.get(seed, "tab:blue")
+            measured = part[~bound.loc[part.index]]
+            ax.plot(sx * measured["x"], sy * measured["y"], color=c, **SEED_STYLE)
+            for side, cens in part[bound.loc[part.index]].groupby("side"):
+                _censored_marks(ax, sx * cens["x"], sy * cens["y"], c, side, size=7)
         ax.set_xlabel(label_of(x))
         ax.grid(alpha=0.3)
         ax.margins(0.08)
     axes[0].set_ylabel(label_of(y))
-    handles = [_seed_handle("one trial")] + _censored_handles(points["side"].dropna())
+    handles = ([Line2D([], [], color=colour[s], marker="o", ms=4.5, ls="none", alpha=0.75, label=f"seed {int(s)}")
+                for s in seeds] if seeds else [_seed_handle("one trial")]) + _censored_handles(points["side"].dropna())
     _outside_legend(axes[-1], handles=handles, fontsize=7.5)
     return fig

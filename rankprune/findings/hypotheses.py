@@ -141,8 +141,13 @@ def check_hypothesis(raw: Any, spec, where: str) -> Hypothesis:
         raise ConfigError(f"{where}: where must be a table, e.g. where = {{ \"evolve.rebuild\" = \"warm\" }}")
     for key, value in rows_where.items():
         _check_param(key, grid, f"{where}: where.{key}", varying=False)
-        if value not in grid[key]:
-            raise ConfigError(f"{where}: where.{key} = {value!r} is not a value of the grid ({_values(grid[key])})")
+        # one value fixes the key; a list keeps the rows at any of them (e.g. the starts above the convergent width)
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError(f"{where}: where.{key} is an empty list; give the values to keep")
+        for v in values:
+            if v not in grid[key]:
+                raise ConfigError(f"{where}: where.{key} = {v!r} is not a value of the grid ({_values(grid[key])})")
     by = raw.get("by")
     if by is not None:
         _check_param(by, grid, f"{where}: by", varying=True)
@@ -185,7 +190,10 @@ def _check_metric(name: Any, where: str) -> None:
 
 
 def _distinct(h: Hypothesis, name: str, where: str) -> None:
-    if name == h.by or name in h.where:
+    """`name` (a compared parameter) may be neither `by` nor fixed to one value by `where` (a list of two or more
+    of its values is a subset to compare within)."""
+    kept = h.where.get(name)
+    if name == h.by or (name in h.where and not (isinstance(kept, list) and len(kept) > 1)):
         raise ConfigError(f"{where} = {name!r} is also {'by' if name == h.by else 'fixed by where'}")
 
 
@@ -293,7 +301,7 @@ def _groups(frame: pd.DataFrame, h: Hypothesis) -> list[tuple[Any, pd.DataFrame]
     """(value of `by` or None, its rows), the rows restricted to `where`."""
     rows = frame
     for key, value in h.where.items():
-        rows = rows[rows[key] == value]
+        rows = rows[rows[key].isin(value)] if isinstance(value, list) else rows[rows[key] == value]
     if h.by is None:
         return [(None, rows)]
     return [(v, rows[rows[h.by] == v]) for v in _order(rows[h.by])]
@@ -317,7 +325,8 @@ def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _where_text(h: Hypothesis) -> str:
-    return "".join(f"; only {k} = {v}" for k, v in h.where.items())
+    return "".join(f"; only {k} in {', '.join(map(str, v))}" if isinstance(v, list) else f"; only {k} = {v}"
+                   for k, v in h.where.items())
 
 
 # --- the kinds -----------------------------------------------------------------------------------------------
@@ -403,6 +412,7 @@ def association_kind(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
                 "bounds": ", ".join(f"#{r['number']}: {_bound_value(r, name)}" for _, r in rows[flags].iterrows())
                 if "number" in rows else ""}]))
         points.append(pd.DataFrame({"group": _label(g), "x": rows[x].to_numpy(), "y": rows[y].to_numpy(),
+                                    "seed": rows[UNIT].to_numpy() if UNIT in rows else None,
                                     "side": [_side(r, y) if f else None for (_, r), f in zip(rows.iterrows(), flags)]}))
     table = pd.concat(tables, ignore_index=True)
     drawn = pd.concat(points, ignore_index=True)

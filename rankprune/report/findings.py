@@ -74,7 +74,10 @@ def verdict_sentence(tested: Tested | None, missing: str = "") -> str:
         return f"no test: {v.note}"
     p = f"{'Holm p' if v.p_adjusted is not None else 'p'} = {v.p:.2g}"
     if v.significant(ALPHA):
-        return f"supported: {v.claim} ({v.effect.text()}, {p})"
+        # a two-sided claim ("goes with", "differs") says which way it went: the sign is the finding
+        way = "" if v.alternative != "two-sided" or v.effect.estimate == 0 else \
+            f", in the {'positive' if v.effect.estimate > 0 else 'negative'} direction"
+        return f"supported: {v.claim}{way} ({v.effect.text()}, {p})"
     sentence = f"not significant: {v.claim} was not shown ({p}; the smallest p this design allows is {v.p_floor:.2g}"
     if v.p_floor > ALPHA:
         sentence += f"; these seeds cannot reach {ALPHA:g}"
@@ -225,11 +228,17 @@ def _missing(doc: _Document, c: _Context) -> None:
                  f"{_command([*c.run, '--only', r.experiment.name])}" for r in incomplete])
 
 
+def _mean_text(v) -> str:
+    """A mean as the summary shows it: FLOPs and other large counts in 3 significant digits (8.8e+11), not as
+    twelve-digit integers; the rest as the report's numbers."""
+    return f"{v:.3g}" if isinstance(v, (int, float)) and not math.isnan(v) and abs(v) >= 1e6 else _num(v)
+
+
 def _summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """The per-setting summary as the report shows it: the mean, '[low, high]', seeds, censored runs as bounds."""
     first = [col for col in table.columns if col not in ("mean", "ci_low", "ci_high", "ci_method", "n", "censored", "bounds")]
     out = pd.DataFrame({col: table[col].map(lambda v: _num(v) if isinstance(v, float) else str(v)) for col in first})
-    out["mean"] = table["mean"].map(_num)
+    out["mean"] = table["mean"].map(_mean_text)
     out["95% interval"] = [f"[{_num(lo)}, {_num(hi)}]" if not math.isnan(lo) else "" for lo, hi in
                            zip(table["ci_low"], table["ci_high"])]
     out["n"] = table["n"].map(str)
