@@ -7,6 +7,7 @@ needs no display and leaves the caller's pyplot state alone; PNGs are rendered b
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox, blended_transform_factory, offset_copy
 
@@ -24,7 +26,7 @@ from rankprune.units import bound_side, sum_side
 __all__ = [
     "save", "FORMATS", "DPI", "Metric", "ACCURACY", "R_SQUARED", "metric_of", "accuracy_curves",
     "widths_per_iteration", "ranks_across_epochs", "spectra_per_iteration", "rank_scatter", "optuna_figure",
-    "replicates_per_iteration",
+    "replicates_per_iteration", "heatmap",
 ]
 
 FORMATS = ("png", "svg", "pdf")  # what `save` writes: a raster for the Markdown, vectors for a paper
@@ -664,3 +666,101 @@ def replicates_per_iteration(iterations: pd.DataFrame, unit: str = "units", metr
         top.set_ylim(bottom=0)
     _outside_legend(axes[0][-1], handles=handles, fontsize=7, ncol=legend_columns)
     return fig
+
+
+# --- a two-parameter grid ----------------------------------------------------------------------------
+def _three_digits(v: float) -> str:
+    """A value to 3 significant digits, zeros kept (96.0, 0.0500); a large one written out (1230, not 1.23e+03)."""
+    rounded = float(f"{v:.3g}")
+    return f"{rounded:.0f}" if abs(rounded) >= 100 else f"{rounded:#.3g}"  # 96.0, not 96; 0.0500
+
+
+def _category(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def heatmap(table: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, value_label: str, title: str,
+            scale: float = 1.0, bounds: bool = False, note: str | None = None) -> Figure:
+    """One cell per (x, y) pair of `table` (rankprune.report.study.heatmap_table: columns x, y, mean, n, censored,
+    side), coloured by mean * scale on a colour bar labelled `value_label`; the axes hold the values of x and y as
+    ordered categories (sorted), evenly spaced. Each cell is annotated with its mean (3 significant digits) and its
+    trial count; a cell holding a censored trial is hatched and, `bounds` (the mean itself is a bound), its mean
+    written with the side it is bounded on ('>= 48'). A pair without trials is grey. `note` is written under the
+    axes."""
+    xs, ys = _sorted_categories(table[x]), _sorted_categories(table[y])
+    values = np.full((len(ys), len(xs)), np.nan)
+    cells = table.to_dict("records")
+    for c in cells:
+        values[ys.index(c[y]), xs.index(c[x])] = scale * float(c["mean"])
+    cell_w = max(1.0, 0.14 * max(len(_category(v)) for v in xs) + 0.3)
+    axes_w, axes_h = max(3.2, cell_w * len(xs)), max(2.2, 0.75 * len(ys))
+    ytick = max(len(_category(v)) for v in ys)
+    left = 0.75 + 0.08 * ytick
+    right = 1.45
+    # characters across: of the 9.5-point title over the axes and colour bar, of the 7.5-point note over the figure
+    title_lines = textwrap.wrap(title, int((axes_w + right - 0.2) / 0.075))
+    top = 0.3 + 0.18 * len(title_lines)
+    lines = textwrap.wrap(note, int((left + axes_w + right - 0.3) / 0.06)) if note else []
+    bottom = 0.65 + (0.1 + 0.13 * len(lines) if lines else 0.0)
+    fig = _figure(left + axes_w + right, bottom + axes_h + top, (left, right, bottom, top))
+    ax = fig.subplots()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi == lo:  # one value everywhere: a colour bar of some width around it
+        lo, hi = lo - (abs(lo) * 0.05 or 0.5), hi + (abs(hi) * 0.05 or 0.5)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=lo, vmax=hi, origin="lower", aspect="auto")
+    ax.set_xticks(range(len(xs)), [_category(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_category(v) for v in ys])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title("\n".join(title_lines), loc="left", fontsize=9.5)
+    ax.tick_params(length=0)
+    for edge in ax.spines.values():
+        edge.set_visible(False)
+    # white lines between cells
+    ax.set_xticks(np.arange(len(xs) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(ys) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=2)
+    ax.tick_params(which="minor", length=0)
+    fontsize = 9 if cell_w >= 1.0 and axes_h / len(ys) >= 0.7 else 7.5
+    for c in cells:
+        i, j = ys.index(c[y]), xs.index(c[x])
+        v = values[i, j]
+        if not np.isfinite(v):
+            ax.text(j, i, f"no value\nn = {int(c['n'])}", ha="center", va="center", fontsize=fontsize, color="black")
+            continue
+        censored = bool(c["censored"])
+        rgba = cmap((v - lo) / (hi - lo))
+        dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.55
+        if censored:  # hatched in the colour of the text: seen on a dark cell and a light one
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.6,
+                                   edgecolor="white" if dark else "black"))
+        prefix = f"{c['side']} " if bounds and censored and c.get("side") else ""
+        ax.text(j, i, f"{prefix}{_three_digits(v)}\nn = {int(c['n'])}", ha="center", va="center", fontsize=fontsize,
+                color="white" if dark else "black", fontweight="bold" if censored else "normal", linespacing=1.3,
+                bbox={"boxstyle": "round,pad=0.15", "fc": rgba, "ec": "none", "alpha": 0.85} if censored else None)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if not any(ys.index(c[y]) == i and xs.index(c[x]) == j for c in cells):
+                ax.text(j, i, "no trial", ha="center", va="center", fontsize=fontsize, color="dimgrey")
+    width, height = fig.get_figwidth(), fig.get_figheight()
+    cax = fig.add_axes((1 - (right - 0.2) / width, bottom / height, 0.18 / width, axes_h / height))
+    bar = fig.colorbar(image, cax=cax)
+    bar.set_label(value_label)
+    if lines:
+        fig.text(0.15 / width, 0.1 / height, "\n".join(lines), ha="left", va="bottom", fontsize=7.5)
+    return fig
+
+
+def _sorted_categories(values: pd.Series) -> list:
+    """The distinct values, sorted (as text where they cannot be compared)."""
+    distinct = list(dict.fromkeys(values.tolist()))
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return sorted(distinct, key=str)

@@ -607,7 +607,19 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
         "cumulative_seconds": summary["cumulative_seconds"],
         "cumulative_flops": summary["cumulative_flops"],
         "run_folder": str(run_folder),
+        **_task_outcomes(summary),
     }
+
+
+def _task_outcomes(summary: dict) -> dict:
+    """The task probes' outcomes a depth recorded (evolve.loop.TASK_OUTCOMES), and memorisation: accuracy on the
+    changed rows above what a network that memorised none of them scores (probes/memorisation.py)."""
+    from rankprune.evolve.loop import TASK_OUTCOMES
+
+    out = {k: summary[k] for k in TASK_OUTCOMES if summary.get(k) is not None}
+    if "train_acc_relabelled" in out and "train_acc_relabelled_chance" in out:
+        out["memorisation"] = out["train_acc_relabelled"] - out["train_acc_relabelled_chance"]
+    return out
 
 
 def censored_layers(trial, mode: str) -> list[str | None]:

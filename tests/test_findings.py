@@ -94,6 +94,10 @@ def test_a_two_sided_verdict_says_which_way_it_went():
     assert verdict_sentence(down).startswith("supported: the width goes with label noise, in the negative direction (")
     assert verdict_sentence(up).startswith("supported: the width goes with label noise, in the positive direction (")
     assert ", in the" not in verdict_sentence(evaluate(trend_table(lambda s, x: 40 + 100 * x + s), TREND).tested[0])
+    # a one-sided claim ("rises") that the data contradict is not significant, and the sentence says which way it went
+    [against] = evaluate(trend_table(lambda s, x: 400 - 100 * x + s), TREND).tested
+    assert verdict_sentence(against).endswith("; the effect went the other way (Spearman rho, mean within seed -1)")
+    assert "other way" not in verdict_sentence(evaluate(trend_table(lambda s, x: 40 + 100 * x + s), TREND).tested[0])
 
 
 def test_where_with_a_list_keeps_the_rows_at_those_values_and_may_subset_x():

@@ -67,6 +67,17 @@ def test_every_iteration_reports_memorisation_and_the_run_records_the_rows(tmp_p
         assert row["train_acc"] == pytest.approx((m * row["train_acc_relabelled"] + (n - m) * row["train_acc_clean"]) / n)
     clean = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "clean")
     assert all("train_acc_clean" not in r for r in clean.rows(ITERATIONS))
+    # depths.json carries the chosen network's memorisation, and so does a study trial (with memorisation above
+    # chance), so a finding can test rank against it; a clean run carries none of it
+    from rankprune.runfolder import DEPTHS
+    from rankprune.study import _task_outcomes
+
+    summary = run.read(DEPTHS)["1"]
+    chosen = next(r for r in run.rows(ITERATIONS) if r["iteration"] == summary["chosen_iteration"])
+    assert summary["train_acc_relabelled"] == chosen["train_acc_relabelled"]
+    outcomes = _task_outcomes(summary)
+    assert outcomes["memorisation"] == pytest.approx(chosen["train_acc_relabelled"] - chosen["train_acc_relabelled_chance"])
+    assert "train_acc_relabelled" not in clean.read(DEPTHS)["1"] and _task_outcomes(clean.read(DEPTHS)["1"]) == {}
 
 
 def test_the_cli_records_the_relabelled_rows_in_data_json(tmp_path):

@@ -405,7 +405,9 @@ def test_a_single_objective_study_draws_its_history_and_importances(tmp_path):
             user_attrs=attributes(number, ranks, [width], acc, tmp_path / "gone" / f"trial-{number}")))
     report = render("single", tmp_path / "out", storage=url)
     assert report == tmp_path / "out" / REPORT
-    assert check_figures(report) == {"rank-vs-test-acc", "rank-vs-gap", "optuna-history", "optuna-importances"}
+    # width and train.lr vary (no seed): a heatmap per metric of the grid of their values (test_report_heatmaps.py)
+    heatmaps = {f"heatmap-{m}" for m in ("test_acc", "test_loss", "val_acc", "total_width")}
+    assert check_figures(report) == {"rank-vs-test-acc", "rank-vs-gap", "optuna-history", "optuna-importances"} | heatmaps
     classes = table_rows(section(report, "Equivalence classes"))
     assert [(r[1], r[3]) for r in classes] == [("[9]", "0, 1"), ("[12]", "2")]
     reference = section(report, "Reference")

@@ -158,6 +158,13 @@ def _still_shrinking(history: list[dict]) -> list[bool] | None:
     return [n < w for w, n in zip(shrink[-1]["widths"], shrink[-1]["next_widths"])]
 
 
+# What the task probes measured on the chosen network, where its task has them (label noise: memorisation on the
+# changed rows and its chance level; augmented tasks: unseen-task accuracy; the hinge loss: N_Delta): a study's
+# trials carry them, so a finding can test rank against memorisation rather than the gap on noisy labels.
+TASK_OUTCOMES = ("train_acc_relabelled", "train_acc_relabelled_true", "train_acc_relabelled_chance", "train_acc_clean",
+                 "test_acc_unseen_tasks", "n_delta_fraction")
+
+
 def _summary(cfg: RunConfig, depth: int, history: list[dict], data: Splits) -> dict:
     """The depths.json entry of a finished depth: its result iteration against its first."""
     chosen, first = result_iteration(history, cfg.evolve.max_drop, cfg.evolve.drop_z, cfg.evolve.drop_test), history[0]
@@ -193,6 +200,7 @@ def _summary(cfg: RunConfig, depth: int, history: list[dict], data: Splits) -> d
         "epochs": sum(h["epochs"] for h in history),
         "cumulative_seconds": history[-1]["cumulative_seconds"],
         "cumulative_flops": history[-1]["cumulative_flops"],
+        **{k: chosen[k] for k in TASK_OUTCOMES if chosen.get(k) is not None},
     }
 
 

@@ -34,12 +34,14 @@ LABELS = {
     "iterations": "controller iterations (count)", "cumulative_seconds": "training time (s)",
     "cumulative_flops": "training compute (FLOPs)", "data.label_noise": "label noise (share of training labels)",
     "data.train_fraction": "share of the training set used", "data.classes": "classes (count)",
-    "data.tasks": "augmented tasks (count)", "train.loss": "training loss function", "train.batch_size": "batch size",
+    "data.tasks": "augmented tasks (count)", "memorisation": "memorisation: changed rows fitted above chance (pp)",
+    "test_acc_unseen_tasks": "accuracy on unseen tasks (%)", "train_acc_clean": "training accuracy, unchanged rows (%)", "train.loss": "training loss function", "train.batch_size": "batch size",
     "train.lr": "learning rate", "train.weight_decay": "weight decay", "evolve.rebuild": "rebuild method",
     "evolve.wd_decay": "weight-decay multiplier per iteration", "rank.measure": "rank measure",
 }
 # Fractions drawn as percentages (their labels say %).
-PERCENT = ("test_acc", "val_acc", "train_acc", "generalisation_gap")
+PERCENT = ("test_acc", "val_acc", "train_acc", "generalisation_gap", "memorisation", "test_acc_unseen_tasks",
+           "train_acc_clean")
 TITLE_CHARS = 70  # a title wraps at this many characters, so a long claim never runs past the figure
 
 

@@ -21,7 +21,10 @@ __all__ = ["DERIVED", "METRICS", "WIDTH_LIKE", "trials_table", "with_derived"]
 
 DERIVED = ("total_width", "first_width", "last_width", "initial_total_width", "initial_width")
 # What a hypothesis may take as its outcome (y, value): numbers every finished trial records, and the derived ones.
-METRICS = (*STUDY_METRICS, "iterations", "depth", *DERIVED)
+METRICS = (*STUDY_METRICS, "iterations", "depth", *DERIVED,
+           # recorded where the task has them (study._task_outcomes); a trial without one is listed as missing
+           "memorisation", "train_acc_relabelled", "train_acc_relabelled_true", "train_acc_relabelled_chance",
+           "train_acc_clean", "test_acc_unseen_tasks", "n_delta_fraction")
 # Outcomes that are a width or a rank: where a row is censored its value is the bound itself, written '>= w'.
 WIDTH_LIKE = ("total_width", "first_width", "last_width", "network_rank_sum", "network_rank_min")
 

@@ -81,7 +81,11 @@ def verdict_sentence(tested: Tested | None, missing: str = "") -> str:
     sentence = f"not significant: {v.claim} was not shown ({p}; the smallest p this design allows is {v.p_floor:.2g}"
     if v.p_floor > ALPHA:
         sentence += f"; these seeds cannot reach {ALPHA:g}"
-    return sentence + ")"
+    sentence += ")"
+    # a one-sided claim whose effect points the other way: say so, the numbers are reported whichever way they point
+    if (v.alternative == "greater" and v.effect.estimate < 0) or (v.alternative == "less" and v.effect.estimate > 0):
+        sentence += f"; the effect went the other way ({v.effect.name} {v.effect.estimate:+.3g})"
+    return sentence
 
 
 # --- gathering ---------------------------------------------------------------------------------------------

@@ -185,6 +185,124 @@ def _trends(doc: _Document, s: StudyData) -> None:
               .astype(str))
 
 
+# --- a grid over two parameters --------------------------------------------------------------------
+# What each heatmap of a two-parameter grid shows; the convergent width is the chosen widths' total (an evolve study)
+# or, in a survey, the rank measured at the sampled widths (its network rank).
+HEATMAP_METRICS = ("test_acc", "test_loss", "val_acc")
+SEED_PARAMETER = "seed"
+MAX_GRID_VALUES = 16  # values of a parameter a heatmap's axis holds: more (a range sampled at random) is unreadable
+
+
+def grid_parameters(frame: pd.DataFrame) -> list[str] | None:
+    """The two parameters (names without "param_", in the frame's column order) a study's finished trials vary
+    besides the seed, or None where they vary one, or three or more. A space key held at one value does not count."""
+    if frame.empty:
+        return None
+    varied = [c.removeprefix("param_") for c in frame.columns
+              if c.startswith("param_") and c != f"param_{SEED_PARAMETER}"
+              and frame[c].dropna().map(repr).nunique() > 1]
+    return varied if len(varied) == 2 else None
+
+
+def width_metric(mode: str) -> str:
+    """The column a study's convergent width is read from (heatmap_table computes total_width)."""
+    return "network_rank_sum" if mode == "survey" else "total_width"
+
+
+def _metric_column(frame: pd.DataFrame, metric: str) -> pd.Series:
+    if metric == "total_width" and "total_width" not in frame:
+        return frame["widths"].map(lambda w: float(sum(w)) if isinstance(w, (list, tuple)) and len(w) else float("nan"))
+    return pd.to_numeric(frame[metric], errors="coerce").astype(float)
+
+
+def heatmap_table(frame: pd.DataFrame, x: str, y: str, metric: str, mode: str = "evolve") -> pd.DataFrame:
+    """One row per (x, y) pair of values the trials of `frame` (classes.trials_frame) were run at, sorted by x then y:
+    the mean of `metric` over them (its seeds), n (the trials with a value), censored (how many of them have a
+    censored layer, study.censored_layers) and side (the side a sum of their bounds lies on, units.sum_side; None
+    where none is censored). `metric` is a column of the frame, or "total_width" (the chosen widths' total). Trials
+    without a value of x, y or the metric are left out."""
+    from rankprune.study import censored_layers
+
+    columns = [x, y, "mean", "n", "censored", "side"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    marks = [censored_layers(r, mode) for r in frame.to_dict("records")]
+    data = pd.DataFrame({x: frame[f"param_{x}"].to_numpy(), y: frame[f"param_{y}"].to_numpy(),
+                         "value": _metric_column(frame, metric).to_numpy(), "marks": marks})
+    data = data[data[x].notna() & data[y].notna() & data["value"].notna()]
+    rows = []
+    for (vx, vy), cell in data.groupby([x, y], sort=False):
+        layers = [m for trial in cell["marks"] for m in trial]
+        rows.append({x: vx, y: vy, "mean": float(cell["value"].mean()), "n": len(cell),
+                     "censored": int(sum(any(trial) for trial in cell["marks"])), "side": sum_side(layers)})
+    table = pd.DataFrame(rows, columns=columns)
+    order = sorted(range(len(table)), key=lambda i: (_sort_key(table[x].iloc[i]), _sort_key(table[y].iloc[i])))
+    table = table.iloc[order].reset_index(drop=True)
+    table["side"] = pd.Series([rows[i]["side"] for i in order], dtype=object)  # None, not NaN, where measured
+    return table
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def _heatmap_label(s: StudyData, metric: str) -> str:
+    from rankprune.findings.figures import label_of
+
+    if metric in PERCENT and s.metric is figures.R_SQUARED:
+        return s.metric.label("validation" if metric == "val_acc" else "test")
+    return label_of(metric)
+
+
+def _heatmaps(doc: _Document, s: StudyData) -> None:
+    """A study whose trials vary exactly two parameters besides the seed: a heatmap per metric of the mean over the
+    trials at each pair of values."""
+    pair = grid_parameters(s.frame)
+    if pair is None:
+        return
+    from rankprune.findings.figures import label_of
+
+    x, y = pair
+    counts = {p: s.frame[f"param_{p}"].dropna().map(repr).nunique() for p in pair}
+    if max(counts.values()) > MAX_GRID_VALUES:  # a continuous range sampled at random: a cell per trial, unreadable
+        doc.add(f"## The grid: {x} by {y}", "",
+                f"*Heatmaps not drawn: the trials vary two parameters besides the seed, but at "
+                f"{counts[x]} values of {x} and {counts[y]} of {y}; a grid of at most {MAX_GRID_VALUES} values a side "
+                "is drawn.*", "")
+        return
+    width = width_metric(s.mode)
+    what = {"test_acc": f"test {s.metric.text}", "val_acc": f"validation {s.metric.text}", "test_loss": "test loss",
+            width: "network rank (the measured ranks' sum)" if s.mode == "survey" else "convergent width (the chosen widths' total)"}
+    doc.add(f"## The grid: {x} by {y}", "",
+            f"The trials vary two parameters besides the seed, {x} and {y}: each heatmap gives per pair of values the "
+            "mean over the trials (seeds) run at it, with their number n.", "")
+    for metric in (*HEATMAP_METRICS, width):
+        if metric != "total_width" and (metric not in s.frame or s.frame[metric].isna().all()):
+            continue
+        table = heatmap_table(s.frame, x, y, metric, s.mode)
+        if table.empty:
+            continue
+        bounds = metric == width
+        censored = int(table["censored"].sum())
+        note = None
+        if censored:
+            sides = sorted(set(table["side"].dropna()))
+            note = ("Hatched cells (bold) are censored, bounds not measurements: " + (
+                f"at least one of their trials' {'ranks reached their widths' if s.mode == 'survey' else 'widths is censored'}, "
+                + ("so the mean is a bound (" + ", ".join(f"'{side} N'" for side in sides) + ")." if bounds else
+                   f"so the network's {'rank' if s.mode == 'survey' else 'convergent width'} is a bound and this "
+                   "value is not that of a converged network.")))
+        name = "heatmap-" + re.sub(r"[^A-Za-z0-9_.-]", "_", metric)
+        doc.figure(name, lambda t=table, m=metric, b=bounds, n=note: figures.heatmap(
+                       t, x, y, label_of(x), label_of(y), _heatmap_label(s, m),
+                       f"{what[m]} by {x} and {y}: the mean over the trials (seeds)", scale=_scale(m), bounds=b, note=n),
+                   f"heatmap of {what[metric]} by {x} and {y}",
+                   f"Mean {what[metric]} over the trials (seeds) at each pair of {x} (x) and {y} (y); each cell gives "
+                   "the mean (3 significant digits) and the number of trials n; grey: no trial with a value."
+                   + (f" {note}" if note else "") + (f" {_censored_means(s, set(table['side'].dropna()))}"
+                                                      if note and bounds else ""))
+
+
 # --- the Pareto front, on validation --------------------------------------------------------------
 # What a test-split objective (study.TEST_METRICS) is ranked on instead: its validation counterpart, a column of the
 # trials frame or one derived from it. test_loss has none among a trial's attributes.
@@ -455,7 +573,7 @@ def _jamming(doc: _Document, s: StudyData) -> None:
 
 
 # The report, top to bottom.
-SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _validation_front, _study_reference, _optuna_plots, _jamming,
+SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _heatmaps, _validation_front, _study_reference, _optuna_plots, _jamming,
             _trials, _failed)
 
 
