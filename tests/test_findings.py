@@ -502,9 +502,10 @@ def complete_trials(url: str, name: str) -> list:
 
 @pytest.mark.parametrize("batch", ["1", "3"])
 def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(tmp_path, batch):
-    # 6 cells of a few tenths of a second each, so the kill lands while cells remain: one at a time, in the trial
-    # after the first; by threes, in the second batch, leaving 3 trials RUNNING that no process runs
-    suite = write_suite(tmp_path / "suite", epochs=12, width_space="width = { choices = [24, 32, 48] }\n",
+    # 8 cells of a few tenths of a second each, so the kill lands while cells remain: one at a time, in the trial
+    # after the first; by threes, in the second of three batches, leaving its trials RUNNING that no process runs
+    # (with two batches only, a loaded machine could see the second batch finish between the poll and the kill)
+    suite = write_suite(tmp_path / "suite", epochs=12, width_space="width = { choices = [24, 32, 40, 48] }\n",
                         suite=SUITE.split("[[experiment]]\nfile = \"rebuild.toml\"")[0])
     root = tmp_path / "runs"
     url = f"sqlite:///{root}/studies.sqlite3"
@@ -521,7 +522,7 @@ def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=GUARD_S)
     before = {t.number: cell_key(t.params) for t in complete_trials(url, "q1_width")}
-    assert 1 <= len(before) < 6, "the kill should land mid-suite"
+    assert 1 <= len(before) < 8, "the kill should land mid-suite"
     dead = [t.number for t in optuna.load_study(study_name="q1_width", storage=url).trials
             if t.state == optuna.trial.TrialState.RUNNING]
 
@@ -530,9 +531,9 @@ def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(
     study = optuna.load_study(study_name="q1_width", storage=url)
     assert [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING] == dead  # nobody ran them
     after = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    cells = [cell_key({"width": w, "seed": s}) for w in (24, 32, 48) for s in (0, 1)]
+    cells = [cell_key({"width": w, "seed": s}) for w in (24, 32, 40, 48) for s in (0, 1)]
     assert sorted(cell_key(t.params) for t in after) == sorted(cells)  # every cell complete exactly once
     for number, key in before.items():  # and a trial finished before the kill is the one that holds its cell
         assert [t.number for t in after if cell_key(t.params) == key] == [number]
     progress = grid_progress(parse_suite(suite).experiments[0].spec, study.trials)
-    assert progress.complete and progress.done == 6
+    assert progress.complete and progress.done == 8
