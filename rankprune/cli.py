@@ -121,6 +121,7 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--wd-decay": ("evolve", "wd_decay", float, "multiply weight decay by this before each next iteration (1 = off)"),
     "--rebuild": ("evolve", "rebuild", str, "how a narrower network starts: warm (keeps what the network computes; default) | reinit (fresh weights, as the original experiment)"),
     "--rebuild-samples": ("evolve", "rebuild_samples", int, "training rows the warm rebuild and the activation ranks use (4096)"),
+    "--scratch": ("evolve", "scratch", bool, "after each depth, train its chosen widths again from a fresh initialisation for the training FLOPs the depth spent (Liu et al. 2019's Scratch-B), recorded as scratch_* in depths.json and per epoch in scratch.jsonl (off)"),
     "--seed": (None, "seed", int, "seed of everything random (0)"),
     "--data-seed": ("data", "seed", int, "seed of the data's draws only: split, fraction, label noise, tasks (the run's seed)"),
 }

@@ -260,6 +260,11 @@ class EvolveConfig:
     rebuild: str = "warm"
     # Training rows the warm rebuild decomposes, and the activation ranks are measured on.
     rebuild_samples: int = 4096
+    # The scratch control of Liu et al. 2019, "Rethinking the Value of Network Pruning" (Scratch-B): after each
+    # depth, its chosen widths trained again from a fresh initialisation for the training FLOPs the controller
+    # spent finding them (evolve/scratch.py). Whether the found architecture, or the weights it inherited,
+    # carries its accuracy. Off by default: it spends the depth's training FLOPs a second time.
+    scratch: bool = False
 
     def validate(self) -> None:
         if not self.layers:
@@ -285,6 +290,8 @@ class EvolveConfig:
             raise ConfigError(f"rebuild samples must be at least 1, got {self.rebuild_samples}")
         if self.rebuild not in REBUILDS:
             raise ConfigError(f"unknown rebuild {self.rebuild!r}; choose from {', '.join(REBUILDS)}")
+        if not isinstance(self.scratch, bool):
+            raise ConfigError(f"scratch must be true or false, got {self.scratch!r}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
     iterations.jsonl       one row per controller iteration: widths, params, accuracy at saturation...
     spectra.jsonl          one row per (depth, iteration, layer): singular values at saturation
     hessian.jsonl          one row per (depth, iteration) with --hessian-top: the Hessian's eigenvalues
+    scratch.jsonl          one row per (depth, epoch) with --scratch: the chosen widths trained from a fresh
+                           initialisation (evolve/scratch.py); accuracies against cumulative seconds and FLOPs
     depths.json            per depth: final widths, why it stopped, chosen iteration (written as each ends)
     data.json              the data as trained on: split sizes, input shape, classes, normalisation
     .lock                  held (flock) by the one process writing the folder; holds its pid
@@ -43,7 +45,7 @@ from rankprune.config import ConfigError, RunConfig
 from rankprune.records import upgrade_row
 
 __all__ = [
-    "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "HESSIAN", "ITERATION_TABLES", "DEPTHS",
+    "RunFolder", "RunFolderError", "CONFIG", "ENVIRONMENT", "STATUS", "EPOCHS", "ITERATIONS", "SPECTRA", "HESSIAN", "SCRATCH", "ITERATION_TABLES", "DEPTHS",
     "DATA", "LOCK", "REPLICATES", "REPORT_DIR", "RESUMABLE", "is_run_folder", "is_replicates_folder", "is_result",
     "holds_nothing", "result_entries", "remove_result", "check_writable", "default_run_folder", "settings_key", "config_key",
 ]
@@ -55,6 +57,7 @@ EPOCHS = "epochs.jsonl"
 ITERATIONS = "iterations.jsonl"
 SPECTRA = "spectra.jsonl"
 HESSIAN = "hessian.jsonl"
+SCRATCH = "scratch.jsonl"  # (depth, epoch) rows, no iteration: evolve/scratch.py drops a depth's own on a redo
 # Tables whose rows belong to one (depth, iteration): a resume drops those of iterations that never finished.
 ITERATION_TABLES = (EPOCHS, SPECTRA, HESSIAN)
 DEPTHS = "depths.json"
@@ -64,7 +67,7 @@ LOCK = ".lock"
 REPLICATES = "replicates.json"  # a replicates folder's index (replicates.py)
 REPORT_DIR = "report"  # where `rankprune report` writes for a run or replicates folder by default
 # The files rankprune writes in a run folder (a replicates folder adds REPLICATES and its seed folders).
-RESULT_FILES = frozenset({CONFIG, ENVIRONMENT, STATUS, EPOCHS, ITERATIONS, SPECTRA, HESSIAN, DEPTHS, DATA, LOCK})
+RESULT_FILES = frozenset({CONFIG, ENVIRONMENT, STATUS, EPOCHS, ITERATIONS, SPECTRA, HESSIAN, SCRATCH, DEPTHS, DATA, LOCK})
 REPORT_FILES = re.compile(r"report\.md|figures/[^/]+\.(png|svg|pdf)")
 WEIGHT_FILES = re.compile(r"depth-\d+-(final|iteration-\d+(-start)?)\.pt")
 SEED_FOLDER = re.compile(r"seed-\d+")
@@ -131,6 +134,8 @@ def settings_key(config: dict) -> dict:
         d.get(section, {}).pop(key, None)
     if d.get("data", {}).get("seed", 0) is None:  # data.seed unset is what every run before it meant: same hash
         d["data"].pop("seed")
+    if d.get("evolve", {}).get("scratch", False) is False:  # no scratch control is what every run before it did
+        d["evolve"].pop("scratch", None)
     return d
 
 

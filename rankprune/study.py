@@ -6,7 +6,9 @@ A study file (see studies/*.toml) has these tables:
     [study]       name (required), mode ("survey" | "evolve"), sampler, seed, n_trials, objectives
     [base]        fixed parts of the run config, the same tables as `rankprune evolve --config`
     [space]       what each trial samples: depth, width, width_profile, and dotted config keys
-                  ("train.lr", "evolve.wd_decay", "rank.measure", "seed", ...)
+                  ("train.lr", "evolve.wd_decay", "rank.measure", "seed", ...); or widths, every hidden
+                  layer's width spelled out as "300-100" (LeNet-300-100, or architectures drawn once and
+                  then replicated over seeds), which sets the depth too
     [storage]     heartbeat_interval, grace_period (seconds)
 
 A space entry is a fixed value, ``{ choices = [...] }``, or ``{ low = L, high = H, log = true,
@@ -80,7 +82,7 @@ SAMPLER_ALIASES = {
     "tpe": "TPESampler", "random": "RandomSampler", "grid": "GridSampler", "nsga2": "NSGAIISampler",
     "nsga3": "NSGAIIISampler", "qmc": "QMCSampler", "cmaes": "CmaEsSampler", "gp": "GPSampler",
 }
-ARCHITECTURE_KEYS = ("depth", "width", "width_profile")
+ARCHITECTURE_KEYS = ("depth", "width", "width_profile", "widths")
 # numpy's RandomState, which seeds Optuna's samplers, takes seeds from 0 to 2**32 - 1
 SAMPLER_SEED_MAX = 2**32 - 1
 # How the objective and the batched runner begin a trial's fail_reason when Ctrl-C or SIGTERM stopped it;
@@ -225,8 +227,10 @@ def parse_spec(path: str | Path) -> StudySpec:
     if not objectives:
         raise ConfigError(f"{where}: give at least one objective")
 
-    if "depth" not in space:
-        raise ConfigError(f"{where}: space.depth is required (a number or a distribution)")
+    if "depth" not in space and "widths" not in space:
+        raise ConfigError(f"{where}: space.depth is required (a number or a distribution), or space.widths")
+    if "widths" in space:
+        _check_widths(space, base, where)
     if ("width" in space or "width_profile" in space) and ("model.params" in space or base.get("model", {}).get("params") is not None):
         raise ConfigError(f"{where}: model.params sets the initial width; drop space.width and space.width_profile")
     for key, spec in space.items():
@@ -278,6 +282,32 @@ def _edge_values(spec: Any) -> list:
     return [low, high]
 
 
+def parse_widths(text: Any) -> list[int]:
+    """Hidden widths spelled "300-100" (a study's space.widths value): whole numbers of at least 1. ValueError
+    otherwise."""
+    parts = str(text).split("-") if isinstance(text, str) else [text]
+    widths = [int(p) for p in parts if p.strip().isdigit()]
+    if len(widths) != len(parts) or min(widths) < 1 or isinstance(text, bool):
+        raise ValueError(f"widths must be whole numbers of at least 1 joined by '-' (\"300-100\"), got {text!r}")
+    return widths
+
+
+def _check_widths(space: dict, base: dict, where: str) -> None:
+    """space.widths spells out every layer, so it excludes what would choose them another way, and fixes the depth."""
+    clash = [k for k in ("width", "width_profile", "model.params") if k in space] + (
+        ["[base.model] params"] if base.get("model", {}).get("params") is not None else [])
+    if clash:
+        raise ConfigError(f"{where}: space.widths sets every hidden layer's width; drop {clash[0]}")
+    for value in _edge_values(space["widths"]):
+        try:
+            widths = parse_widths(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: space.{exc}") from None
+        if "depth" in space and len(widths) not in _edge_values(space["depth"]):
+            raise ConfigError(f"{where}: space.widths {value!r} has {len(widths)} layers but space.depth is "
+                              f"{space['depth']!r}; drop space.depth (the widths set it)")
+
+
 def _check_space_values(space: dict, base: dict, mode: str, where: str) -> None:
     """Every fixed value, every choice and both ends of every range make a valid run: whole depths and widths
     of at least 1, a funnel that keeps at least one unit in its last layer, and a RunConfig that validates
@@ -289,7 +319,8 @@ def _check_space_values(space: dict, base: dict, mode: str, where: str) -> None:
                 raise ConfigError(f"{where}: space.{key} must be a whole number (or whole-number choices or bounds), got {value!r}")
             if value < 1:
                 raise ConfigError(f"{where}: space.{key} must be at least 1, got {value}")
-    depth = max(_edge_values(space["depth"]))
+    depth = (max(len(parse_widths(w)) for w in _edge_values(space["widths"])) if "widths" in space
+             else max(_edge_values(space["depth"])))
     try:
         configs = [_trial_config(base, mode, depth, {})]
     except ConfigError as exc:
@@ -363,6 +394,13 @@ def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[
     """A trial's run config and initial widths (None: model.params picks them per depth). TrialFailed if the
     sampled network is invalid. Parameters are suggested in a fixed order (depth, profile, width, then the
     file's keys), so a seeded sampler draws the same trials."""
+    if "widths" in spec.space:  # spelled out: they set the depth
+        widths = parse_widths(_suggest(trial, "widths", spec.space["widths"]))
+        values = {key: _suggest(trial, key, value) for key, value in spec.space.items() if key not in ARCHITECTURE_KEYS}
+        try:
+            return _trial_config(spec.base, spec.mode, len(widths), values).resolved(), widths
+        except ConfigError as exc:
+            raise TrialFailed(f"invalid configuration: {exc}") from None
     depth = int(_suggest(trial, "depth", spec.space["depth"]))
     profile = _suggest(trial, "width_profile", spec.space.get("width_profile", "constant"))
     width = int(_suggest(trial, "width", spec.space["width"])) if "width" in spec.space else None
@@ -615,8 +653,10 @@ def _task_outcomes(summary: dict) -> dict:
     """The task probes' outcomes a depth recorded (evolve.loop.TASK_OUTCOMES), and memorisation: accuracy on the
     changed rows above what a network that memorised none of them scores (probes/memorisation.py)."""
     from rankprune.evolve.loop import TASK_OUTCOMES
+    from rankprune.evolve.scratch import SCRATCH_KEYS
 
-    out = {k: summary[k] for k in TASK_OUTCOMES if summary.get(k) is not None}
+    # the scratch control (--scratch, evolve/scratch.py) where the depth trained one
+    out = {k: summary[k] for k in (*TASK_OUTCOMES, *SCRATCH_KEYS) if summary.get(k) is not None}
     if "train_acc_relabelled" in out and "train_acc_relabelled_chance" in out:
         out["memorisation"] = out["train_acc_relabelled"] - out["train_acc_relabelled_chance"]
     return out

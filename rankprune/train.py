@@ -121,8 +121,11 @@ class TrainingProgress:
     training seconds and FLOPs. The one-network loop and every member of an ensemble (ensemble.py) use it, so a
     member trained in a batch stops and anneals exactly as it would alone."""
 
-    def __init__(self, model: nn.Module, data: Splits, cfg: TrainConfig, ranks: Callable[[], Sequence[int]] | None = None):
-        self.model, self.data, self.cfg = model, data, cfg
+    def __init__(self, model: nn.Module, data: Splits, cfg: TrainConfig, ranks: Callable[[], Sequence[int]] | None = None,
+                 stop_at_saturation: bool = True):
+        # stop_at_saturation False: a fixed budget of cfg.max_epochs (the scratch control's, evolve/scratch.py);
+        # plateaus still drop the learning rate, and the one after the last drop no longer ends training.
+        self.model, self.data, self.cfg, self.stop_at_saturation = model, data, cfg, stop_at_saturation
         self.plateau = Saturation(cfg.saturate, cfg.patience, cfg.min_delta, cfg.rank_tol)
         if self.plateau.needs_ranks and ranks is None:  # a caller outside the controller: the default driving measure's
             default_measure = RankConfig().measure
@@ -187,6 +190,8 @@ class TrainingProgress:
         cfg = self.cfg
         if self.reason == "diverged":
             return True
+        if self.drops_left == 0 and not self.stop_at_saturation:  # no plateau changes anything now: skip its ranks
+            return self.epoch >= cfg.max_epochs
         self.plateau.observe(self._val_acc, self.ranks() if self.plateau.needs_ranks else None)
         if self.plateau.plateaued:
             if self.drops_left == 0:
@@ -213,6 +218,7 @@ def train_to_saturation(
     seed: int,
     on_epoch: Callable[[dict], None] | None = None,
     ranks: Callable[[], Sequence[int]] | None = None,
+    stop_at_saturation: bool = True,
 ) -> TrainResult:
     """Train until a plateau under cfg.saturate (saturation.Saturation): by default, validation accuracy gains
     no more than cfg.min_delta over cfg.patience epochs; with `rank` or `both`, `ranks()` (called after
@@ -220,7 +226,8 @@ def train_to_saturation(
     (without it, the default rank measure's, measured here).
 
     A plateau first multiplies the learning rate by cfg.lr_drop_factor, cfg.lr_drops times; the
-    plateau after the last drop is saturation.
+    plateau after the last drop is saturation. With stop_at_saturation False it trains cfg.max_epochs epochs
+    whatever the plateaus (which still drop the learning rate): a fixed budget.
 
     `on_epoch(record)` is called after every epoch with a dict: epoch (1-based), train_loss and
     train_acc (averaged over the epoch's batches, as the weights moved), val_/test_ loss and acc
@@ -230,7 +237,7 @@ def train_to_saturation(
     device = data.train.x.device
     optimizer = make_optimizer(model, cfg, weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    progress = TrainingProgress(model, data, cfg, ranks)
+    progress = TrainingProgress(model, data, cfg, ranks, stop_at_saturation)
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         for group in optimizer.param_groups:

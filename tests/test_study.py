@@ -568,3 +568,31 @@ def test_the_task_knobs_are_searchable_in_a_study_space(tmp_path):
         assert data["tasks"] == params["data.tasks"]  # set, even to 1: unseen tasks are measured then too
         assert all(r["test_acc_unseen_tasks"] is not None for r in rows)
         assert all(("train_acc_relabelled" in r) == (params["data.label_noise"] > 0) for r in rows)
+
+
+def test_widths_spelled_out_set_every_layer_and_the_depth(tmp_path):
+    """LeNet-300-100, or random architectures drawn once and replicated over seeds: space.widths names every layer."""
+    spec = spec_from(tmp_path, """\
+        [study]
+        name = "w"
+        mode = "evolve"
+        [space]
+        widths = { choices = ["300-100", "64-32-16"] }
+        "train.lr" = 0.07
+        """)
+    cfg, widths = sample_trial(optuna.trial.FixedTrial({"widths": "64-32-16"}), spec)
+    assert widths == [64, 32, 16] and cfg.evolve.layers == (3,) and cfg.train.lr == 0.07
+    cfg, widths = sample_trial(optuna.trial.FixedTrial({"widths": "300-100"}), spec)
+    assert widths == [300, 100] and cfg.evolve.layers == (2,)
+
+
+@pytest.mark.parametrize("space, message", [
+    ('widths = "300-0"', r"widths must be whole numbers of at least 1 joined by '-'"),
+    ('widths = "300-x"', r"widths must be whole numbers"),
+    ('widths = "300-100"\nwidth = 64', r"space.widths sets every hidden layer's width; drop width"),
+    ('widths = "300-100"\nwidth_profile = "funnel"', r"drop width_profile"),
+    ('widths = "300-100"\ndepth = 3', r"has 2 layers but space.depth is 3"),
+])
+def test_bad_widths_are_one_line_errors(tmp_path, space, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from(tmp_path, f'[study]\nname = "w"\n[space]\n{space}\n')

@@ -17,6 +17,7 @@ iteration), so a resumed run continues exactly as an uninterrupted one would hav
     iteration.py  one iteration: make the network, train it with the probes measuring, its row
     loop.py       per depth: resume, `while next phase: run one iteration`, the summary; several replicas in
                   lockstep, their iterations trained together (ensemble.py)
+    scratch.py    --scratch: the chosen widths trained from a fresh initialisation for the depth's FLOPs
 """
 
 from rankprune.evolve.loop import (DepthResult, NullReporter, Replica, Reporter, evolve, evolve_depth,

@@ -13,6 +13,7 @@ from rankprune.data import Splits
 from rankprune.ensemble import train_members
 from rankprune.evolve.iteration import finish_iteration, start_iteration
 from rankprune.evolve.phases import SHRINK, censored, next_phase, phase, result_iteration, stop_reason
+from rankprune.evolve.scratch import train_scratch
 from rankprune.models import get_family, width_for_parameters
 from rankprune.runfolder import DEPTHS, ITERATION_TABLES, ITERATIONS, RunFolder
 
@@ -134,6 +135,11 @@ def _finish_depth(st: _DepthState, depth: int) -> DepthResult:
     run, cfg = st.replica.run, st.cfg
     summary = _summary(cfg, depth, st.history, st.replica.data)
     run.save_weights(run.load_weights(depth, summary["chosen_iteration"]), depth)
+    if cfg.evolve.scratch:
+        # Before depths.json: a depth is finished once its entry is there, so a run interrupted in the scratch
+        # training resumes here (its iterations all done) and redoes only the scratch training.
+        run.set_status("running", depth=depth, scratch=True)
+        summary.update(train_scratch(cfg, st.replica.data, run, depth, summary))
     depths = run.read(DEPTHS, {})
     depths[str(depth)] = summary
     run.write(DEPTHS, depths)

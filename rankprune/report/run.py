@@ -129,6 +129,11 @@ def _depth_table(depths: dict) -> pd.DataFrame:
             "cumulative train time (s)": _seconds(s.get("cumulative_seconds")),
             "cumulative compute (TFLOP)": tflop(s.get("cumulative_flops")),
         })
+        if any(d.get("scratch_test_acc") is not None for d in depths.values()):  # --scratch (evolve/scratch.py)
+            rows[-1]["test acc % from scratch, same FLOPs"] = (
+                "" if s.get("scratch_test_acc") is None else
+                f"{_pct(s['scratch_test_acc'])} ({_num(s.get('scratch_epochs'))} epochs"
+                + (", capped)" if s.get("scratch_capped") else ")"))
     return pd.DataFrame(rows)
 
 
@@ -138,7 +143,10 @@ def _depths(doc: _Document, run: RunData) -> None:
                 "The chosen iteration is the one the controller reports for the depth (the last whose validation "
                 "accuracy is within max_drop of the best, or the anneal iteration that finishes it); accuracies are "
                 "on the test split, gap = training minus test accuracy (percentage points)."
-                + (" " + bound_note(sides_of([s.get("censored") for s in run.depths.values()]))).rstrip(), "")
+                + (" " + bound_note(sides_of([s.get("censored") for s in run.depths.values()]))).rstrip()
+                + (" From scratch (--scratch): the chosen widths trained again from a fresh initialisation for the "
+                   "depth's cumulative compute, as Liu et al. 2019's Scratch-B, and scored at the end of it."
+                   if any(s.get("scratch_test_acc") is not None for s in run.depths.values()) else ""), "")
         doc.table(_depth_table(run.depths))
 
 
