@@ -127,6 +127,60 @@ def test_a_paired_verdict_is_supported_with_a_strong_effect_and_not_without_it()
     assert verdict_sentence(one) == "no test: pairs from one seed only: too few to test"
 
 
+def versus_table(gap_of, seeds=range(6), depths=(2, 3)) -> pd.DataFrame:
+    """Each run's chosen test accuracy and its scratch control's: scratch = chosen - gap_of(seed)."""
+    rows = [{"number": n, "seed": s, "depth": d, "test_acc": 0.95 + 0.002 * s + 0.001 * d,
+             "scratch_test_acc": 0.95 + 0.002 * s + 0.001 * d - gap_of(s), "censored": ["initial"] if s == 0 else [None]}
+            for n, (s, d) in enumerate(product(seeds, depths))]
+    frame = pd.DataFrame(rows)
+    frame.attrs["params"] = ["depth", "seed"]
+    return frame
+
+
+VERSUS = Hypothesis("versus", {"a": "test_acc", "b": "scratch_test_acc"}, "the chosen network beats its scratch control",
+                    "greater")
+
+
+def test_a_versus_verdict_pairs_two_quantities_of_the_same_runs():
+    """The scratch control: the chosen network's accuracy against the same widths trained from scratch, run by run,
+    averaged per seed. An accuracy of a run whose width is censored is still a measurement: no row is left out."""
+    [strong] = evaluate(versus_table(lambda s: 0.01), VERSUS).tested
+    assert strong.verdict.p_value == pytest.approx(1 / 64) and strong.verdict.n == 6
+    assert strong.verdict.effect.estimate == pytest.approx(0.01)
+    assert verdict_sentence(strong).startswith("supported: the chosen network beats its scratch control (mean difference")
+    [none] = evaluate(versus_table(lambda s: 0.01 if s % 2 else -0.01), VERSUS).tested
+    assert none.verdict.p_value > 0.05
+    outcome = evaluate(versus_table(lambda s: 0.01), VERSUS)
+    assert list(outcome.table["quantity"]) == ["test_acc", "scratch_test_acc"] and list(outcome.table["n"]) == [6, 6]
+
+
+def prediction_table(last_of, seeds=(0, 1, 2), classes=(3, 5, 7, 10)) -> pd.DataFrame:
+    rows = [{"number": n, "seed": s, "data.classes": c, "last_width": float(last_of(s, c)), "censored": [None, None]}
+            for n, (s, c) in enumerate(product(seeds, classes))]
+    frame = pd.DataFrame(rows)
+    frame.attrs["params"] = ["data.classes", "seed"]
+    return frame
+
+
+PREDICTION = Hypothesis("prediction", {"y": "last_width", "x": "data.classes", "offset": -1},
+                        "the last layer differs from C - 1")
+
+
+@pytest.mark.parametrize("seeds", [(0, 1, 2, 3, 4, 5)])
+def test_a_prediction_verdict_flips_when_the_measured_widths_follow_the_prediction(seeds):
+    """Neural collapse predicts C - 1 for the last hidden layer: widths of C + 2 differ from it in every seed; widths
+    scattered around C - 1 (one seed above, the next below) do not."""
+    [off] = evaluate(prediction_table(lambda s, c: c + 2, seeds), PREDICTION).tested
+    assert off.verdict.p_value == pytest.approx(2 / 64)  # two-sided, every seed's mean difference +3
+    assert off.verdict.effect.estimate == pytest.approx(3.0)
+    assert "last_width - (data.classes - 1)" in off.verdict.effect.name
+    [on] = evaluate(prediction_table(lambda s, c: c - 1 + (1 if s % 2 else -1), seeds), PREDICTION).tested
+    assert on.verdict.p_value > 0.05
+    table = evaluate(prediction_table(lambda s, c: c + 2, seeds), PREDICTION).table
+    assert list(table["data.classes"]) == [3, 5, 7, 10] and list(table["predicted"]) == [2.0, 4.0, 6.0, 9.0]
+    assert list(table["mean"]) == [5.0, 7.0, 9.0, 12.0]
+
+
 def test_censored_rows_are_left_out_of_the_test_and_counted_as_bounds():
     censored = {(0, 0.6), (2, 0.0)}
     outcome = evaluate(trend_table(lambda s, x: 40 + 100 * x + s, censored=censored), TREND)

@@ -2,6 +2,8 @@
 
     suite.py       the suite file: its questions, its experiments (a study file, seeds, cost, hypotheses)
     hypotheses.py  a registry of kinds (trend, paired, association): trials table -> verdicts, summary, figure
+    law.py         a law of the convergent width on the task knobs, fitted on some studies and tested on settings
+                   it did not see (question 7): a suite's [[law]]
     frame.py       the trials table hypotheses read: parameters by name, widths summed, censored per layer
     progress.py    what of an experiment's grid is done, failed, running or missing
     runner.py      tops every study up to its grid, resumably (`rankprune findings run`)

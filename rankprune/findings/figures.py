@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from rankprune.figures import _censored_handles, _censored_marks, _colours, _figure, _outside_legend
 
-__all__ = ["LABELS", "PERCENT", "label_of", "by_setting", "paired_lines", "scatter"]
+__all__ = ["LABELS", "PERCENT", "label_of", "by_setting", "paired_lines", "scatter", "law_predictions"]
 
 # Axis labels with their units; a name not here is shown as it is.
 LABELS = {
@@ -98,7 +98,7 @@ def _seed_handle(what: str) -> Line2D:
 
 
 def by_setting(points: pd.DataFrame, summary: pd.DataFrame, setting: str, value: str, title: str,
-               group: str | None = None) -> Figure:
+               group: str | None = None, predicted: tuple[list, list, str] | None = None) -> Figure:
     """`value` at each `setting` (x): per group (a colour; `group` names its column in both tables, None for one)
     the mean with its interval, a thin line joining the means, and each seed's value as a small dot beside it (a
     seed's measured runs averaged) or, censored, its censored marker at the bound. `points`: group, setting, seed,
@@ -128,6 +128,11 @@ def by_setting(points: pd.DataFrame, summary: pd.DataFrame, setting: str, value:
         if group is not None:
             handles.append(Line2D([], [], color=colour, marker="D", ms=6, label=f"{group} = {_tick(g)}"))
         _seed_points(ax, points[points["group"] == g], settings, dx, colour, scale, spread=0.24 / len(groups))
+    if predicted is not None:  # (settings, predicted values, what predicts them): a theory's line to compare with
+        xs, ys, name = predicted
+        pairs = sorted({(settings.index(x), scale * y) for x, y in zip(xs, ys) if x in settings})
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color="0.35", ls="--", lw=1.2, zorder=1)
+        handles.append(Line2D([], [], color="0.35", ls="--", lw=1.2, label=f"predicted: {name}"))
     handles += [_mean_handle(), _seed_handle("one seed (its runs averaged)")]
     handles += _censored_handles(points["side"].dropna())
     ax.set_xticks(range(len(settings)), [_tick(s) for s in settings])
@@ -229,4 +234,87 @@ def scatter(points: pd.DataFrame, x: str, y: str, title: str, group: str | None 
     handles = ([Line2D([], [], color=colour[s], marker="o", ms=4.5, ls="none", alpha=0.75, label=f"seed {int(s)}")
                 for s in seeds] if seeds else [_seed_handle("one trial")]) + _censored_handles(points["side"].dropna())
     _outside_legend(axes[-1], handles=handles, fontsize=7.5)
+    return fig
+
+
+def _plain_log(axis) -> None:
+    """Tick labels of a log axis as plain numbers ("30", "200"), the 2s and 5s between decades labelled too."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def law_predictions(points: pd.DataFrame, tolerance: float, y: str, title: str) -> Figure:
+    """A law's prediction against the observed mean at each held-out setting, on log axes: the diagonal (a perfect
+    prediction) inside its band of +-tolerance, each setting's observed mean with its across-seed SD as a
+    horizontal bar, a colour per knob held out (a square for a combination of knobs), open where the setting lies
+    outside the range the law was fitted on (an extrapolation), and a setting whose every run is censored as an
+    open right-pointing triangle at its largest bound (the observed width is at least that). Each point is labelled
+    with `label` where there is room (the knob's value: its colour names the knob). `points`: label, group,
+    observed, sd, predicted, extrapolated, limit (NaN unless only bounded)."""
+    from matplotlib.transforms import Bbox
+
+    from rankprune.figures import ABOVE, _marker_box, _place_labels
+
+    fig = _figure(8.4, 5.6, (0.95, 2.9, 0.75, 0.75))
+    ax = fig.subplots()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    measured = points[points["limit"].isna()]
+    xs = np.concatenate([measured["observed"] - measured["sd"].fillna(0), measured["observed"] + measured["sd"].fillna(0),
+                         points["limit"].dropna(), points["predicted"]])
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    lo, hi = (xs.min() / 1.3, xs.max() * 1.3) if len(xs) else (1.0, 10.0)
+    line = np.geomspace(lo, hi, 50)
+    ax.fill_between(line, line * (1 - tolerance), line * (1 + tolerance), color="0.88", zorder=1, lw=0)
+    ax.plot(line, line, color="0.45", lw=1.0, zorder=2)
+    groups = list(dict.fromkeys(points["group"]))
+    knobs = [g for g in groups if g != "combination"]
+    colour = dict(zip(knobs, _colours(len(knobs))))
+    colour["combination"] = "black"
+    labels, bars = [], []
+    for _, r in points.iterrows():
+        c, marker = colour[r["group"]], "s" if r["group"] == "combination" else "o"
+        face = "white" if r["extrapolated"] else c
+        if np.isnan(r["limit"]):
+            x = r["observed"]
+            err = None if np.isnan(r["sd"]) else [[min(r["sd"], 0.95 * x)], [r["sd"]]]
+            ax.errorbar([x], [r["predicted"]], xerr=err, color=c, marker=marker, ms=7, mfc=face, mec=c, mew=1.4,
+                        ls="none", capsize=3, elinewidth=1.1, zorder=4)
+            if err is not None:
+                bars.append(((x - err[0][0], r["predicted"]), (x + err[1][0], r["predicted"])))
+        else:
+            x = r["limit"]
+            ax.plot([x], [r["predicted"]], ">", ms=9, mfc="none", mec=c, mew=1.6, ls="none", zorder=5)
+        labels.append({"xy": (x, r["predicted"]), "text": r["label"], "candidates": ABOVE, "fontsize": 7.5, "color": c})
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal", adjustable="box")
+    _plain_log(ax.xaxis)
+    _plain_log(ax.yaxis)
+    what = label_of(y).replace(" (units)", "")
+    ax.set_xlabel(f"observed {what}, mean over seeds (hidden units)")
+    ax.set_ylabel(f"predicted {what} (hidden units)")
+    ax.grid(alpha=0.3, which="major")
+    _title(ax, title)
+    handles = [Line2D([], [], color=colour[g], marker="o", ms=6, ls="none", label=f"{g} held out") for g in knobs]
+    if "combination" in colour and "combination" in groups:
+        handles.append(Line2D([], [], color="black", marker="s", ms=6, ls="none", label="a held-out combination"))
+    handles += [Line2D([], [], color="grey", marker="o", ms=6, mfc="white", ls="none",
+                       label="open: extrapolated (a knob outside\nthe fitted range)"),
+                Line2D([], [], color="grey", marker="o", ms=5, ls="-", lw=1.1,
+                       label="bar: SD across seeds"),
+                Line2D([], [], color="0.45", lw=1.0, label="predicted = observed"),
+                Line2D([], [], color="0.88", lw=7, label=f"within ±{tolerance:.0%}")]
+    if points["limit"].notna().any():
+        handles.append(Line2D([], [], color="grey", marker=">", ms=7, mfc="none", ls="none",
+                              label="every run censored: observed\nat least this (a bound)"))
+    _outside_legend(ax, handles=handles, fontsize=7.5)
+    fig.canvas.draw()  # final limits, aspect and margins before the labels are placed
+    boxes = [_marker_box(ax, label["xy"], 10) for label in labels]
+    for left, right in bars:  # a label on an SD bar would hide where it ends
+        boxes.append(Bbox.union([_marker_box(ax, left, 2, 8), _marker_box(ax, right, 2, 8)]))
+    _place_labels(ax, labels, boxes)
     return fig

@@ -24,7 +24,10 @@ DERIVED = ("total_width", "first_width", "last_width", "initial_total_width", "i
 METRICS = (*STUDY_METRICS, "iterations", "depth", *DERIVED,
            # recorded where the task has them (study._task_outcomes); a trial without one is listed as missing
            "memorisation", "train_acc_relabelled", "train_acc_relabelled_true", "train_acc_relabelled_chance",
-           "train_acc_clean", "test_acc_unseen_tasks", "n_delta_fraction")
+           "train_acc_clean", "test_acc_unseen_tasks", "n_delta_fraction",
+           # the scratch control (evolve.scratch): the chosen widths trained from a fresh start for the same FLOPs
+           "scratch_test_acc", "scratch_val_acc", "scratch_train_acc", "scratch_test_loss", "scratch_train_loss",
+           "scratch_epochs", "scratch_flops", "scratch_seconds")
 # Outcomes that are a width or a rank: where a row is censored its value is the bound itself, written '>= w'.
 WIDTH_LIKE = ("total_width", "first_width", "last_width", "network_rank_sum", "network_rank_min")
 

@@ -12,6 +12,11 @@ test and listed in its verdict, and counted in the summary.
     association  do two quantities go together, e.g. rank and the generalisation gap? x may be a measured metric.
                  Spearman within each seed, x permuted within seeds (analysis.trend, unit = seed): the trials of
                  one seed share its data split and draws, so they are a block, not independent points
+    versus       is quantity a different from quantity b of the same runs (the chosen network's test accuracy
+                 against its scratch control's)? The differences are paired within each run and averaged per seed
+                 (analysis.paired_difference, exact signed-rank over seeds)
+    prediction   does y differ from a value a theory predicts from a setting, x + offset (neural collapse: the
+                 last hidden layer's width is C - 1)? The same paired test, of y against x + offset
 
 Options every kind takes: claim (the sentence the report states or refutes), alternative ("two-sided",
 "greater", "less"), where = {param = value} (only those rows), by = param (one verdict per value of it).
@@ -106,6 +111,10 @@ def claim_of(h: Hypothesis) -> str:
     o = h.options
     if h.kind == "paired":
         return f"{o['value']} differs between {o['condition']} {o['a']} and {o['b']}"
+    if h.kind == "versus":
+        return f"{o['a']} differs from {o['b']}"
+    if h.kind == "prediction":
+        return f"{o['y']} differs from {_predicted_name(o)}"
     if "x" in o and "y" in o:
         return f"{o['y']} {DIRECTION[h.alternative]} {o['x']}"
     return h.kind
@@ -224,6 +233,24 @@ def _check_association(h: Hypothesis, grid: dict[str, list], where: str) -> None
     _check_metric(y, f"{where}: y")
     if x == y:
         raise ConfigError(f"{where}: x and y are both {x!r}")
+
+
+def _check_versus(h: Hypothesis, grid: dict[str, list], where: str) -> None:
+    a, b = h.options["a"], h.options["b"]
+    _check_metric(a, f"{where}: a")
+    _check_metric(b, f"{where}: b")
+    if a == b:
+        raise ConfigError(f"{where}: a and b are both {a!r}; compare two quantities")
+
+
+def _check_prediction(h: Hypothesis, grid: dict[str, list], where: str) -> None:
+    _check_param(h.options["x"], grid, f"{where}: x")
+    _distinct(h, h.options["x"], f"{where}: x")
+    _check_ordered(h.options["x"], grid, f"{where}: x")
+    _check_metric(h.options["y"], f"{where}: y")
+    offset = h.options["offset"]
+    if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not math.isfinite(offset):
+        raise ConfigError(f"{where}: offset must be a number (the prediction is x + offset), got {offset!r}")
 
 
 # --- the summary every kind shows -----------------------------------------------------------------------
@@ -428,9 +455,93 @@ def association_kind(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
 
 def _table(table: pd.DataFrame, h: Hypothesis, setting: str | None = None) -> pd.DataFrame:
     """The summary with its setting column named after what it holds, and the group column only with `by`."""
-    name = setting or {"trend": h.options.get("x"), "paired": h.options.get("condition")}.get(h.kind, "setting")
+    name = setting or {"trend": h.options.get("x"), "paired": h.options.get("condition"),
+                       "prediction": h.options.get("x")}.get(h.kind, "setting")
     table = table.rename(columns={"setting": name})
     if h.by is None:
         return table.drop(columns="group")
     table = table.rename(columns={"group": h.by})
     return table[[h.by, *(c for c in table.columns if c != h.by)]]
+
+
+# --- two quantities of the same runs -------------------------------------------------------------------
+def _predicted_name(o: dict) -> str:
+    off = o["offset"]
+    return o["x"] if off == 0 else f"({o['x']} {'+' if off > 0 else '-'} {_num(abs(off))})"
+
+
+def _two_sided_frame(rows: pd.DataFrame, a: str, a_values: pd.Series, b: str, b_values: pd.Series,
+                     width_like: bool) -> pd.DataFrame:
+    """Each run twice, as quantity a and as quantity b (column "quantity", its number in "value"), so that the
+    paired machinery compares them run by run. A censored run's width is a bound: it stays flagged where the
+    quantities are widths, and is measured like any other run where they are not (an accuracy is no bound)."""
+    keep = [c for c in rows.columns if c not in (a, b, "value", "quantity")]
+    if not width_like:
+        keep = [c for c in keep if c != "censored"]
+    both = pd.concat([rows[keep].assign(quantity=a, value=a_values.to_numpy()),
+                      rows[keep].assign(quantity=b, value=b_values.to_numpy())], ignore_index=True)
+    both.attrs = dict(rows.attrs)
+    return both
+
+
+def _compare(frame: pd.DataFrame, h: Hypothesis, a: str, b: str, values, width_like: bool, title_of) -> Outcome:
+    """The versus and prediction kinds: quantity a against b of the same runs, paired run by run, averaged per seed."""
+    params = frame.attrs.get("params", [])
+    tested, tables, points = [], [], []
+    for g, rows in _groups(frame, h):
+        va, vb = values(rows)
+        both = _two_sided_frame(rows, a, va, b, vb, width_like)
+        within = tuple(p for p in params if p not in (UNIT, h.by, *h.where) and p in rows and rows[p].nunique() > 1)
+        # one pair per run: a seed's runs in the same setting would otherwise be averaged into one pair
+        if "number" in both:
+            within = (*within, "number")
+        v = paired_difference(both, "value", "quantity", a, b, unit=UNIT, within=within, alternative=h.alternative,
+                              claim=h.claim or claim_of(h))
+        tested.append(_tested(v, rows, h, g))
+        tables.append(summarise(both, "quantity", "value", [a, b]).assign(group=_label(g)))
+        points.append(_points(both, "quantity", "value").assign(group=_label(g)))
+    table, drawn = pd.concat(tables, ignore_index=True), _one_per_seed(_stack(points))
+    title = title_of(tested)
+
+    def draw():
+        return figures.paired_lines(drawn, table, "quantity", a, b, h.options.get("y", a), title, group=h.by)
+
+    return table, drawn, tested, draw
+
+
+@register("versus", ("a", "b"), _check_versus)
+def versus_kind(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
+    a, b = h.options["a"], h.options["b"]
+    table, drawn, tested, draw = _compare(
+        frame, h, a, b, lambda rows: (rows[a], rows[b]), a in WIDTH_LIKE and b in WIDTH_LIKE,
+        lambda t: t[0].verdict.claim if h.by is None else (h.claim or f"{a} against {b}"))
+    caption = (f"{figures.label_of(a)} against {figures.label_of(b)} of the same runs{_where_text(h)}: one line per "
+               "seed joining its two values (its runs averaged), and each quantity's mean with its 95% interval.")
+    return Outcome(tuple(tested), _table(table.rename(columns={"setting": "quantity"}), h, setting="quantity"), draw,
+                   caption, _sides(drawn, a))
+
+
+@register("prediction", ("y", "x", "offset"), _check_prediction)
+def prediction_kind(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
+    x, y, offset = h.options["x"], h.options["y"], float(h.options["offset"])
+    predicted = _predicted_name(h.options)
+    table, drawn, tested, draw = _compare(
+        frame, h, y, predicted, lambda rows: (rows[y], rows[x].astype(float) + offset), y in WIDTH_LIKE,
+        lambda t: t[0].verdict.claim if h.by is None else (h.claim or f"{y} against {predicted}"))
+    # per setting of x: the measured y beside what the theory predicts there
+    per_setting = []
+    for g, rows in _groups(frame, h):
+        s = summarise(rows, x, y).assign(group=_label(g))
+        s.insert(2, "predicted", s["setting"].astype(float) + offset)
+        per_setting.append(s)
+    table = pd.concat(per_setting, ignore_index=True)
+
+    def draw_by_setting():
+        points = _stack([_points(rows, x, y).assign(group=_label(g)) for g, rows in _groups(frame, h)])
+        return figures.by_setting(points, table, x, y, tested[0].verdict.claim if h.by is None else (h.claim or y),
+                                  group=h.by, predicted=(table["setting"].astype(float).tolist(),
+                                                         table["predicted"].tolist(), predicted))
+
+    caption = (f"{figures.label_of(y)} at each {x}{_where_text(h)}: per setting the mean over seeds with its 95% "
+               f"interval and each seed beside it; the dashed line is the prediction, {predicted}.")
+    return Outcome(tuple(tested), _table(table, h), draw_by_setting, caption, _sides(drawn, y))

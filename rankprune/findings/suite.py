@@ -5,7 +5,10 @@ A suite file (studies/findings/suite.toml) has these tables:
     [suite]         name, description
     [questions]     section titles of the report, by number: 1 = "Is the convergent rank ...?"
     [[experiment]]  file (a study file, relative to the suite file), question, seeds, cost (optional),
-                    hypotheses (a list of inline tables, each with a kind: hypotheses.KINDS)
+                    hypotheses (a list of inline tables, each with a kind: hypotheses.KINDS; none for a study
+                    that only a law reads)
+    [[law]]         name, question, y, knobs = [{ param, transform }], fit and held_out (study names of the
+                    experiments), tolerance (0.15): a law of y on the knobs, tested on settings it did not see (law.py)
 
 Every study of a suite uses the grid sampler, so what it declares is exact: its grid's cells, the seeds
 included (the suite injects them as space.seed = {choices = seeds}, and into nothing else). parse_suite
@@ -22,6 +25,7 @@ from typing import Any
 
 from rankprune.config import MAX_SEED, ConfigError, load_toml
 from rankprune.findings.hypotheses import Hypothesis, check_hypothesis
+from rankprune.findings.law import Law, check_law
 from rankprune.study import SAMPLER_ALIASES, StudySpec, _grid, make_sampler, parse_spec
 
 __all__ = ["Suite", "Experiment", "parse_suite", "with_overrides", "DEFAULT_SUITE"]
@@ -52,7 +56,9 @@ class Experiment:
 
     @property
     def questions(self) -> list[int]:
-        """Every question its hypotheses answer, in number order."""
+        """Every question its hypotheses answer, in number order; its own for a study only a law reads."""
+        if not self.hypotheses:
+            return [self.question]
         return sorted({self.question_of(k) for k in range(len(self.hypotheses))})
 
     @property
@@ -68,6 +74,7 @@ class Suite:
     description: str
     questions: dict[int, str]
     experiments: list[Experiment]
+    laws: tuple[Law, ...] = ()
 
     def select(self, only: list[str] | None) -> list[Experiment]:
         """The experiments named in `only` (all of them for None or []), in the suite's order; an unknown name is a
@@ -149,9 +156,9 @@ def _experiment(i: int, raw: Any, suite_path: Path, questions: dict[int, str]) -
     # the seeds go into the space and nothing else: not [base], not the sampler's seed (which orders the grid)
     spec = dataclasses.replace(spec, space={**spec.space, "seed": {"choices": list(seeds)}})
     make_sampler(spec, spec.seed)  # a grid that cannot be made fails here
-    hypotheses = raw.get("hypotheses", [])
-    if not isinstance(hypotheses, list) or not hypotheses:
-        raise ConfigError(f"{where}: hypotheses must be a non-empty list of tables, e.g. "
+    hypotheses = raw.get("hypotheses", [])  # none: a study that only a [[law]] (or another section) reads
+    if not isinstance(hypotheses, list):
+        raise ConfigError(f"{where}: hypotheses must be a list of tables, e.g. "
                           "[{ kind = \"trend\", x = \"...\", y = \"total_width\" }]")
     parsed = tuple(check_hypothesis(h, spec, f"{where}: hypotheses[{k}]") for k, h in enumerate(hypotheses))
     for k, h in enumerate(parsed):
@@ -166,9 +173,9 @@ def parse_suite(path: str | Path) -> Suite:
     path = Path(path)
     where = str(path)
     doc = load_toml(path)
-    unknown = sorted(set(doc) - {"suite", "questions", "experiment"})
+    unknown = sorted(set(doc) - {"suite", "questions", "experiment", "law"})
     if unknown:
-        raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: suite, questions, experiment")
+        raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: suite, questions, experiment, law")
     suite = _table(doc, "suite", where, SUITE_KEYS)
     for key in SUITE_KEYS:
         if not isinstance(suite.get(key, ""), str):
@@ -186,7 +193,20 @@ def parse_suite(path: str | Path) -> Suite:
             raise ConfigError(f"{where}: study name {e.name!r} is used by both {seen[e.name]} and {e.file}; "
                               "each experiment needs a study of its own")
         seen[e.name] = e.file
-    return Suite(path, suite["name"], suite.get("description", ""), questions, experiments)
+    laws = _laws(doc.get("law", []), path, questions, experiments)
+    return Suite(path, suite["name"], suite.get("description", ""), questions, experiments, laws)
+
+
+def _laws(raw: Any, path: Path, questions: dict[int, str], experiments: list[Experiment]) -> tuple[Law, ...]:
+    """The [[law]] tables, each checked against the experiments it names."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: law must be an array of tables: [[law]]")
+    by_name = {e.name: e for e in experiments}
+    laws = tuple(check_law(r, by_name, questions, f"{path}: law {i + 1}") for i, r in enumerate(raw))
+    names = [law.name for law in laws]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: law name {next(n for n in names if names.count(n) > 1)!r} is used twice")
+    return laws
 
 
 def with_overrides(suite: Suite, data_dir: str | None = None, download: bool | None = None,

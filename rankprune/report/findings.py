@@ -3,6 +3,8 @@ PNG per hypothesis beside it.
 
 Every verdict is generated from the analysis layer's Verdict (verdict_sentence), never written by hand, and Holm's
 correction runs over every tested hypothesis of the whole suite: a claim is "supported" only at Holm p <= 0.05.
+A law of the suite ([[law]]: report.law) has a row of the verdict table and a section in its question, and no
+p-value: it is no member of the Holm family.
 An experiment whose grid is not complete yet is listed with what is missing and the command that runs it; its
 hypotheses read "not run yet" and are not in the Holm family, so a partly run suite renders and says so.
 """
@@ -27,6 +29,7 @@ from rankprune.findings.progress import Progress, cell_key, cell_text, grid_cell
 from rankprune.findings.runner import progress_of
 from rankprune.findings.suite import Experiment, Suite
 from rankprune.report.document import _check_out, _Document, _num
+from rankprune.report.law import LawResult, gather_laws, law_rows, law_section
 from rankprune.units import bound_note
 
 __all__ = ["REPORT", "ALPHA", "Finding", "verdict_sentence", "gather", "holm_over_suite", "render_findings"]
@@ -152,6 +155,7 @@ class _Context:
     report: list[str]  # the command that writes this report
     results: list[ExperimentResult]
     findings: list[Finding]
+    laws: list[LawResult] = dataclasses.field(default_factory=list)
 
 
 def _command(argv: list[str]) -> str:
@@ -218,6 +222,7 @@ def _verdicts(doc: _Document, c: _Context) -> None:
             "censored": f"{t.censored} of {t.rows}" if t is not None else "",
             "verdict": verdict_sentence(t, _missing_text(by_experiment[f.experiment.name])),
         })
+    rows += law_rows(c.laws)  # no p-value: no member of the Holm family
     doc.add("## Verdicts", "")
     doc.table(pd.DataFrame(rows))
 
@@ -261,6 +266,10 @@ def _experiment(doc: _Document, c: _Context, r: ExperimentResult, question: int)
     made = f" Produced by {_command([*c.run, '--only', e.name])}." if r.complete else ""
     doc.add(f"Study file `{e.file}` ({e.spec.mode}, seeds {', '.join(map(str, e.seeds))}), {e.declared} trials in its "
             f"grid.{made}{cost}", "")
+    if not e.hypotheses:
+        readers = [law.name for law in c.suite.laws if e.name in (*law.fit, *law.held_out)]
+        doc.add("It tests no hypothesis of its own" + (f"; law {', '.join(f'`{n}`' for n in readers)} reads its runs"
+                                                       if readers else "") + ".", "")
     if not r.complete:
         doc.add(f"**Not run yet:** {_missing_text(r)}. Run it with {_command([*c.run, '--only', e.name])}.", "")
         if r.progress is not None:
@@ -270,8 +279,9 @@ def _experiment(doc: _Document, c: _Context, r: ExperimentResult, question: int)
             if len(missing) > SHOWN_CELLS:
                 shown.append(f"and {len(missing) - SHOWN_CELLS} more")
             doc.bullets(shown)
-        doc.add("Its hypotheses, not run yet:", "")
-        doc.bullets([f"{first_id[k]}: {claim_of(e.hypotheses[k])}" for k in answering])
+        if answering:
+            doc.add("Its hypotheses, not run yet:", "")
+            doc.bullets([f"{first_id[k]}: {claim_of(e.hypotheses[k])}" for k in answering])
         return
     if r.progress.outside:
         doc.add(f"*{r.progress.outside} complete trial(s) of this study lie outside the suite's grid (its file "
@@ -295,11 +305,14 @@ def _experiment(doc: _Document, c: _Context, r: ExperimentResult, question: int)
 def _questions(doc: _Document, c: _Context) -> None:
     for number, title in c.suite.questions.items():
         mine = [r for r in c.results if number in r.experiment.questions]
+        laws = [r for r in c.laws if r.law.question == number]
         doc.add(f"## Question {number}: {title}", "")
-        if not mine:
+        if not mine and not laws:
             doc.add("No experiment of the suite answers this question yet.", "")
         for r in mine:
             _experiment(doc, c, r, number)
+        for r in laws:
+            law_section(doc, r, c.run, c.report)
 
 
 SECTIONS = (_header, _verdicts, _missing, _questions)
@@ -311,7 +324,8 @@ def render_findings(suite: Suite, url: str, out: Path, run: list[str], report: l
     commands (argv) that reproduce it. Returns the path of findings.md."""
     _check_out(out, REPORT)
     results, findings = gather(suite, url)
-    context = _Context(suite, url, run, report, results, findings)
+    laws = gather_laws(suite, url, results, findings, _missing_text)
+    context = _Context(suite, url, run, report, results, findings, laws)
     doc = _Document(out, fmt, dpi, report=REPORT, figure_dir="")
     for section in SECTIONS:
         section(doc, context)
