@@ -365,6 +365,15 @@ BAD = [
     (lambda s: s.replace('x = "width", y', 'x = "width", by = "width", y'), "x = 'width' is also by"),
     (lambda s: s.replace('{ kind = "paired", value = "total_width", condition', '{ kind = "trend", y = "total_width", x')
      .replace(', a = "warm", b = "reinit" }', " }"), "x = 'evolve.rebuild' takes values without an order"),
+    (lambda s: s.replace('cost = "a few seconds"', 'show = ["classes", "pie"]'), "show must be a list of classes, heatmaps"),
+    (lambda s: s.replace('cost = "a few seconds"', 'classes = { by = "mean" }'), "classes.by must be one of vector, sum"),
+    (lambda s: s.replace('cost = "a few seconds"', 'classes = { tol = -1 }'), "classes.tol must be a non-negative number"),
+    (lambda s: s.replace('cost = "a few seconds"', 'published = [{ method = "VIB", source = "x", error = 1.6 }]'),
+     "published[0]: error must be a fraction in [0, 1] (1.6% is 0.016), got 1.6"),
+    (lambda s: s.replace('cost = "a few seconds"', 'published = [{ method = "VIB", error = 0.016 }]'),
+     "published[0]: source is required"),
+    (lambda s: s.replace('cost = "a few seconds"', 'published = [{ method = "VIB", source = "x", error = 0.01, year = 1 }]'),
+     "published[0]: unknown key year"),
 ]
 
 
@@ -485,6 +494,38 @@ def test_the_full_report_states_every_verdict_and_links_every_figure_as_a_png(ti
         assert path.read_bytes()[:8] == PNG_MAGIC
         with Image.open(path) as im:
             im.verify()
+
+
+def test_an_experiment_shows_its_classes_its_overfitting_pairs_and_published_results_beside_its_own(tiny, tmp_path):
+    """The suite's `show` and `published` keys draw the study report's sections into the experiment's section, once
+    (in its own question), and set published rows beside the study's own summary; a hypothesis on a quantity the
+    trials never recorded (the scratch control, without evolve.scratch) is "no test", saying why, with no figure."""
+    text = Path(tiny["suite"]).read_text()
+    text = text.replace('cost = "a few seconds"', 'cost = "a few seconds"\nshow = ["classes", "overfitting_pairs"]\n'
+                        'classes = { by = "sum", tol = 4 }\npublished = [{ method = "Someone 2020", source = "A paper", '
+                        'widths = "7-3", error = 0.0123, note = "full data" }]')
+    text = text.replace('{ kind = "paired", value = "total_width", condition = "evolve.rebuild", a = "warm", b = "reinit" },',
+                        '{ kind = "paired", value = "total_width", condition = "evolve.rebuild", a = "warm", b = "reinit" },\n'
+                        '  { kind = "versus", a = "test_acc", b = "scratch_test_acc" },')
+    suite = Path(tiny["suite"]).parent / "shown.toml"
+    suite.write_text(text)
+    out = tmp_path / "report"
+    code, err = quiet(["findings", "report", str(suite), "--root", str(tiny["root"]), "--out", str(out)])
+    assert code == 0, err
+    report = (out / "findings.md").read_text()
+    q1 = report[report.index("## Question 1: "):report.index("## Question 2: ")]
+    assert report.count("#### Equivalence classes of convergent rank") == 1 and "#### Equivalence classes" in q1
+    assert "`rankprune study classes q1_width --by sum --tol 4`" in q1
+    assert q1.count("#### Overfitting pairs") == 1 and "such pairs the wider network" in q1
+    [ours] = [line for line in q1.splitlines() if line.startswith("| rankprune (this suite, q1_width)")]
+    [theirs] = [line for line in q1.splitlines() if line.startswith("| Someone 2020")]
+    assert "| 7-3 " in theirs and "| 1.23 " in theirs and "A paper; full data" in theirs
+    trials = optuna.load_study(study_name="q1_width", storage=f"sqlite:///{tiny['root']}/studies.sqlite3").trials
+    error = 100 * (1 - np.mean([np.mean([t.user_attrs["test_acc"] for t in trials if t.params["seed"] == s]) for s in (0, 1)]))
+    assert f"| {error:.2f} [" in ours
+    [row] = [line for line in report.splitlines() if line.startswith("| Q2.2 ")]
+    assert "no test: no trial recorded scratch_test_acc" in row
+    assert "q2_rebuild-2.png" not in report and "Figure not drawn" not in report
 
 
 def test_an_interrupted_suite_prints_the_command_that_continues_it(tmp_path, monkeypatch):

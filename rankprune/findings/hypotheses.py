@@ -101,6 +101,17 @@ def register(name: str, required: tuple[str, ...], check: Callable[[Hypothesis, 
 
 
 def evaluate(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
+    """The kind's outcome; where the trials never recorded a quantity it reads (trials from before the study file
+    asked for it, e.g. scratch_test_acc without evolve.scratch), one "no test" verdict that says so."""
+    needed = [v for k, v in h.options.items() if k in ("x", "y", "value", "a", "b") and v in METRICS]
+    absent = [v for v in needed if v not in frame or frame[v].isna().all()]
+    if absent:
+        from rankprune.analysis.tables import _no_test
+
+        why = f"no trial recorded {', '.join(absent)} (run the study again with the setting that records it)"
+        v = _no_test(h.claim or claim_of(h), "", 0.95, 0, UNIT, why)
+        empty = pd.DataFrame(columns=["setting", "mean", "ci_low", "ci_high", "ci_method", "n", "censored", "bounds"])
+        return Outcome((Tested(v, len(frame), 0),), empty, lambda: None, why)
     return KINDS[h.kind].evaluate(frame, h)
 
 

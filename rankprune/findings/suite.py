@@ -32,7 +32,12 @@ __all__ = ["Suite", "Experiment", "parse_suite", "with_overrides", "DEFAULT_SUIT
 
 DEFAULT_SUITE = "studies/findings/suite.toml"
 SUITE_KEYS = ("name", "description")
-EXPERIMENT_KEYS = ("file", "question", "seeds", "cost", "hypotheses")
+EXPERIMENT_KEYS = ("file", "question", "seeds", "cost", "hypotheses", "show", "classes", "published")
+# What an experiment may show besides its hypotheses (report.extras draws each): its study report's equivalence
+# classes and its heatmaps over a two-parameter grid, the overfitting pairs of its trials.
+SHOW = ("classes", "heatmaps", "overfitting_pairs")
+CLASS_BY = ("vector", "sum", "normalized")  # classes.BY: what equal classes share
+PUBLISHED_KEYS = ("method", "source", "widths", "error", "parameters", "note")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Experiment:
     seeds: tuple[int, ...]
     cost: str | None
     hypotheses: tuple[Hypothesis, ...]
+    show: tuple[str, ...] = ()  # SHOW
+    classes: tuple[str, float] = ("vector", 0.0)  # equivalence classes by, within tol (`rankprune study classes`)
+    published: tuple[dict, ...] = ()  # published results to set beside the study's (PUBLISHED_KEYS)
 
     @property
     def name(self) -> str:
@@ -165,7 +173,44 @@ def _experiment(i: int, raw: Any, suite_path: Path, questions: dict[int, str]) -
         if h.question is not None and h.question not in questions:
             raise ConfigError(f"{where}: hypotheses[{k}]: question must be a number of [questions] "
                               f"({', '.join(map(str, questions))}), got {h.question!r}")
-    return Experiment(path, spec, question, seeds, cost, parsed)
+    return Experiment(path, spec, question, seeds, cost, parsed, *_extras(raw, where))
+
+
+def _extras(raw: dict, where: str) -> tuple[tuple[str, ...], tuple[str, float], tuple[dict, ...]]:
+    """An experiment's show, classes and published entries, checked."""
+    show = raw.get("show", [])
+    if not isinstance(show, list) or any(v not in SHOW for v in show):
+        raise ConfigError(f"{where}: show must be a list of {', '.join(SHOW)}, got {show!r}")
+    classes = raw.get("classes", {})
+    if not isinstance(classes, dict) or set(classes) - {"by", "tol"}:
+        raise ConfigError(f"{where}: classes must be a table {{ by = \"vector\", tol = 0 }}, got {classes!r}")
+    by, tol = classes.get("by", "vector"), classes.get("tol", 0)
+    if by not in CLASS_BY:
+        raise ConfigError(f"{where}: classes.by must be one of {', '.join(CLASS_BY)}, got {by!r}")
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not (tol >= 0 and math.isfinite(tol)):
+        raise ConfigError(f"{where}: classes.tol must be a non-negative number, got {tol!r}")
+    published = raw.get("published", [])
+    if not isinstance(published, list):
+        raise ConfigError(f"{where}: published must be a list of tables {{ method, source, widths, error }}")
+    for k, row in enumerate(published):
+        at = f"{where}: published[{k}]"
+        if not isinstance(row, dict):
+            raise ConfigError(f"{at} must be a table {{ method, source, widths, error }}")
+        unknown = sorted(set(row) - set(PUBLISHED_KEYS))
+        if unknown:
+            raise ConfigError(f"{at}: unknown key {unknown[0]}; known: {', '.join(PUBLISHED_KEYS)}")
+        for key in ("method", "source", "error"):
+            if key not in row:
+                raise ConfigError(f"{at}: {key} is required")
+        error = row["error"]
+        if not isinstance(error, (int, float)) or isinstance(error, bool) or not 0 <= error <= 1:
+            raise ConfigError(f"{at}: error must be a fraction in [0, 1] (1.6% is 0.016), got {error!r}")
+        for key in ("method", "source", "widths", "note"):
+            if key in row and not (isinstance(row[key], str) and row[key].strip()):
+                raise ConfigError(f"{at}: {key} must be a non-empty string")
+        if "parameters" in row and (not isinstance(row["parameters"], int) or row["parameters"] < 1):
+            raise ConfigError(f"{at}: parameters must be a whole number of at least 1")
+    return tuple(show), (by, float(tol)), tuple(published)
 
 
 def parse_suite(path: str | Path) -> Suite:

@@ -29,6 +29,7 @@ from rankprune.findings.progress import Progress, cell_key, cell_text, grid_cell
 from rankprune.findings.runner import progress_of
 from rankprune.findings.suite import Experiment, Suite
 from rankprune.report.document import _check_out, _Document, _num
+from rankprune.report.extras import render_extras
 from rankprune.report.law import LawResult, gather_laws, law_rows, law_section
 from rankprune.units import bound_note
 
@@ -58,6 +59,7 @@ class ExperimentResult:
     progress: Progress | None  # None where its storage could not be read (`error` says why)
     error: str
     outcomes: tuple[Outcome | None, ...]  # per hypothesis; None while the grid is not complete
+    frame: pd.DataFrame | None = None  # its trials (findings.frame.trials_table), once the grid is complete
 
     @property
     def complete(self) -> bool:
@@ -113,7 +115,7 @@ def _result(experiment: Experiment, url: str) -> ExperimentResult:
         return ExperimentResult(experiment, progress, "", (None,) * len(experiment.hypotheses))
     study = load_study(experiment.name, url, read_only=True)
     frame = _grid_rows(trials_table(study, experiment.spec.mode), experiment)
-    return ExperimentResult(experiment, progress, "", tuple(evaluate(frame, h) for h in experiment.hypotheses))
+    return ExperimentResult(experiment, progress, "", tuple(evaluate(frame, h) for h in experiment.hypotheses), frame)
 
 
 def gather(suite: Suite, url: str) -> tuple[list[ExperimentResult], list[Finding]]:
@@ -290,16 +292,21 @@ def _experiment(doc: _Document, c: _Context, r: ExperimentResult, question: int)
         if k not in answering:
             continue
         doc.add(f"#### {first_id[k]}: {claim_of(h)}", "")
-        doc.table(_summary_table(outcome.table))
-        methods = sorted(set(outcome.table["ci_method"]))
-        doc.add(f"Intervals: {'; '.join(methods)}.", "")
+        drawn = not outcome.table.empty  # empty: nothing to summarise or draw (the trials never recorded it)
+        if drawn:
+            doc.table(_summary_table(outcome.table))
+            methods = sorted(set(outcome.table["ci_method"]))
+            doc.add(f"Intervals: {'; '.join(methods)}.", "")
         if outcome.sides:
             doc.add(bound_note(outcome.sides), "")
         tested = [f.tested for f in mine if f.index == k]  # Holm-adjusted over the suite
         doc.bullets([t.verdict.text() for t in tested])
-        doc.figure(f"{e.name}-{k + 1}", outcome.draw, claim_of(h), outcome.caption)
+        if drawn:
+            doc.figure(f"{e.name}-{k + 1}", outcome.draw, claim_of(h), outcome.caption)
         for t in tested:
             doc.add(f"**Verdict{' (' + t.group + ')' if t.group else ''}:** {verdict_sentence(t)}", "")
+    if question == e.question:  # what it shows besides its hypotheses, once: in its own question
+        render_extras(doc, e, c.url, r.frame)
 
 
 def _questions(doc: _Document, c: _Context) -> None:
