@@ -60,6 +60,7 @@ class ExperimentResult:
     error: str
     outcomes: tuple[Outcome | None, ...]  # per hypothesis; None while the grid is not complete
     frame: pd.DataFrame | None = None  # its trials (findings.frame.trials_table), once the grid is complete
+    trial_seconds: float = 0.0  # its complete trials' wall time, start to end, summed (what it cost, measured)
 
     @property
     def complete(self) -> bool:
@@ -115,7 +116,11 @@ def _result(experiment: Experiment, url: str) -> ExperimentResult:
         return ExperimentResult(experiment, progress, "", (None,) * len(experiment.hypotheses))
     study = load_study(experiment.name, url, read_only=True)
     frame = _grid_rows(trials_table(study, experiment.spec.mode), experiment)
-    return ExperimentResult(experiment, progress, "", tuple(evaluate(frame, h) for h in experiment.hypotheses), frame)
+    inside = set(frame["number"]) if "number" in frame else set()
+    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
+                  if t.number in inside and t.datetime_complete is not None and t.datetime_start is not None)
+    return ExperimentResult(experiment, progress, "", tuple(evaluate(frame, h) for h in experiment.hypotheses), frame,
+                            seconds)
 
 
 def gather(suite: Suite, url: str) -> tuple[list[ExperimentResult], list[Finding]]:
@@ -185,6 +190,10 @@ def _header(doc: _Document, c: _Context) -> None:
             f"share its data split and draws, so tests correlate or pair within seeds; censored runs (a width that is a bound, not a measurement) are left out of every test and "
             f"counted. Holm's correction runs over all {sum(f.tested is not None and not math.isnan(f.tested.verdict.p_value) for f in c.findings)} "
             f"tested hypotheses of the suite; a claim is supported at Holm p <= {ALPHA:g}.", "")
+    spent = sum(r.trial_seconds for r in c.results)
+    if spent:
+        doc.add(f"Trial time summed over every complete study: {spent / 3600:.2f} hours (each trial's wall time, start "
+                "to end; trials that ran side by side, one thread each, overlap in it).", "")
 
 
 def _effect_cell(v: Verdict) -> str:
@@ -265,6 +274,8 @@ def _experiment(doc: _Document, c: _Context, r: ExperimentResult, question: int)
     first_id = {f.index: f.id.split(" ")[0] for f in reversed(mine)}
     doc.add(f"### {e.name}", "")
     cost = f" Cost: {e.cost}." if e.cost else ""
+    if r.complete and r.trial_seconds:
+        cost += f" Measured: {r.trial_seconds / 60:.1f} minutes of trial time (its trials' wall time summed)."
     made = f" Produced by {_command([*c.run, '--only', e.name])}." if r.complete else ""
     doc.add(f"Study file `{e.file}` ({e.spec.mode}, seeds {', '.join(map(str, e.seeds))}), {e.declared} trials in its "
             f"grid.{made}{cost}", "")
