@@ -196,7 +196,8 @@ def test_paired_difference_pairs_by_seed_not_by_seed_and_depth():
     assert v.n == 3  # 12 (seed, depth) pairs are 3 seeds
     assert v.p_value == pytest.approx(0.25) == pytest.approx(v.p_floor)
     assert v.excluded == ("seed 3, depth 2 [no partner]",)
-    assert v.effect.ci is None and "too few" in v.effect.ci_method
+    # below 8 seeds the effect's interval is Student's t over the seeds' mean differences (all 0.01 here: no spread)
+    assert v.effect.ci == pytest.approx((0.01, 0.01)) and v.effect.ci_method == "Student's t over 3 seeds"
     # a censored member takes its pair out, listed; include_censored keeps it and says so
     table = pd.DataFrame(rows).assign(censored=[[None]] * (len(rows) - 1) + [[None]])
     table.at[0, "censored"] = ["initial"]  # seed 0, depth 2, method a

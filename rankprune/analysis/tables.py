@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.stats import binomtest, rankdata
 
 from rankprune.analysis.exact import mann_whitney_exact, mcnemar_exact, signed_rank_exact, spearman_permutation
-from rankprune.analysis.intervals import bootstrap_ci
+from rankprune.analysis.intervals import bootstrap_ci, mean_interval
 from rankprune.analysis.verdict import Effect, Verdict
 
 __all__ = ["is_censored", "trend", "paired_difference", "two_groups", "mcnemar"]
@@ -68,6 +68,20 @@ def _no_test(claim: str, effect: str, level: float, n: int, unit: str, why: str,
              note="") -> Verdict:
     return Verdict(claim, Effect(effect, math.nan, None, level, why), "none", math.nan, math.nan, math.nan,
                    "", n, unit, excluded, excluded_why, why if not note else f"{why}; {note}")
+
+
+def _unit_interval(values: np.ndarray, level: float, seed: int, unit: str,
+                   bounds: tuple[float, float] | None = None) -> tuple[tuple[float, float] | None, str]:
+    """The interval of an effect that is a mean over units (seeds): mean_interval's, Student's t below
+    intervals.MIN_BOOTSTRAP units and BCa from there, so that 3 seeds still give an (honestly wide) interval; clipped
+    to `bounds` (a correlation's [-1, 1]). None from fewer than 2 units."""
+    lo, hi, how = mean_interval(values, level, units=f"{unit}s", seed=seed)
+    if math.isnan(lo):
+        return None, how
+    if bounds is not None and (lo < bounds[0] or hi > bounds[1]):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        how += f", clipped to [{bounds[0]:g}, {bounds[1]:g}]"
+    return (lo, hi), how
 
 
 def _spearman(x, y, axis=-1):
@@ -119,7 +133,7 @@ def trend(table: pd.DataFrame, x: str, y: str, *, unit: str | None = "seed", row
     if math.isnan(res.p_value):
         return _no_test(claim, effect_name, level, n, what, f"no spread in {x} or {y}", excluded, why, note)
     if unit:
-        ci, how = bootstrap_ci((per_unit.to_numpy(),), _mean, level=level, seed=seed, units=f"{unit}s")
+        ci, how = _unit_interval(per_unit.to_numpy(), level, seed, unit, bounds=(-1.0, 1.0))
     else:
         ci, how = bootstrap_ci((rows[x].to_numpy(), rows[y].to_numpy()), _spearman, paired=True, level=level,
                                seed=seed, units=f"{row_unit}s")
@@ -171,7 +185,7 @@ def paired_difference(table: pd.DataFrame, value: str, condition: str, a, b, *, 
         return _no_test(claim, effect_name, level, 1, unit, f"pairs from one {unit} only: too few to test",
                         tuple(excluded), why, note)
     res = signed_rank_exact(per_unit.to_numpy(), alternative=alternative, n_resamples=n_resamples, seed=seed)
-    ci, how = bootstrap_ci((per_unit.to_numpy(),), _mean, level=level, seed=seed, units=f"{unit}s")
+    ci, how = _unit_interval(per_unit.to_numpy(), level, seed, unit)
     return Verdict(claim, Effect(effect_name, float(per_unit.mean()), ci, level, how), res.test, res.statistic,
                    res.p_value, res.p_floor, alternative, n, unit, tuple(excluded), why, note)
 
