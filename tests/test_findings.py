@@ -127,6 +127,27 @@ def test_a_paired_verdict_is_supported_with_a_strong_effect_and_not_without_it()
     assert verdict_sentence(one) == "no test: pairs from one seed only: too few to test"
 
 
+def test_an_association_verdict_flips_when_the_two_quantities_stop_going_together():
+    """Rank against the generalisation gap, within seeds: 6 trials a seed whose width follows the gap in every seed
+    (each seed at its own level, which a pooled correlation would mix up), then the same widths against gaps drawn
+    without any relation to them."""
+    rng = np.random.default_rng(11)
+    gaps = rng.uniform(0.0, 0.1, size=(3, 6))
+    def table(width_of):
+        rows = [{"number": 6 * s + k, "seed": s, "generalisation_gap": gaps[s, k], "total_width": width_of(s, k),
+                 "censored": [None]} for s in range(3) for k in range(6)]
+        frame = pd.DataFrame(rows)
+        frame.attrs["params"] = ["seed"]
+        return frame
+    h = Hypothesis("association", {"x": "generalisation_gap", "y": "total_width"}, "the width goes with the gap")
+    [strong] = evaluate(table(lambda s, k: 100 * s + 1000 * gaps[s, k]), h).tested
+    assert strong.verdict.effect.estimate == pytest.approx(1.0) and strong.verdict.p_value < 0.001
+    assert verdict_sentence(strong).startswith("supported: the width goes with the gap, in the positive direction")
+    unrelated = np.random.default_rng(5).uniform(0, 100, size=(3, 6))  # fixed draws, no relation to the gaps
+    [none] = evaluate(table(lambda s, k: 100 * s + unrelated[s, k]), h).tested
+    assert none.verdict.p_value > 0.05 and verdict_sentence(none).startswith("not significant:")
+
+
 def versus_table(gap_of, seeds=range(6), depths=(2, 3)) -> pd.DataFrame:
     """Each run's chosen test accuracy and its scratch control's: scratch = chosen - gap_of(seed)."""
     rows = [{"number": n, "seed": s, "depth": d, "test_acc": 0.95 + 0.002 * s + 0.001 * d,
