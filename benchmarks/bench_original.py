@@ -2,15 +2,15 @@
 
     python benchmarks/bench_original.py [--data-dir ../shared/data/mnist10k] [--layers 2..5] [--jobs 1]
 
-The baseline (not a feature of rankprune) follows the notebook it grew from: an MLP of width 784
-per hidden layer; Adam at 1e-3 with no weight decay; ReduceLROnPlateau on the test loss; each epoch one
-pass at batch 64 and one at batch 128 through a DataLoader with a per-sample ToTensor + Normalize;
-every 3 epochs numpy's matrix_rank of every layer, and "evolve" (rebuild at widths = those ranks,
+The baseline (not a feature of rankprune; rankprune.baselines.original, which a findings suite also runs as
+a [[baseline]]) follows the notebook it grew from: an MLP of width 784 per hidden layer; Adam at 1e-3 with no
+weight decay; ReduceLROnPlateau on the test loss; each epoch one pass at batch 64 and one at batch 128 through a
+DataLoader; every 3 epochs numpy's matrix_rank of every layer, and "evolve" (rebuild at widths = those ranks,
 fresh weights) once test accuracy is at least 0.9 and gained at most 0.01 since the last check;
 15 meta-iterations at most. It decides on test accuracy, as the notebook did.
 
-For each depth, `rankprune evolve` runs first with its defaults and its wall-clock time (training,
-evaluation and SVDs) becomes the budget the baseline gets. Both log (wall seconds, test accuracy,
+For each depth, `rankprune evolve` runs first with its defaults and its training FLOPs become the budget the
+baseline gets (FLOPs, not wall time: comparable and deterministic). Both log (wall seconds, test accuracy,
 widths) after every epoch. Writes benchmarks/results/original_vs_rankprune.md.
 """
 
@@ -27,68 +27,31 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def notebook_run(depth: int, data_dir: str, budget_s: float, seed: int) -> dict:
-    """The original controller for one depth, stopped at `budget_s` wall seconds."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
+def notebook_run(depth: int, data_dir: str, budget_flops: float, seed: int) -> dict:
+    """The original controller (rankprune.baselines.original) for one depth, stopped at `budget_flops` training FLOPs,
+    on rankprune's split of the same data (it trains on the training split; the validation split goes unused)."""
+    from rankprune.baselines import train_original
+    from rankprune.config import DataConfig
+    from rankprune.data import load
+    from rankprune.models import parameter_count
 
-    from rankprune.models import build_mlp, parameter_count
-
-    torch.manual_seed(seed)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    train = datasets.MNIST(data_dir, train=True, download=False, transform=tf)
-    test = datasets.MNIST(data_dir, train=False, download=False, transform=tf)
-    loaders = [DataLoader(train, batch_size=64, shuffle=True), DataLoader(train, batch_size=128, shuffle=True)]
-    test_loader = DataLoader(test, batch_size=1000)
-
-    def fresh(widths, meta):
-        model = build_mlp(784, widths, 10, seed=seed * 1000 + meta)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.0)
-        return model, opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min")
-
-    def test_eval(model):
-        model.eval()
-        loss, correct = 0.0, 0
-        with torch.no_grad():
-            for x, y in test_loader:
-                out = model(x.view(-1, 784))
-                loss += F.cross_entropy(out, y, reduction="sum").item()
-                correct += (out.argmax(1) == y).sum().item()
-        return loss / len(test), correct / len(test)
-
-    widths, meta, epoch, last_check = [784] * depth, 0, 0, 0.0
-    model, opt, sched = fresh(widths, meta)
+    data = load(DataConfig(dataset="mnist", data_dir=data_dir, download=False), seed)
     log, start = [], time.perf_counter()
-    while meta < 15 and time.perf_counter() - start < budget_s:
-        epoch += 1
-        model.train()
-        for loader in loaders:
-            for x, y in loader:
-                opt.zero_grad()
-                F.cross_entropy(model(x.view(-1, 784)), y).backward()
-                opt.step()
-        loss, acc = test_eval(model)
-        sched.step(loss)
-        log.append({"wall_seconds": time.perf_counter() - start, "test_acc": acc, "widths": list(widths)})
-        if epoch % 3 == 0:
-            ranks = [int(np.linalg.matrix_rank(lin.weight.detach().numpy())) for lin in model.linears]
-            if acc >= 0.9 and acc - last_check <= 0.01:
-                meta += 1
-                widths = [max(1, r) for r in ranks[:-1]]
-                model, opt, sched = fresh(widths, meta)
-            last_check = acc
+
+    def clock(row: dict) -> None:  # wall seconds from the start, evaluation and SVDs included, as rankprune's Clock
+        log.append({"wall_seconds": time.perf_counter() - start, "test_acc": row["test_acc"], "widths": row["widths"]})
+
+    result = train_original(data, depth, seed, budget_flops, on_epoch=clock)
     final = log[-1]
-    return {"method": "notebook", "depth": depth, "widths": final["widths"], "meta_iterations": meta, "epochs": epoch,
-            "parameters": parameter_count(784, final["widths"], 10), "final_test_acc": final["test_acc"],
-            "best_test_acc": max(r["test_acc"] for r in log), "wall_seconds": final["wall_seconds"], "log": log}
+    return {"method": "notebook", "depth": depth, "widths": final["widths"], "meta_iterations": result.meta_iterations,
+            "epochs": len(log), "parameters": parameter_count(data.input_shape, final["widths"], data.n_classes),
+            "final_test_acc": final["test_acc"], "best_test_acc": max(r["test_acc"] for r in log),
+            "wall_seconds": final["wall_seconds"], "training_flops": result.final["cumulative_flops"], "log": log}
 
 
 def rankprune_run(depth: int, data_dir: str, out: Path, seed: int) -> dict:
@@ -113,7 +76,8 @@ def rankprune_run(depth: int, data_dir: str, out: Path, seed: int) -> dict:
     s = result.summary
     return {"method": "rankprune", "depth": depth, "widths": s["widths"], "meta_iterations": s["iterations"],
             "epochs": s["epochs"], "parameters": s["parameters"], "final_test_acc": s["test_acc"],
-            "best_test_acc": max(r["test_acc"] for r in log), "wall_seconds": time.perf_counter() - start, "log": log}
+            "best_test_acc": max(r["test_acc"] for r in log), "wall_seconds": time.perf_counter() - start,
+            "training_flops": s["cumulative_flops"], "log": log}
 
 
 def first_time_at(log: list[dict], acc: float) -> float:
@@ -122,9 +86,9 @@ def first_time_at(log: list[dict], acc: float) -> float:
 
 
 def one_depth(depth: int, args) -> list[dict]:
-    """Both controllers for one depth: rankprune first, its wall time is the notebook's budget."""
+    """Both controllers for one depth: rankprune first, its training FLOPs are the notebook's budget."""
     ours = rankprune_run(depth, args.data_dir, Path(args.runs) / f"rankprune-depth{depth}", args.seed)
-    theirs = notebook_run(depth, args.data_dir, ours["wall_seconds"], args.seed)
+    theirs = notebook_run(depth, args.data_dir, ours["training_flops"], args.seed)
     return [ours, theirs]
 
 
@@ -199,7 +163,7 @@ def main() -> int:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# The original notebook's controller against `rankprune evolve`, same wall-clock budget",
+        "# The original notebook's controller against `rankprune evolve`, same training-FLOPs budget",
         "",
         f"{dt.date.today().isoformat()}; torch {torch.__version__}; {platform.machine()}, {os.cpu_count()} cores; "
         f"{args.jobs} depths at once, {args.threads} threads each. Data: {args.data_dir} (8,000 training and "
@@ -210,7 +174,8 @@ def main() -> int:
         "    python benchmarks/bench_original.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "",
         "Per depth, rankprune ran first with its defaults (`rankprune evolve --layers L --data-dir ... --no-download`);",
-        "its wall-clock seconds, evaluation and SVDs included, are the budget the notebook controller got.",
+        "its training FLOPs (3 x forward per sample) are the budget the notebook controller got; wall seconds include",
+        "evaluation and SVDs for both.",
         "'s to reach the other's best' is the wall time at the first epoch whose test accuracy reaches the other",
         "method's best (inf: never within the budget).",
         "",

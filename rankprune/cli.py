@@ -618,7 +618,8 @@ def _add_findings(sub) -> None:
     r.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
     r.add_argument("--root", default=FINDINGS_ROOT, help=f"folder for trial run folders and the default storage ({FINDINGS_ROOT})")
     r.add_argument("--batch", type=int, default=1, help="trials asked from Optuna at once and trained together (1)")
-    r.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these experiments (study names)")
+    r.add_argument("--only", nargs="+", action="extend", metavar="NAME",
+                   help="run only these experiments and baselines (study names, [[baseline]] names)")
     r.add_argument("--data-dir", help="dataset folder, overriding every study's base.data.data_dir")
     r.add_argument("--no-download", action="store_true", help="never download; fail at once if the data is missing")
     r.add_argument("--device", help="cpu, cuda or auto, overriding every study's device")
@@ -675,13 +676,16 @@ def _run_findings(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device) if args.device is not None else None
     suite = with_overrides(suite, args.data_dir, False if args.no_download else None, device)
     experiments = suite.select(args.only)
+    baselines = suite.select_baselines(args.only)
     url = args.storage or default_storage(args.root)
     check_storage(url)
-    check_data(experiments)
+    check_data(experiments + [suite.experiment(b.study) for b in baselines if suite.experiment(b.study) not in experiments])
 
     console = Console(stderr=True)
     optuna.logging.set_verbosity(logging.ERROR)  # one line per trial, printed here
-    console.print(f"suite {suite.name}: {len(experiments)} of {len(suite.experiments)} studies; storage: {url}", soft_wrap=True)
+    console.print(f"suite {suite.name}: {len(experiments)} of {len(suite.experiments)} studies"
+                  + (f", {len(baselines)} of {len(suite.baselines)} baselines" if suite.baselines else "")
+                  + f"; storage: {url}", soft_wrap=True)
     incomplete: list[str] = []
     try:
         for i, e in enumerate(experiments, 1):
@@ -720,15 +724,58 @@ def _run_findings(args: argparse.Namespace) -> int:
                               + ", ".join(f"{n} {state}" for state, n in after.counts().items())
                               + (f" (not retried, e.g. {failed[0].reason})" if failed else ""), soft_wrap=True, markup=False)
                 incomplete.append(e.name)
+        # each baseline after the studies, so that its budgets (its study's runs) are there
+        for i, b in enumerate(baselines, 1):
+            if not _run_baseline(console, b, suite.experiment(b.study), url, Path(args.root),
+                                 f"baseline {i} of {len(baselines)}: {b.name}"):
+                incomplete.append(b.name)
     except KeyboardInterrupt as exc:
         console.print("interrupted; finished trials stay in their studies, the interrupted ones are marked failed and "
-                      f"are retried when it continues. Continue with: {shlex.join(_findings_command(args))}", soft_wrap=True)
+                      "are retried when it continues; a baseline keeps the runs it finished. "
+                      f"Continue with: {shlex.join(_findings_command(args))}", soft_wrap=True)
         return _interrupted_exit(exc)
-    done = len(experiments) - len(incomplete)
+    behind = {b.name for b in baselines} & set(incomplete)
+    done = len(experiments) - len(incomplete) + len(behind)
     console.print(f"suite {suite.name}: {done} of {len(experiments)} studies complete"
+                  + (f", {len(baselines) - len(behind)} of {len(baselines)} baselines" if baselines else "")
                   + (f"; incomplete: {', '.join(incomplete)}" if incomplete else "")
                   + f". Report: {shlex.join(_findings_command(args, 'report'))}", soft_wrap=True)
     return 0 if not incomplete else 1
+
+
+def _run_baseline(console, baseline, experiment, url: str, root: Path, where: str) -> bool:
+    """Run a suite's baseline (findings.baseline) with a progress bar and one line per finished (depth, seed), in
+    the style of the studies above; returns whether every pair is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rankprune.findings.baseline import plan, run_baseline
+    from rankprune.units import seconds, tflop, widths_text
+
+    before = plan(baseline, experiment, url, root)
+    if all(p.done for p in before):
+        console.print(f"{where}: complete ({len(before)} of {len(before)} runs); skipped")
+        return True
+    progress = Progress(TextColumn(where), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    task = progress.add_task("runs", total=len(before), completed=sum(p.done for p in before))
+
+    def finished(pair, r: dict) -> None:
+        progress.advance(task)
+        progress.console.print(
+            f"depth {pair.depth}, seed {pair.seed}: {widths_text(r['initial_widths'])} -> widths {widths_text(r['widths'])} "
+            f"after {r['meta_iterations']} networks ({r['stop']})  test {r['test_acc']:.4f}  "
+            f"{tflop(r['cumulative_flops'])} of {tflop(r['budget_flops'])} TFLOP  {seconds(r['cumulative_seconds'])} s",
+            soft_wrap=True, markup=False)
+
+    with progress:
+        after = run_baseline(baseline, experiment, url, root, on_pair=finished)
+    waiting = [p for p in after if p.budget_flops is None]
+    if not waiting:
+        console.print(f"{where}: complete ({len(after)} of {len(after)} runs)")
+        return True
+    console.print(f"{where}: {sum(p.done for p in after)} of {len(after)} runs complete; {len(waiting)} wait for their "
+                  f"budget, the {baseline.study} run with evolve.rebuild = {baseline.budget} (e.g. depth "
+                  f"{waiting[0].depth}, seed {waiting[0].seed}): run the study first", soft_wrap=True, markup=False)
+    return False
 
 
 def _run_findings_report(args: argparse.Namespace) -> int:
@@ -743,7 +790,7 @@ def _run_findings_report(args: argparse.Namespace) -> int:
               file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.root) / "report"
     report = _findings_command(args, "report") + (["--out", args.out] if args.out else [])
-    path = render_findings(suite, url, out, run=_findings_command(args, "run"), report=report)
+    path = render_findings(suite, url, out, run=_findings_command(args, "run"), report=report, root=Path(args.root))
     print(f"report: {path}")
     return 0
 

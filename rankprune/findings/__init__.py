@@ -4,6 +4,8 @@
     hypotheses.py  a registry of kinds (trend, paired, association): trials table -> verdicts, summary, figure
     law.py         a law of the convergent width on the task knobs, fitted on some studies and tested on settings
                    it did not see (question 7): a suite's [[law]]
+    baseline.py    another controller (the original notebook's loop) on a study's (depth, seed) pairs under a FLOPs
+                   budget from its runs, resumably, one result file per pair: a suite's [[baseline]]
     frame.py       the trials table hypotheses read: parameters by name, widths summed, censored per layer
     progress.py    what of an experiment's grid is done, failed, running or missing
     runner.py      tops every study up to its grid, resumably (`rankprune findings run`)

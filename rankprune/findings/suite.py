@@ -9,6 +9,9 @@ A suite file (studies/findings/suite.toml) has these tables:
                     that only a law reads)
     [[law]]         name, question, y, knobs = [{ param, transform }], fit and held_out (study names of the
                     experiments), tolerance (0.15): a law of y on the knobs, tested on settings it did not see (law.py)
+    [[baseline]]    name, question, study (an experiment's study name), budget ("warm": that study's warm run's
+                    training FLOPs at the same depth and seed; or a number of FLOPs), fallback_flops, width (784),
+                    cost: the original notebook's loop on the study's (depth, seed) pairs and data (baseline.py)
 
 Every study of a suite uses the grid sampler, so what it declares is exact: its grid's cells, the seeds
 included (the suite injects them as space.seed = {choices = seeds}, and into nothing else). parse_suite
@@ -25,6 +28,7 @@ from typing import Any
 
 from rankprune.config import MAX_SEED, ConfigError, load_toml
 from rankprune.findings.hypotheses import Hypothesis, check_hypothesis
+from rankprune.findings.baseline import Baseline, check_baseline
 from rankprune.findings.law import Law, check_law
 from rankprune.study import SAMPLER_ALIASES, StudySpec, _grid, make_sampler, parse_spec
 
@@ -83,18 +87,26 @@ class Suite:
     questions: dict[int, str]
     experiments: list[Experiment]
     laws: tuple[Law, ...] = ()
+    baselines: tuple[Baseline, ...] = ()
 
     def select(self, only: list[str] | None) -> list[Experiment]:
-        """The experiments named in `only` (all of them for None or []), in the suite's order; an unknown name is a
-        ConfigError listing the known ones."""
+        """The experiments named in `only` (all of them for None or []), in the suite's order; an unknown name (of no
+        experiment nor baseline) is a ConfigError listing the known ones."""
         if not only:
             return list(self.experiments)
-        names = [e.name for e in self.experiments]
+        names = [e.name for e in self.experiments] + [b.name for b in self.baselines]
         unknown = [n for n in only if n not in names]
         if unknown:
             hint = "; give SUITE before --only" if unknown[0].endswith(".toml") else ""
             raise ConfigError(f"--only {unknown[0]}: no such experiment in {self.path}; it has {', '.join(names)}{hint}")
         return [e for e in self.experiments if e.name in only]
+
+    def select_baselines(self, only: list[str] | None) -> list[Baseline]:
+        """The baselines named in `only` (all of them for None or []): naming a study does not name its baselines."""
+        return [b for b in self.baselines if not only or b.name in only]
+
+    def experiment(self, name: str) -> Experiment:
+        return next(e for e in self.experiments if e.name == name)
 
 
 def _table(doc: dict, key: str, where: str, allowed: tuple[str, ...] | None) -> dict:
@@ -218,9 +230,9 @@ def parse_suite(path: str | Path) -> Suite:
     path = Path(path)
     where = str(path)
     doc = load_toml(path)
-    unknown = sorted(set(doc) - {"suite", "questions", "experiment", "law"})
+    unknown = sorted(set(doc) - {"suite", "questions", "experiment", "law", "baseline"})
     if unknown:
-        raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: suite, questions, experiment, law")
+        raise ConfigError(f"{where}: unknown table [{unknown[0]}]; known: suite, questions, experiment, law, baseline")
     suite = _table(doc, "suite", where, SUITE_KEYS)
     for key in SUITE_KEYS:
         if not isinstance(suite.get(key, ""), str):
@@ -239,7 +251,8 @@ def parse_suite(path: str | Path) -> Suite:
                               "each experiment needs a study of its own")
         seen[e.name] = e.file
     laws = _laws(doc.get("law", []), path, questions, experiments)
-    return Suite(path, suite["name"], suite.get("description", ""), questions, experiments, laws)
+    baselines = _baselines(doc.get("baseline", []), path, questions, experiments)
+    return Suite(path, suite["name"], suite.get("description", ""), questions, experiments, laws, baselines)
 
 
 def _laws(raw: Any, path: Path, questions: dict[int, str], experiments: list[Experiment]) -> tuple[Law, ...]:
@@ -252,6 +265,19 @@ def _laws(raw: Any, path: Path, questions: dict[int, str], experiments: list[Exp
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: law name {next(n for n in names if names.count(n) > 1)!r} is used twice")
     return laws
+
+
+def _baselines(raw: Any, path: Path, questions: dict[int, str], experiments: list[Experiment]) -> tuple[Baseline, ...]:
+    """The [[baseline]] tables, each checked against the experiment it follows; names unique, and no study's."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: baseline must be an array of tables: [[baseline]]")
+    by_name = {e.name: e for e in experiments}
+    baselines = tuple(check_baseline(r, by_name, questions, f"{path}: baseline {i + 1}") for i, r in enumerate(raw))
+    names = [b.name for b in baselines]
+    for n in names:
+        if names.count(n) > 1 or n in by_name:
+            raise ConfigError(f"{path}: baseline name {n!r} is used twice (or by a study); `--only` needs one name each")
+    return baselines
 
 
 def with_overrides(suite: Suite, data_dir: str | None = None, download: bool | None = None,

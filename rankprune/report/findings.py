@@ -4,7 +4,8 @@ PNG per hypothesis beside it.
 Every verdict is generated from the analysis layer's Verdict (verdict_sentence), never written by hand, and Holm's
 correction runs over every tested hypothesis of the whole suite: a claim is "supported" only at Holm p <= 0.05.
 A law of the suite ([[law]]: report.law) has a row of the verdict table and a section in its question, and no
-p-value: it is no member of the Holm family.
+p-value: it is no member of the Holm family. A baseline ([[baseline]]: report.cost) has a section in its question:
+accuracy against training FLOPs and seconds beside the study it follows.
 An experiment whose grid is not complete yet is listed with what is missing and the command that runs it; its
 hypotheses read "not run yet" and are not in the Holm family, so a partly run suite renders and says so.
 """
@@ -28,8 +29,10 @@ from rankprune.findings.hypotheses import Hypothesis, Outcome, Tested, claim_of,
 from rankprune.findings.progress import Progress, cell_key, cell_text, grid_cells
 from rankprune.findings.runner import progress_of
 from rankprune.findings.suite import Experiment, Suite
+from rankprune.study import _sqlite_path
 from rankprune.report.document import _check_out, _Document, _num
 from rankprune.report.extras import render_extras
+from rankprune.report.cost import CostResult, cost_section, gather_costs
 from rankprune.report.law import LawResult, gather_laws, law_rows, law_section
 from rankprune.units import bound_note
 
@@ -163,6 +166,7 @@ class _Context:
     results: list[ExperimentResult]
     findings: list[Finding]
     laws: list[LawResult] = dataclasses.field(default_factory=list)
+    costs: list[CostResult] = dataclasses.field(default_factory=list)
 
 
 def _command(argv: list[str]) -> str:
@@ -324,26 +328,33 @@ def _questions(doc: _Document, c: _Context) -> None:
     for number, title in c.suite.questions.items():
         mine = [r for r in c.results if number in r.experiment.questions]
         laws = [r for r in c.laws if r.law.question == number]
+        costs = [r for r in c.costs if r.baseline.question == number]
         doc.add(f"## Question {number}: {title}", "")
-        if not mine and not laws:
+        if not mine and not laws and not costs:
             doc.add("No experiment of the suite answers this question yet.", "")
         for r in mine:
             _experiment(doc, c, r, number)
         for r in laws:
             law_section(doc, r, c.run, c.report)
+        for r in costs:
+            cost_section(doc, r, c.run, c.report)
 
 
 SECTIONS = (_header, _verdicts, _missing, _questions)
 
 
 def render_findings(suite: Suite, url: str, out: Path, run: list[str], report: list[str], fmt: str = "png",
-                    dpi: float = figure_files.DPI) -> Path:
+                    dpi: float = figure_files.DPI, root: Path | None = None) -> Path:
     """Write OUT/findings.md and its figures (beside it) for the suite's studies in `url`; `run` and `report` are the
-    commands (argv) that reproduce it. Returns the path of findings.md."""
+    commands (argv) that reproduce it; `root` is the runner's (its baselines' results; None: the folder of a SQLite
+    storage). Returns the path of findings.md."""
     _check_out(out, REPORT)
     results, findings = gather(suite, url)
     laws = gather_laws(suite, url, results, findings, _missing_text)
-    context = _Context(suite, url, run, report, results, findings, laws)
+    if root is None and _sqlite_path(url) is not None:
+        root = _sqlite_path(url).parent
+    costs = gather_costs(suite, url, root, results, _missing_text)
+    context = _Context(suite, url, run, report, results, findings, laws, costs)
     doc = _Document(out, fmt, dpi, report=REPORT, figure_dir="")
     for section in SECTIONS:
         section(doc, context)
