@@ -87,9 +87,10 @@ def _overfitting_pairs(doc, e: Experiment, url: str) -> None:
                          "its width ": _whole(p["rank_low"]), "its test acc % ": f"{100 * p['test_acc_low']:.2f}",
                          "train acc % (wider, narrower)": f"{100 * p['train_acc_high']:.2f}, {100 * p['train_acc_low']:.2f}"})
     left_out = len(frame) - len(measured)
+    found = (f"in {against} of {total} such pairs the wider network (larger convergent total width) had the lower "
+             "test accuracy") if total else "there were none"
     doc.add("#### Overfitting pairs", "",
-            f"Pairs of trials of one seed whose training accuracies are within one point of each other: in {against} of "
-            f"{total} such pairs the wider network (larger convergent total width) had the lower test accuracy"
+            f"Pairs of trials of one seed whose training accuracies are within one point of each other: {found}"
             + (f"; {left_out} censored trials left out" if left_out else "") + ". A trial takes part in many pairs, so "
             "this count is a description, not a test; the association hypotheses above test it within seeds.", "")
     if rows:
