@@ -29,9 +29,14 @@ class _Nested:
         self.doc, self.prefix = doc, prefix
 
     def add(self, *lines: str) -> None:
+        # the study report's own flags are not the findings report's: the suite file's `classes` chooses them here
+        lines = (line.replace("this report's `--by` and `--tol` choose others",
+                              "the suite file's `classes = { by, tol }` chooses others") for line in lines)
         self.doc.add(*(DEMOTE + line if line.startswith("#") else line for line in lines))
 
     def table(self, df: pd.DataFrame) -> None:
+        if "initial_widths" in df:  # a class of 25 members lists 25 starts: each distinct start once, with its count
+            df = df.assign(initial_widths=df["initial_widths"].map(_distinct_starts))
         self.doc.table(df)
 
     def bullets(self, items: list[str]) -> None:
@@ -39,6 +44,14 @@ class _Nested:
 
     def figure(self, name: str, draw: Callable[[], Any], alt: str, caption: str) -> bool:
         return self.doc.figure(f"{self.prefix}-{name}", draw, alt, caption)
+
+
+def _distinct_starts(text: str) -> str:
+    starts = [t.strip() for t in str(text).split(";") if t.strip()]
+    counts = dict.fromkeys(starts, 0)
+    for t in starts:
+        counts[t] += 1
+    return "; ".join(f"{t} x{n}" if n > 1 else t for t, n in counts.items())
 
 
 def _study_data(e: Experiment, url: str):
@@ -52,10 +65,7 @@ def _study_data(e: Experiment, url: str):
 def _classes(doc, e: Experiment, url: str) -> None:
     from rankprune.report.study import _classes as study_classes
 
-    by, tol = e.classes
     study_classes(_Nested(doc, e.name), _study_data(e, url))
-    doc.add(f"Classes as `rankprune study classes {e.name} --by {by} --tol {tol:g}` forms them: single linkage, "
-            f"members at most {tol:g} apart ({'per layer' if by == 'vector' else by}).", "")
 
 
 def _heatmaps(doc, e: Experiment, url: str) -> None:
