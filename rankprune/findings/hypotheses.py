@@ -502,10 +502,8 @@ def _compare(frame: pd.DataFrame, h: Hypothesis, a: str, b: str, values, width_l
     for g, rows in _groups(frame, h):
         va, vb = values(rows)
         both = _two_sided_frame(rows, a, va, b, vb, width_like)
+        # one pair per run: a run is its seed and the settings that vary (the grid has one run per cell)
         within = tuple(p for p in params if p not in (UNIT, h.by, *h.where) and p in rows and rows[p].nunique() > 1)
-        # one pair per run: a seed's runs in the same setting would otherwise be averaged into one pair
-        if "number" in both:
-            within = (*within, "number")
         v = paired_difference(both, "value", "quantity", a, b, unit=UNIT, within=within, alternative=h.alternative,
                               claim=h.claim or claim_of(h))
         tested.append(_tested(v, rows, h, g))
