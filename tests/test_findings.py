@@ -653,3 +653,16 @@ def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(
         assert [t.number for t in after if cell_key(t.params) == key] == [number]
     progress = grid_progress(parse_suite(suite).experiments[0].spec, study.trials)
     assert progress.complete and progress.done == 8
+
+
+def test_a_study_whose_space_spells_out_the_widths_keeps_the_chosen_widths_beside_that_parameter():
+    """q8_lenet's space is widths = "300-100": the parameter "widths" is the start, the attribute "widths" the chosen
+    widths. The grid matches on the parameter; every width the tests read comes from the attribute."""
+    from rankprune.findings.frame import with_derived
+
+    frame = pd.DataFrame([{"number": 0, "param_widths": "300-100", "param_seed": 0, "widths": [130, 20],
+                           "initial_widths": [300, 100], "censored": [None, None], "ranks": [130, 20]}])
+    out = with_derived(frame, "evolve")
+    assert out.loc[0, "widths"] == "300-100" and out.loc[0, "chosen_widths"] == [130, 20]
+    assert (out.loc[0, "total_width"], out.loc[0, "last_width"], out.loc[0, "initial_total_width"]) == (150, 20, 400)
+    assert out.loc[0, "censored"] == [None, None] and out.attrs["params"] == ["widths", "seed"]

@@ -3,6 +3,7 @@ names, the widths summed, and per hidden layer whether its result is a bound.
 
     number, <each parameter as its dotted name: "seed", "width", "data.label_noise", "evolve.rebuild", ...>,
     every user attribute of the trial (study.trial_attributes), and
+    chosen_widths                          the chosen (convergent) widths, per layer
     total_width, first_width, last_width   the chosen (convergent) widths: their sum, the first, the last layer's
     initial_total_width, initial_width     the starting widths: their sum, the first layer's
     censored                               per hidden layer None, or why the result is a bound (study.censored_layers)
@@ -43,14 +44,18 @@ def trials_table(study, mode: str | None = None) -> pd.DataFrame:
 def with_derived(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
     """classes.trials_frame's table with parameters renamed ("param_seed" -> "seed") and the derived columns."""
     params = [c.removeprefix("param_") for c in frame.columns if c.startswith("param_")]
-    # a parameter wins over a user attribute of its name ("depth" is both): they hold the same value
+    derived = {}
+    if not frame.empty:  # from the trials' attributes, before a parameter of the same name takes their column
+        widths, initial = frame["widths"].map(list), frame["initial_widths"].map(list)
+        derived = dict(chosen_widths=widths, total_width=widths.map(sum), first_width=widths.map(lambda w: w[0]),
+                       last_width=widths.map(lambda w: w[-1]), initial_total_width=initial.map(sum),
+                       initial_width=initial.map(lambda w: w[0]),
+                       censored=[censored_layers(r, mode) for r in frame.to_dict("records")])
+    # a parameter wins over a user attribute of its name: "depth" is both, with the same value; "widths" is the
+    # start spelled out ("300-100") as a parameter and the chosen widths as an attribute, kept as chosen_widths
     out = frame.drop(columns=[p for p in params if p in frame.columns])
     out = out.rename(columns={f"param_{p}": p for p in params})
-    if not out.empty:
-        widths, initial = out["widths"].map(list), out["initial_widths"].map(list)
-        out = out.assign(total_width=widths.map(sum), first_width=widths.map(lambda w: w[0]),
-                         last_width=widths.map(lambda w: w[-1]), initial_total_width=initial.map(sum),
-                         initial_width=initial.map(lambda w: w[0]),
-                         censored=[censored_layers(r, mode) for r in out.to_dict("records")])
+    if derived:
+        out = out.assign(**derived)
     out.attrs.update(frame.attrs, params=params, mode=mode)
     return out

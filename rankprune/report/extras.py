@@ -126,11 +126,11 @@ def published_table(e: Experiment, frame: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     if not frame.empty:
-        widths = np.array(frame["widths"].map(list).tolist(), dtype=float)
+        widths = np.array(frame["chosen_widths"].map(list).tolist(), dtype=float)
         error = 1 - frame.groupby("seed")["test_acc"].mean().to_numpy(dtype=float)
         lo, hi, how = mean_interval(error, units="seeds")
         starts = sorted({"-".join(map(str, w)) for w in frame["initial_widths"].map(list)})
-        per_seed = "; ".join(f"seed {r['seed']}: {'-'.join(map(str, r['widths']))} at {100 * (1 - r['test_acc']):.2f}%"
+        per_seed = "; ".join(f"seed {r['seed']}: {'-'.join(map(str, r['chosen_widths']))} at {100 * (1 - r['test_acc']):.2f}%"
                              for _, r in frame.sort_values("seed").iterrows())
         rows.append({"method": f"rankprune (this suite, {e.name})",
                      "hidden widths": "-".join(f"{w:.0f}" for w in widths.mean(axis=0)) + f" (mean of {len(frame)})",
@@ -153,7 +153,8 @@ def render_extras(doc, e: Experiment, url: str, frame: pd.DataFrame | None) -> N
         doc.add("#### Beside published results", "")
         doc.table(published_table(e, frame))
         doc.add("The interval is Student's t over seeds. The published rows are as their papers report them on full "
-                "MNIST; these runs saw the subset's 8,000 training images, so compare like with like on full MNIST "
-                "with the command in the study file.", "")
+                "MNIST (60,000 training images); these runs trained on the subset's 8,000 training images less the "
+                "validation split, so the errors are not like for like: run the study file's command on full MNIST "
+                "for that.", "")
     for name in e.show:
         EXTRAS[name](doc, e, url)
