@@ -946,6 +946,23 @@ def sampler_seed(spec: StudySpec, storage_url: str, seed: int | None, existing_t
     return int(np.random.SeedSequence(keys).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def check_choices_unchanged(study: optuna.Study, spec: StudySpec, storage_url: str) -> None:
+    """A one-line ConfigError where the file gives a parameter other choices than the study's trials were run over
+    (a wider grid, more seeds in a suite): Optuna refuses to change a categorical parameter's choices within a
+    study, and would otherwise fail the first new trial with a traceback."""
+    stored: dict[str, tuple] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                stored.setdefault(name, tuple(dist.choices))
+    for key, value in spec.space.items():
+        if isinstance(value, dict) and "choices" in value and key in stored and tuple(value["choices"]) != stored[key]:
+            raise ConfigError(
+                f"study {study.study_name!r} in {_redact(storage_url)} ran {key} over {list(stored[key])}; this file gives "
+                f"{list(value['choices'])}, and an Optuna study cannot change a parameter's choices: run the new grid "
+                "as a study of its own (another study.name), or go back to the study's choices")
+
+
 def run_study(
     spec: StudySpec, storage_url: str, root: Path, n_trials: int | None = None, study_name: str | None = None,
     seed: int | None = None, callbacks: list | None = None, on_trial=None, batch: int = 1, max_members: int | None = None,
@@ -970,6 +987,7 @@ def run_study(
         directions=[o.direction for o in spec.objectives],
         load_if_exists=True,
     )
+    check_choices_unchanged(study, spec, storage_url)
     study.sampler = make_sampler(spec, sampler_seed(spec, storage_url, seed, len(study.get_trials(deepcopy=False))))
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)

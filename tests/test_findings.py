@@ -666,3 +666,24 @@ def test_a_study_whose_space_spells_out_the_widths_keeps_the_chosen_widths_besid
     assert out.loc[0, "widths"] == "300-100" and out.loc[0, "chosen_widths"] == [130, 20]
     assert (out.loc[0, "total_width"], out.loc[0, "last_width"], out.loc[0, "initial_total_width"]) == (150, 20, 400)
     assert out.loc[0, "censored"] == [None, None] and out.attrs["params"] == ["widths", "seed"]
+
+
+def test_a_suite_that_changes_a_studys_choices_is_one_line_and_runs_nothing(tiny, tmp_path):
+    """More seeds, or a wider grid, for a study that already ran: Optuna cannot change a categorical parameter's
+    choices within a study. The runner says so in one line (exit 2) before any trial, and the storage keeps its
+    trials as they were."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(tiny["root"], root)
+    suite = Path(tiny["suite"]).parent / "more_seeds.toml"
+    suite.write_text(Path(tiny["suite"]).read_text().replace("seeds = [0, 1]\ncost", "seeds = [0, 1, 2]\ncost"))
+    url = f"sqlite:///{root}/studies.sqlite3"
+    before = len(optuna.load_study(study_name="q1_width", storage=url).trials)
+    code, err = quiet(["findings", "run", str(suite), "--root", str(root)])
+    assert code == 2 and "Traceback" not in err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last.endswith("study 'q1_width' in " + url + " ran seed over [0, 1]; this file gives [0, 1, 2], "
+                                        "and an Optuna study cannot change a parameter's choices: run the new grid as a "
+                                        "study of its own (another study.name), or go back to the study's choices")
+    assert len(optuna.load_study(study_name="q1_width", storage=url).trials) == before
