@@ -687,3 +687,26 @@ def test_a_suite_that_changes_a_studys_choices_is_one_line_and_runs_nothing(tiny
                                         "and an Optuna study cannot change a parameter's choices: run the new grid as a "
                                         "study of its own (another study.name), or go back to the study's choices")
     assert len(optuna.load_study(study_name="q1_width", storage=url).trials) == before
+
+
+def test_include_censored_keeps_the_runs_whose_widths_are_bounds_for_an_outcome_that_is_no_width():
+    """The scaling grid's narrow starts stay at their start (censored), yet the accuracy they reach there is measured:
+    include_censored keeps them and says how many, where the default leaves them out (here: not answered)."""
+    rows = [{"number": n, "seed": s, "width": w, "test_acc": 0.9 + 0.01 * w + 0.001 * s,
+             "censored": ["initial"] if w < 4 else [None]} for n, (s, w) in enumerate(product(range(3), (1, 2, 3, 4)))]
+    frame = pd.DataFrame(rows)
+    frame.attrs["params"] = ["width", "seed"]
+    h = Hypothesis("trend", {"x": "width", "y": "test_acc"}, "accuracy rises with width", "greater")
+    [left_out] = evaluate(frame, h).tested
+    assert left_out.censored == 9 and not left_out.answered
+    [kept] = evaluate(frame, dataclasses.replace(h, include_censored=True)).tested
+    assert kept.answered and kept.verdict.p_value == pytest.approx(1 / 24 ** 3)
+    assert "9 runs whose widths are bounds kept" in kept.verdict.text()
+
+
+def test_include_censored_is_refused_for_a_width(tmp_path):
+    text = SUITE.replace('y = "total_width", alternative = "greater", claim', 'y = "total_width", alternative = "greater", '
+                         'include_censored = true, claim')
+    with pytest.raises(ConfigError, match="include_censored keeps runs whose widths are bounds, so its outcome may not "
+                                          r"be a width \(total_width\)"):
+        parse_suite(write_suite(tmp_path, text))

@@ -19,7 +19,10 @@ test and listed in its verdict, and counted in the summary.
                  last hidden layer's width is C - 1)? The same paired test, of y against x + offset
 
 Options every kind takes: claim (the sentence the report states or refutes), alternative ("two-sided",
-"greater", "less"), where = {param = value} (only those rows), by = param (one verdict per value of it).
+"greater", "less"), where = {param = value} (only those rows), by = param (one verdict per value of it), and
+include_censored = true for an outcome that is no width (an accuracy): the runs whose widths are bounds are kept,
+since the accuracy they reached at the width they stopped at is measured (the scaling grid's narrow starts), and
+the verdict says how many.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ __all__ = ["Hypothesis", "Tested", "Outcome", "Kind", "KINDS", "register", "chec
 ALTERNATIVES = ("two-sided", "greater", "less")
 # question: the report section it answers, where it is not its experiment's (one study can answer several: the
 # label-noise grid tests the complexity trend and the overfitting one)
-COMMON = ("kind", "claim", "alternative", "where", "by", "question")
+COMMON = ("kind", "claim", "alternative", "where", "by", "question", "include_censored")
 UNIT = "seed"  # the unit of replication of every suite study: the suite injects the seeds into its grid
 
 
@@ -57,6 +60,7 @@ class Hypothesis:
     where: dict[str, Any] = field(default_factory=dict)
     by: str | None = None
     question: int | None = None  # None: its experiment's
+    include_censored: bool = False  # keep the runs whose widths are bounds (an outcome that is no width)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,16 @@ def evaluate(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
         v = _no_test(h.claim or claim_of(h), "", 0.95, 0, UNIT, why)
         empty = pd.DataFrame(columns=["setting", "mean", "ci_low", "ci_high", "ci_method", "n", "censored", "bounds"])
         return Outcome((Tested(v, len(frame), 0),), empty, lambda: None, why)
+    if h.include_censored and "censored" in frame:
+        kept = int(is_censored(frame["censored"]).sum())
+        outcome = KINDS[h.kind].evaluate(frame.drop(columns="censored"), h)
+        note = (f"{kept} runs whose widths are bounds kept: the outcome is measured in them, at the width they "
+                "stopped at") if kept else ""
+        if not note:
+            return outcome
+        tested = tuple(dataclasses.replace(t, verdict=dataclasses.replace(
+            t.verdict, note="; ".join(x for x in (t.verdict.note, note) if x))) for t in outcome.tested)
+        return dataclasses.replace(outcome, tested=tested, caption=f"{outcome.caption} {note[0].upper()}{note[1:]}.")
     return KINDS[h.kind].evaluate(frame, h)
 
 
@@ -176,7 +190,15 @@ def check_hypothesis(raw: Any, spec, where: str) -> Hypothesis:
     question = raw.get("question")
     if question is not None and (not isinstance(question, int) or isinstance(question, bool)):
         raise ConfigError(f"{where}: question must be a number of [questions], got {question!r}")
-    h = Hypothesis(kind, {k: raw[k] for k in KINDS[kind].required}, claim, alternative, dict(rows_where), by, question)
+    keep = raw.get("include_censored", False)
+    if not isinstance(keep, bool):
+        raise ConfigError(f"{where}: include_censored must be true or false, got {keep!r}")
+    outcomes = [raw[k] for k in ("y", "value", "a", "b") if k in raw]
+    if keep and any(o in WIDTH_LIKE for o in outcomes):
+        raise ConfigError(f"{where}: include_censored keeps runs whose widths are bounds, so its outcome may not be a "
+                          f"width ({', '.join(o for o in outcomes if o in WIDTH_LIKE)})")
+    h = Hypothesis(kind, {k: raw[k] for k in KINDS[kind].required}, claim, alternative, dict(rows_where), by, question,
+                   keep)
     KINDS[kind].check(h, grid, where)
     return h
 
