@@ -92,8 +92,8 @@ def _overfitting_pairs(doc, e: Experiment, url: str) -> None:
         reverse = overfitting_pairs(part.assign(total_width=-part["total_width"]), rank="total_width")
         against, total = against + len(pairs), total + len(pairs) + len(reverse)
         for _, p in pairs.iterrows():
-            rows.append({"seed": seed, "wider trial": f"#{p['trial_high']}", "its width": _whole(p["rank_high"]),
-                         "its test acc %": f"{100 * p['test_acc_high']:.2f}", "narrower trial": f"#{p['trial_low']}",
+            rows.append({"seed": seed, "wider trial": f"#{int(p['trial_high'])}", "its width": _whole(p["rank_high"]),
+                         "its test acc %": f"{100 * p['test_acc_high']:.2f}", "narrower trial": f"#{int(p['trial_low'])}",
                          "its width ": _whole(p["rank_low"]), "its test acc % ": f"{100 * p['test_acc_low']:.2f}",
                          "train acc % (wider, narrower)": f"{100 * p['train_acc_high']:.2f}, {100 * p['train_acc_low']:.2f}"})
     left_out = len(frame) - len(measured)
