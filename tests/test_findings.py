@@ -701,7 +701,7 @@ def test_include_censored_keeps_the_runs_whose_widths_are_bounds_for_an_outcome_
     assert left_out.censored == 9 and not left_out.answered
     [kept] = evaluate(frame, dataclasses.replace(h, include_censored=True)).tested
     assert kept.answered and kept.verdict.p_value == pytest.approx(1 / 24 ** 3)
-    assert "9 runs whose widths are bounds kept" in kept.verdict.text()
+    assert "9 runs whose widths are bounds kept" in kept.verdict.text() and kept.kept == 9 and kept.censored == 0
 
 
 def test_include_censored_is_refused_for_a_width(tmp_path):

@@ -70,6 +70,7 @@ class Tested:
     rows: int
     censored: int
     group: str = ""  # "evolve.rebuild = warm" with `by`, else ""
+    kept: int = 0  # runs whose widths are bounds, kept in the test (include_censored: the outcome is no width)
 
     @property
     def answered(self) -> bool:
@@ -123,7 +124,7 @@ def evaluate(frame: pd.DataFrame, h: Hypothesis) -> Outcome:
                 "stopped at") if kept else ""
         if not note:
             return outcome
-        tested = tuple(dataclasses.replace(t, verdict=dataclasses.replace(
+        tested = tuple(dataclasses.replace(t, kept=kept, verdict=dataclasses.replace(
             t.verdict, note="; ".join(x for x in (t.verdict.note, note) if x))) for t in outcome.tested)
         return dataclasses.replace(outcome, tested=tested, caption=f"{outcome.caption} {note[0].upper()}{note[1:]}.")
     return KINDS[h.kind].evaluate(frame, h)

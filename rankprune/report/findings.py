@@ -234,7 +234,7 @@ def _verdicts(doc: _Document, c: _Context) -> None:
             "statistic": _num(v.statistic) if v is not None else "",
             "p": _p(v.p_value) if v is not None else "", "Holm p": _p(v.p_adjusted) if v is not None else "",
             "n": f"{v.n} {v.unit}s" if v is not None else "",
-            "censored": f"{t.censored} of {t.rows}" if t is not None else "",
+            "censored": (f"{t.censored} of {t.rows}" + (f" ({t.kept} kept)" if t.kept else "")) if t is not None else "",
             "verdict": verdict_sentence(t, _missing_text(by_experiment[f.experiment.name])),
         })
     rows += law_rows(c.laws)  # no p-value: no member of the Holm family
