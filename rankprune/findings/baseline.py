@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rankprune.config import ConfigError, RunConfig
+from rankprune.findings.entries import check_entry, check_question
 
 if TYPE_CHECKING:
     from rankprune.findings.suite import Experiment
@@ -106,22 +107,12 @@ def _rebuilds(experiment: Experiment) -> list[str]:
 def check_baseline(raw: Any, experiments: dict[str, Experiment], questions: dict[int, str], where: str) -> Baseline:
     """A suite file's [[baseline]] table, checked against the suite's experiments (by study name): a Baseline, or a
     one-line ConfigError naming `where` and the key."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table ([[baseline]])")
-    unknown = sorted(set(raw) - set(BASELINE_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]}; known: {', '.join(BASELINE_KEYS)}")
-    for key in ("name", "question", "study", "budget"):
-        if key not in raw:
-            raise ConfigError(f"{where}: {key} is required")
+    check_entry(raw, where, " ([[baseline]])", BASELINE_KEYS, ("name", "question", "study", "budget"))
     name = raw["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it names a folder), got {name!r}")
     where = f"{where} ({name})"
-    question = raw["question"]
-    if not isinstance(question, int) or isinstance(question, bool) or question not in questions:
-        known = ", ".join(map(str, questions)) or "none: add a [questions] table"
-        raise ConfigError(f"{where}: question must be a number of [questions] ({known}), got {question!r}")
+    question = check_question(raw["question"], questions, where)
     study = raw["study"]
     if study not in experiments:
         raise ConfigError(f"{where}: study = {study!r} is no experiment of the suite; it has {', '.join(experiments)}")

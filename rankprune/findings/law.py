@@ -36,6 +36,7 @@ import pandas as pd
 from rankprune.analysis import is_censored
 from rankprune.config import ConfigError
 from rankprune.findings.frame import METRICS
+from rankprune.findings.entries import check_entry, check_question
 
 __all__ = ["Knob", "Law", "Fit", "Prediction", "LawOutcome", "TRANSFORMS", "TOLERANCE", "SPREAD_SE", "check_law",
            "cell_setting", "observations", "combine", "HeldOut", "grid_settings", "fit_law", "evaluate_law", "law_sentence"]
@@ -145,11 +146,7 @@ def _knobs(value: Any, where: str) -> tuple[Knob, ...]:
     knobs = []
     for i, raw in enumerate(value):
         at = f"{where}: knobs[{i}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{at} must be a table, e.g. {example[1:-1]}")
-        unknown = sorted(set(raw) - set(KNOB_KEYS))
-        if unknown:
-            raise ConfigError(f"{at}: unknown key {unknown[0]}; known: {', '.join(KNOB_KEYS)}")
+        check_entry(raw, at, f", e.g. {example[1:-1]}", KNOB_KEYS)
         param, transform = raw.get("param"), raw.get("transform")
         if not isinstance(param, str) or "." not in param:
             raise ConfigError(f"{at}: param must be a dotted setting of the run config, e.g. \"data.classes\", "
@@ -209,22 +206,12 @@ def _check_studies(law: Law, experiments: dict, where: str) -> dict[str, float]:
 def check_law(raw: Any, experiments: dict, questions: dict[int, str], where: str) -> Law:
     """A suite file's [[law]] table, checked against the suite's experiments (by study name): a Law, or a one-line
     ConfigError naming `where` and the key."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table ([[law]])")
-    unknown = sorted(set(raw) - set(LAW_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]}; known: {', '.join(LAW_KEYS)}")
-    for key in ("name", "question", "y", "knobs", "fit"):
-        if key not in raw:
-            raise ConfigError(f"{where}: {key} is required")
+    check_entry(raw, where, " ([[law]])", LAW_KEYS, ("name", "question", "y", "knobs", "fit"))
     name = raw["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it names the figure), got {name!r}")
     where = f"{where} ({name})"
-    question = raw["question"]
-    if not isinstance(question, int) or isinstance(question, bool) or question not in questions:
-        known = ", ".join(map(str, questions)) or "none: add a [questions] table"
-        raise ConfigError(f"{where}: question must be a number of [questions] ({known}), got {question!r}")
+    question = check_question(raw["question"], questions, where)
     y = raw["y"]
     if y not in METRICS:
         raise ConfigError(f"{where}: y = {y!r} is not a known metric; choose from {', '.join(METRICS)}")

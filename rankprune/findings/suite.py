@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rankprune.config import MAX_SEED, ConfigError, load_toml
+from rankprune.findings.entries import check_entry, check_question
 from rankprune.findings.hypotheses import Hypothesis, check_hypothesis
 from rankprune.findings.baseline import Baseline, check_baseline
 from rankprune.findings.law import Law, check_law
@@ -145,21 +146,11 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
 
 def _experiment(i: int, raw: Any, suite_path: Path, questions: dict[int, str]) -> Experiment:
     where = f"{suite_path}: experiment {i + 1}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table ([[experiment]])")
-    unknown = sorted(set(raw) - set(EXPERIMENT_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]}; known: {', '.join(EXPERIMENT_KEYS)}")
-    for key in ("file", "question", "seeds"):
-        if key not in raw:
-            raise ConfigError(f"{where}: {key} is required")
+    check_entry(raw, where, " ([[experiment]])", EXPERIMENT_KEYS, ("file", "question", "seeds"))
     if not isinstance(raw["file"], str) or not raw["file"]:
         raise ConfigError(f"{where}: file must be the path of a study file, relative to the suite file")
     where = f"{suite_path}: experiment {i + 1} ({raw['file']})"
-    question = raw["question"]
-    if not isinstance(question, int) or isinstance(question, bool) or question not in questions:
-        known = ", ".join(map(str, questions)) or "none: add a [questions] table"
-        raise ConfigError(f"{where}: question must be a number of [questions] ({known}), got {question!r}")
+    question = check_question(raw["question"], questions, where)
     seeds = _seeds(raw["seeds"], where)
     cost = raw.get("cost")
     if cost is not None and not (isinstance(cost, str) and cost.strip()):
@@ -206,14 +197,7 @@ def _extras(raw: dict, where: str) -> tuple[tuple[str, ...], tuple[str, float], 
         raise ConfigError(f"{where}: published must be a list of tables {{ method, source, widths, error }}")
     for k, row in enumerate(published):
         at = f"{where}: published[{k}]"
-        if not isinstance(row, dict):
-            raise ConfigError(f"{at} must be a table {{ method, source, widths, error }}")
-        unknown = sorted(set(row) - set(PUBLISHED_KEYS))
-        if unknown:
-            raise ConfigError(f"{at}: unknown key {unknown[0]}; known: {', '.join(PUBLISHED_KEYS)}")
-        for key in ("method", "source", "error"):
-            if key not in row:
-                raise ConfigError(f"{at}: {key} is required")
+        check_entry(row, at, " { method, source, widths, error }", PUBLISHED_KEYS, ("method", "source", "error"))
         error = row["error"]
         if not isinstance(error, (int, float)) or isinstance(error, bool) or not 0 <= error <= 1:
             raise ConfigError(f"{at}: error must be a fraction in [0, 1] (1.6% is 0.016), got {error!r}")
