@@ -278,10 +278,7 @@ def _check_versus(h: Hypothesis, grid: dict[str, list], where: str) -> None:
 
 
 def _check_prediction(h: Hypothesis, grid: dict[str, list], where: str) -> None:
-    _check_param(h.options["x"], grid, f"{where}: x")
-    _distinct(h, h.options["x"], f"{where}: x")
-    _check_ordered(h.options["x"], grid, f"{where}: x")
-    _check_metric(h.options["y"], f"{where}: y")
+    _check_trend(h, grid, where)  # y at the values of x, as a trend reads them
     offset = h.options["offset"]
     if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not math.isfinite(offset):
         raise ConfigError(f"{where}: offset must be a number (the prediction is x + offset), got {offset!r}")
