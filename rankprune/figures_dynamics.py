@@ -163,7 +163,7 @@ def jamming(points: pd.DataFrame) -> Figure:
     ax.axvline(1.0, color="red", ls="--", lw=0.8)
     _log_or_symlog(ax.set_xscale, points.x)
     ax.set_yscale("log")
-    ax.set_xlabel("N_Delta / N (samples with an unsatisfied margin, per parameter)")
+    ax.set_xlabel("N_Delta / N (unsatisfied constraints per parameter)")
     ax.set_ylabel("training loss (quadratic hinge)")
     ax.grid(alpha=0.3)
     if sc is not None:
@@ -219,8 +219,8 @@ def accuracies_per_iteration(iterations: pd.DataFrame, series: list[tuple[str, s
 
 
 def n_delta_across_training(epochs: pd.DataFrame, iterations: pd.DataFrame, n_train: int | None) -> Figure:
-    """The quadratic hinge's N_Delta (training samples with at least one unsatisfied margin): per epoch as a
-    share of the `n_train` training samples (a count where that is unknown), against epochs counted across
+    """The quadratic hinge's N_Delta (unsatisfied constraints, one per training sample and output): per epoch as a
+    share of the `n_train` constraints (samples x outputs; a count where that is unknown), against epochs counted across
     each depth's iterations, an iteration's last epoch marked; and per iteration N_Delta / N (N: the network's
     parameters) at saturation, log scale, the dashed line N_Delta = N where the jamming experiments put the
     transition (below it a network can fit every margin). A colour, line style and marker per depth."""
@@ -241,9 +241,9 @@ def n_delta_across_training(epochs: pd.DataFrame, iterations: pd.DataFrame, n_tr
         annealed = _anneal(done)
         _anneal_stars(per_iteration, done["iteration"][annealed], done["n_delta_per_parameter"][annealed], colour)
     per_epoch.set_xlabel("epoch (counted across a depth's iterations)")
-    per_epoch.set_ylabel(r"$N_\Delta$ (% of training samples)" if n_train else r"$N_\Delta$ (training samples)")
+    per_epoch.set_ylabel(r"$N_\Delta$ (% of constraints)" if n_train else r"$N_\Delta$ (constraints)")
     per_epoch.set_ylim(bottom=0, top=102 if n_train else None)
-    per_epoch.set_title("samples with an unsatisfied margin, per epoch", fontsize=10)
+    per_epoch.set_title("unsatisfied constraints (sample x output), per epoch", fontsize=10)
     _whole_numbers(per_epoch.xaxis)
     per_iteration.axhline(1.0, color="red", ls="--", lw=0.9, label=r"$N_\Delta = N$")
     _log_or_symlog(per_iteration.set_yscale, iterations["n_delta_per_parameter"].dropna())

@@ -2,8 +2,10 @@
 
 - cross-entropy: the default.
 - hinge: the quadratic hinge of the jamming experiments (Spigler, Geiger et al.): the mean over outputs of
-  max(0, 1 - y_k f_k)^2, with y_k = +1 for the true class and -1 for every other. A sample whose every
-  margin y_k f_k reaches 1 costs nothing; N_Delta counts the samples that have at least one that does not.
+  max(0, 1 - y_k f_k)^2, with y_k = +1 for the true class and -1 for every other. Each output's margin of each
+  sample is one constraint (P K of them for P samples and K outputs; with one output, as the jamming experiments
+  train, P); N_Delta counts the constraints with Delta_k = 1 - y_k f_k >= 0, so that N_Delta / N crosses 1 where
+  the unsatisfied constraints outnumber the N parameters.
 - mse: the mean over outputs of (f_k - onehot_k)^2; for a regression task (float targets) (f - y)^2.
 """
 
@@ -47,8 +49,8 @@ def per_sample(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def unsatisfied(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per sample, whether any output's margin y_k f_k is below 1 (the jamming experiments' Delta set); no
-    margins for a regression target."""
+    """Per sample, how many of its constraints are unsatisfied: outputs whose Delta_k = 1 - y_k f_k is >= 0 (the
+    jamming experiments' Delta set); zero for a regression target, which has no margins."""
     if y.is_floating_point():
-        return torch.zeros(len(y), dtype=torch.bool, device=y.device)
-    return (signed_targets(y, logits.shape[1], logits.dtype) * logits < 1).any(dim=1)
+        return torch.zeros(len(y), dtype=torch.int64, device=y.device)
+    return (signed_targets(y, logits.shape[1], logits.dtype) * logits <= 1).sum(dim=1)

@@ -67,7 +67,7 @@ def _autocast(device: torch.device, precision: str):
 def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str = "cross-entropy",
              items: bool = False) -> Evaluation:
     """Mean loss (--loss) and accuracy over a whole split; with the hinge loss also N_Delta, the count of
-    samples with at least one unsatisfied margin; with `items`, which rows it got right (classification only)."""
+    unsatisfied constraints (losses.unsatisfied: one per sample and output); with `items`, which rows it got right (classification only)."""
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.x.device, dtype=torch.int64)
     unsatisfied_sum = torch.zeros((), device=split.x.device, dtype=torch.int64)

@@ -13,7 +13,7 @@ from rankprune.train import evaluate
 
 # Three samples, three classes.
 LOGITS = torch.tensor([[2.0, -1.5, -3.0],   # true 0: margins 2, 1.5, 3 -> all satisfied, loss 0
-                       [0.5, -2.0, 1.0],    # true 2: margins -0.5, 2, 1 -> one unsatisfied
+                       [0.5, -2.0, 1.0],    # true 2: margins -0.5, 2, 1 -> Delta 1.5, -1, 0: two unsatisfied (>= 0)
                        [0.0, 0.0, 0.0]])    # true 1: every margin 0 -> all three unsatisfied
 LABELS = torch.tensor([0, 2, 1])
 
@@ -23,7 +23,8 @@ def test_the_quadratic_hinge_by_hand():
     # sample 2: (1 - 0)^2 for each of three outputs -> mean 1
     expected = torch.tensor([0.0, 0.75, 1.0])
     assert torch.allclose(per_sample("hinge", LOGITS, LABELS), expected)
-    assert unsatisfied(LOGITS, LABELS).tolist() == [False, True, True]
+    # one constraint per sample and output; Delta = 0 (margin exactly 1) counts, as the jamming experiments count it
+    assert unsatisfied(LOGITS, LABELS).tolist() == [0, 2, 3]
 
 
 def test_mse_and_cross_entropy_by_hand():
@@ -36,7 +37,7 @@ def test_evaluate_counts_n_delta_and_averages_the_chosen_loss():
     model = torch.nn.Identity()
     split = Split(LOGITS, LABELS)
     hinge = evaluate(model, split, loss="hinge")
-    assert hinge.n_delta == 2 and hinge.loss == pytest.approx(1.75 / 3) and hinge.acc == pytest.approx(2 / 3)
+    assert hinge.n_delta == 5 and hinge.loss == pytest.approx(1.75 / 3) and hinge.acc == pytest.approx(2 / 3)
     # sample 2's all-zero logits argmax to class 0, not its label 1; the others are right
 
 
@@ -51,7 +52,7 @@ def test_a_hinge_run_records_n_delta_every_epoch_and_iteration(tmp_path, tiny_co
     assert all(0 <= r["n_delta"] for r in epochs)
     for row in run.rows(ITERATIONS):
         assert 0 <= row["n_delta_fraction"] <= 1 and row["n_delta_per_parameter"] == pytest.approx(row["n_delta"] / row["parameters"])
-        assert row["n_delta_per_width"] == pytest.approx(row["n_delta"] / sum(row["widths"]))
+        assert row["n_delta_per_width"] == pytest.approx(row["n_delta"] / (sum(row["widths"]) / len(row["widths"])))
     plain = run_controller(tiny_config(evolve={"layers": (1,), "max_iterations": 1}), tmp_path / "plain")
     assert all("n_delta" not in r for r in plain.rows(EPOCHS))
 

@@ -172,9 +172,13 @@ def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[di
         "train_stop": result.stop_reason,
         "train_loss": train_eval.loss,
         "train_acc": train_eval.acc,
-        **({"n_delta": train_eval.n_delta, "n_delta_fraction": train_eval.n_delta / max(1, len(data.train)),
+        # N_Delta counts constraints, one per training sample and output (losses.unsatisfied); its fraction is of
+        # all P K of them; N_Delta / h divides by one hidden layer's width, as find_h's equal widths define h (the
+        # mean width, once a shrink has made them unequal)
+        **({"n_delta": train_eval.n_delta,
+            "n_delta_fraction": train_eval.n_delta / max(1, len(data.train) * data.n_classes),
             "n_delta_per_parameter": train_eval.n_delta / family.parameter_count(data.input_shape, widths, data.n_classes),
-            "n_delta_per_width": train_eval.n_delta / sum(widths)}  # N_Delta / h, h the hidden units
+            "n_delta_per_width": train_eval.n_delta / (sum(widths) / max(1, len(widths)))}
            if cfg.train.loss == "hinge" else {}),
         "val_loss": final_epoch["val_loss"],
         "n_val": len(data.val),  # the validation rows its accuracy is over (the drop rule's standard error)

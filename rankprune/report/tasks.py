@@ -73,11 +73,14 @@ def n_delta(doc: _Document, run: RunData) -> None:
     epochs, it = run.epochs, run.iterations
     if not _recorded(epochs, "n_delta") or not _recorded(it, "n_delta_per_parameter"):
         return
-    n_train = (run.described or {}).get("n_train")
+    described = run.described or {}
+    # N_Delta counts constraints: one per training sample and output
+    n_train = described["n_train"] * described.get("n_classes", 1) if described.get("n_train") else None
     doc.add("## Unsatisfied margins (N_Delta)", "")
     doc.figure("n-delta", lambda: figures_dynamics.n_delta_across_training(epochs, it, n_train),
                "N_Delta per epoch and N_Delta / N per iteration",
-               "The quadratic hinge's N_Delta, the training samples with at least one unsatisfied margin: per epoch "
+               "The quadratic hinge's N_Delta, the unsatisfied constraints (one per training sample and output, "
+               "Delta = 1 - y f >= 0): per epoch as a share of all of them "
                "(a marker ends each iteration), and per parameter at the end of each iteration, against the dashed "
                "line N_Delta = N of the jamming transition; a star marks the anneal. Look for N_Delta / N crossing 1 "
                "as the network shrinks: below the line the loss can reach zero, above it the network is too small "
