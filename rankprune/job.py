@@ -189,8 +189,10 @@ def prepare(jobs: Sequence[Job], data: Any = None) -> list[Prepared]:
                               f"not layers {list(cfg.evolve.layers)}")
         sizes = _sizes(cfg, splits, job.initial_widths)
         check_probes(cfg, min(s.parameters for s in sizes))
-        warning = data_mod.small_validation_warning(splits)
-        prepared.append(Prepared(job, run, cfg, changed, splits, sizes, notes + ([warning] if warning else [])))
+        from rankprune.scaling import lazy_decay_warning
+
+        warnings = [w for w in (data_mod.small_validation_warning(splits), lazy_decay_warning(cfg)) if w]
+        prepared.append(Prepared(job, run, cfg, changed, splits, sizes, notes + warnings))
     if prepared:
         _check_capacity(prepared)
     return prepared

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["center_and_scale", "scale_of", "plain"]
+__all__ = ["center_and_scale", "scale_of", "plain", "lazy_decay_warning"]
 
 _HOOK, _START, _ALPHA = "_rankprune_scale_hook", "_rankprune_start", "_rankprune_alpha"
 
@@ -60,3 +60,16 @@ def plain(model: nn.Module) -> nn.Module:
 def scale_of(model: nn.Module) -> float | None:
     """The alpha a model is scaled by, or None for a plain network."""
     return model.__dict__.get(_ALPHA)
+
+
+def lazy_decay_warning(cfg) -> str | None:
+    """A one-line warning when --alpha runs with weight decay: decay pulls every weight towards zero, away from the
+    initialisation the lazy regime stays near, and the controller divides the learning rate by alpha^2 but not the
+    decay, so at large alpha the decay dominates the (tiny) gradient steps. Chizat et al. train without it."""
+    alpha, decay = cfg.model.alpha, cfg.train.weight_decay
+    if alpha is None or decay == 0:
+        return None
+    shown = "the default weight decay" if decay is None else f"weight decay {decay:g}"
+    return (f"--alpha {alpha:g} with {shown}: the decay pulls the weights towards zero, away from "
+            "their initialisation, so the lazy regime does not survive it; give --weight-decay 0 (as Chizat et al. "
+            "train), or use `rankprune dynamics lazy --decay-to-init` for a decay towards the initial weights")
