@@ -71,3 +71,14 @@ def test_a_non_positive_alpha_is_one_line_and_writes_nothing(tmp_path, capsys, a
     code = main(["evolve", "--dataset", "digits", "--layers", "1", "--alpha", alpha, "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--alpha" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_alpha_with_weight_decay_warns_and_without_it_does_not():
+    from rankprune.config import RunConfig
+    from rankprune.scaling import lazy_decay_warning
+
+    lazy = RunConfig().replace(model={"alpha": 100.0}, train={"weight_decay": 5e-3})
+    assert "weight decay 0.005" in lazy_decay_warning(lazy) and "--weight-decay 0" in lazy_decay_warning(lazy)
+    assert "the default weight decay" in lazy_decay_warning(RunConfig().replace(model={"alpha": 100.0}))
+    assert lazy_decay_warning(lazy.replace(train={"weight_decay": 0.0})) is None
+    assert lazy_decay_warning(RunConfig().replace(train={"weight_decay": 5e-3})) is None  # no alpha
