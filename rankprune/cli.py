@@ -825,6 +825,175 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- dynamics ---------------------------------------------------------------------------------
+DYNAMICS_ROOT = "runs/dynamics"
+
+
+def _integer_list(flag: str):
+    """argparse type: `2..5` or `2,3,5` or `4` as a list of integers (config.parse_integers), one-line errors."""
+    def parse(text: str) -> list[int]:
+        from rankprune.config import RangeError, parse_integers
+
+        try:
+            return parse_integers(text)
+        except (RangeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"{exc}" if isinstance(exc, RangeError) else
+                                             f"expected 2..5, 2,3,5 or 4, got {text!r}") from None
+    parse.__name__ = flag
+    return parse
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """--shard K/N: this process takes every N-th unit from the K-th (K from 1 to N)."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 1/2, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"K must be from 1 to N, got {text!r}")
+    return k - 1, n
+
+
+def _add_dynamics_common(p, default_out: str) -> None:
+    p.add_argument("--out", default=default_out, help=f"experiment folder; running again continues it ({default_out})")
+    p.add_argument("--seeds", type=_integer_list("--seeds"), default=[0, 1, 2], help="seeds: 0..4 or 0,3,7 (0..2)")
+    p.add_argument("--shard", type=_shard, default=(0, 1),
+                   help="K/N: run every N-th network from the K-th, so that N processes (OMP_NUM_THREADS=1 each) share "
+                        "one folder; the report is drawn by whichever finishes the last network (1/1)")
+    p.add_argument("--no-report", action="store_true", help="run the networks, draw no report")
+    p.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="figure files (png)")
+    p.add_argument("--dpi", type=float, default=110, help="pixels per inch of a png, 50-1200 (110)")
+
+
+def _add_dynamics(sub) -> None:
+    p = sub.add_parser("dynamics", help="the jamming and lazy-training experiments, step by step",
+                       description="Fixed-step training with log-spaced checkpoints, as the jamming (Geiger, Spigler et "
+                                   "al. 2019) and lazy-training (Chizat, Oyallon and Bach 2019) experiments ran it. Each "
+                                   "command runs its networks into a folder (continuing one it already started) and "
+                                   "writes FOLDER/report.md with its figures.")
+    dsub = p.add_subparsers(dest="dynamics_command", required=True, parser_class=_Parser)
+
+    j = dsub.add_parser("jamming", help="N_Delta / N, loss and Hessian across parameter-matched widths (MNIST parity)")
+    _add_dynamics_common(j, f"{DYNAMICS_ROOT}/jamming")
+    j.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | kmnist | digits: the task is the parity of the class (mnist)")
+    j.add_argument("--data-dir", help="dataset folder (default: ~/.cache/rankprune/data, or $RANKPRUNE_DATA)")
+    j.add_argument("--no-download", action="store_true", help="never download; fail at once if the data is missing")
+    j.add_argument("--points", type=int, default=6000, help="P, training images, half of each parity (6000)")
+    j.add_argument("--dim", type=int, default=10, help="d, principal components the images are projected on (10)")
+    j.add_argument("--depths", type=_integer_list("--depths"), default=[2, 3], help="hidden layers: 2..3 or 1,2,4 (2,3)")
+    j.add_argument("--params", type=_integer_list("--params"), default=None,
+                   help="weights N of the networks, e.g. 100,1000,10000 (13 from 100 to 100,000, 4 per decade)")
+    j.add_argument("--steps", type=int, default=3000, help="step budget (3000)")
+    j.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
+    j.add_argument("--optimizer", default="adam", help="adam | sgd (adam)")
+    j.add_argument("--batch-size", type=int, help="patterns per step, drawn from the unsatisfied ones (the full batch)")
+    j.add_argument("--precision", default="float64", help="float64 | float32 (float64)")
+    j.add_argument("--checkpoints", type=int, default=60, help="log-spaced steps measured besides step 0 (60)")
+    j.add_argument("--hessian-max", type=int, default=2000,
+                   help="networks of at most this many parameters get the full Hessian at the start and the end (2000; 0: none)")
+    j.add_argument("--device", help="cpu, cuda or auto (cpu)")
+    j.set_defaults(handler=_run_jamming)
+
+    lz = dsub.add_parser("lazy", help="loss and relative weight movement per step: widths, output scaling alpha, random "
+                                      "features, a bad initialisation, and the scaled one-parameter landscape")
+    lz.add_argument("experiment", choices=("widths", "alpha", "random-features", "bad-init", "landscape"),
+                    help="widths: a shallow network at widths 5 to 1000; alpha: output scaling 1 to 1000 with the "
+                         "learning rate / alpha^2; random-features: fixed sine features, only the last layer trained; "
+                         "bad-init: 2 large steps first, against the default start; landscape: the loss of a scaled "
+                         "one-parameter model beside its linearisation (no training)")
+    _add_dynamics_common(lz, f"{DYNAMICS_ROOT}/lazy-EXPERIMENT")
+    lz.add_argument("--steps", type=int, help="steps of every network (each experiment's own: widths 50,000, alpha "
+                                              "10,000, random features 10,000 and 100, bad-init 1,000 after the 2 bad ones)")
+    lz.add_argument("--checkpoints", type=int, default=120, help="log-spaced steps measured besides step 0 (120)")
+    lz.add_argument("--target", default="middle", help="the 1-D regression target: simple | middle | complex (middle)")
+    lz.add_argument("--noise", type=float, default=0.0, help="standard deviation of Gaussian noise on the targets (0)")
+    lz.add_argument("--decay-to-init", type=float, default=0.0,
+                    help="weight decay towards the initial weights, lambda/2 ||w - w_0||^2 (0: none; a decay to zero "
+                         "would pull a lazy network away from its initialisation)")
+    lz.set_defaults(handler=_run_lazy)
+
+    r = dsub.add_parser("report", help="draw FOLDER/report.md again from the networks a dynamics command finished")
+    r.add_argument("folder", metavar="FOLDER")
+    r.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="figure files (png)")
+    r.add_argument("--dpi", type=float, default=110, help="pixels per inch of a png, 50-1200 (110)")
+    r.set_defaults(handler=_run_dynamics_report)
+
+
+def _run_dynamics_units(args: argparse.Namespace, folder, units, describe) -> int:
+    from rich.console import Console
+
+    from rankprune.dynamics.runner import run_units
+
+    console = Console(stderr=True)
+    folder.open(seed=min(args.seeds))
+    k, n = args.shard
+    console.print(f"{folder.kind}: {len(units)} networks in {folder.path}" + (f"; this process takes {k + 1} of every {n}" if n > 1 else ""),
+                  soft_wrap=True)
+    try:
+        finished, done = run_units(folder, units, shard=args.shard, console=console, describe=describe)
+    except KeyboardInterrupt:
+        kept = sum(folder.done(key) for key, _ in units)
+        console.print(f"interrupted: {kept} of {len(units)} networks are finished and kept in {folder.path}; "
+                      "run the same command again to continue", soft_wrap=True)
+        raise
+    all_done = all(folder.done(key) for key, _ in units)
+    if not args.no_report and all_done:
+        from rankprune.report.dynamics_experiments import render_experiment
+
+        print(f"report: {render_experiment(folder.path, args.format, args.dpi)}")
+    elif not all_done:
+        console.print(f"{sum(folder.done(key) for key, _ in units)} of {len(units)} networks finished; the report waits "
+                      "for the rest (the other shards)", soft_wrap=True)
+    return 0
+
+
+def _run_jamming(args: argparse.Namespace) -> int:
+    from rankprune.dynamics.folder import ExperimentFolder
+    from rankprune.dynamics.jamming import DEFAULT_PARAMS, FREE, JammingSettings, check_data, units
+
+    s = JammingSettings(dataset=args.dataset, data_dir=args.data_dir, download=not args.no_download, points=args.points,
+                        dim=args.dim, depths=tuple(args.depths), params=tuple(args.params or DEFAULT_PARAMS),
+                        seeds=tuple(args.seeds), steps=args.steps, lr=args.lr, optimizer=args.optimizer,
+                        batch_size=args.batch_size, precision=args.precision, checkpoints=args.checkpoints,
+                        hessian_max=args.hessian_max, device=_resolve_device(args.device))
+    s.validate()
+    check_data(s)
+    folder = ExperimentFolder(args.out, "jamming", s.to_dict(), free=FREE)
+    return _run_dynamics_units(args, folder, units(s), lambda r: (
+        f"N {r['N']:,} (h {r['h']}), {r['steps_run']:,} steps: loss {r['final']['train_loss']:.3g}, "
+        f"N_Delta/N {r['final']['n_delta'] / r['N']:.3g}, test error {100 * r['final']['test_error']:.1f}%, "
+        f"{r['seconds']:.1f} s"))
+
+
+def _run_lazy(args: argparse.Namespace) -> int:
+    from rankprune.dynamics.folder import ExperimentFolder
+
+    out = args.out.replace("EXPERIMENT", args.experiment)
+    if args.experiment == "landscape":  # no network, no seed: the figure itself
+        folder = ExperimentFolder(out, "lazy", {"experiment": "landscape"}).open()
+        if not args.no_report:
+            from rankprune.report.dynamics_experiments import render_experiment
+
+            print(f"report: {render_experiment(folder.path, args.format, args.dpi)}")
+        return 0
+    from rankprune.dynamics.lazy import LazySettings, units
+
+    s = LazySettings(experiment=args.experiment, seeds=tuple(args.seeds), steps=args.steps, checkpoints=args.checkpoints,
+                     target=args.target, noise=args.noise, decay_to_init=args.decay_to_init).validate()
+    folder = ExperimentFolder(out, "lazy", s.to_dict())
+    return _run_dynamics_units(args, folder, units(s), lambda r: (
+        f"{r['setting']} {r[r['setting']]}: loss {r['final']['loss']:.3g}, movement of the last layer "
+        f"{r['final']['movement'][-1]:.3g}, of the network {r['final']['movement_network']:.3g}"
+        + (" (diverged)" if r["diverged"] else "")))
+
+
+def _run_dynamics_report(args: argparse.Namespace) -> int:
+    from rankprune.report.dynamics_experiments import render_experiment
+
+    print(f"report: {render_experiment(args.folder, args.format, args.dpi)}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rankprune", description="Shrink networks to the rank of their weight matrices.")
@@ -835,6 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evolve(sub)
     _add_study(sub)
     _add_findings(sub)
+    _add_dynamics(sub)
     _add_report(sub)
     return parser
 

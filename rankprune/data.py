@@ -25,7 +25,7 @@ from rankprune.seeds import CLASSES, LABEL_NOISE, REGRESSION, TASK_ROWS, TASKS, 
 from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
 
 __all__ = [
-    "DataError", "Split", "Splits", "load", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
+    "DataError", "Split", "Splits", "load", "raw_arrays", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
     "MIN_VALIDATION_ROWS",
 ]
 
@@ -195,6 +195,14 @@ def _digits_arrays(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[
     return (x[train], y[train]), (x[test], y[test])
 
 
+def raw_arrays(cfg: DataConfig, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A classification dataset's (images, labels) of its training and test sets as shipped: images (N, 1, H, W)
+    scaled to [0, 1], labels int64; nothing split, subset or normalised (`seed` fixes the digits' test split)."""
+    if cfg.dataset == "digits":
+        return _digits_arrays(seed)
+    return _torchvision_arrays(cfg, train=True), _torchvision_arrays(cfg, train=False)
+
+
 def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Splits:
     """Load a dataset into memory, carve a seeded train fraction and validation split, normalise.
 
@@ -211,11 +219,7 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     if cfg.dataset == "tensors":
         raise DataError("the tensors dataset is your own data, given through the Python API (rankprune.run_tensors); "
                         "from files choose mnist, fashion-mnist, kmnist or digits")
-    if cfg.dataset == "digits":
-        (x_tr, y_tr), (x_te, y_te) = _digits_arrays(seed)
-    else:
-        x_tr, y_tr = _torchvision_arrays(cfg, train=True)
-        x_te, y_te = _torchvision_arrays(cfg, train=False)
+    (x_tr, y_tr), (x_te, y_te) = raw_arrays(cfg, seed)
 
     n_pool = len(y_tr)
     n_full = n_pool - max(1, round(cfg.val_fraction * n_pool))  # the training split at fraction 1, all classes

@@ -12,6 +12,7 @@ spectrum was taken).
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,14 +28,16 @@ from rankprune.seeds import HESSIAN_ROWS, derive_seed
 __all__ = ["HessianProbe", "hessian_operator", "top_eigenvalues", "full_spectrum"]
 
 
-def _loss_and_params(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str):
+def _loss_and_params(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable):
     params = [p for p in model.parameters() if p.requires_grad]
-    return per_sample(loss, model(x), y).mean(), params
+    losses = loss(model(x), y) if callable(loss) else per_sample(loss, model(x), y)
+    return losses.mean(), params
 
 
-def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[LinearOperator, int]:
+def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable) -> tuple[LinearOperator, int]:
     """(H as a scipy LinearOperator over the flattened parameters, their count): H v by double backward, with
-    the gradient's graph kept between products."""
+    the gradient's graph kept between products. `loss`: a name in losses.LOSSES, or a function of (outputs,
+    targets) giving per-sample losses; H is the Hessian of their mean."""
     value, params = _loss_and_params(model, x, y, loss)
     grads = torch.autograd.grad(value, params, create_graph=True)
     flat = torch.cat([g.reshape(-1) for g in grads])
