@@ -52,6 +52,9 @@ MAX_RANGE = 100_000  # values one `A..B` range may give (--layers, --seeds)
 MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**63); JSON and SQLite store it exactly
 
 
+TASK_SAMPLINGS = ("augmented", "fixed")  # DataConfig.task_sampling (tasks.py)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "mnist"
@@ -71,9 +74,20 @@ class DataConfig:
     # 0..K-1 in the order of their original labels; None keeps them all.
     classes: int | None = None
     classes_seed: int | None = None
-    # N augmented tasks (tasks.py): random projections of the input with label permutations, task 0 the
-    # identity; None: the plain dataset, with no unseen-task evaluation.
+    # N augmented tasks (tasks.py): random projections of the input with label permutations; None: the plain
+    # dataset, with no unseen-task evaluation. How they are drawn (task_sampling):
+    #   "augmented" (the experiment's, format 5): the training split grows with N, min(n_train x N, task_samples)
+    #     samples, each a random training image under a random one of N tasks generated on demand (no identity task);
+    #     validation is every held-out image under log2 N of the training tasks, the test split every test image
+    #     under the same seen tasks, and unseen_test every test image under log2 N tasks of another seed (each at
+    #     most task_samples pairs);
+    #   "fixed" (format 4 and older, what runs made then mean): every row of the fixed splits gets one of N tasks,
+    #     task 0 the identity.
     tasks: int | None = None
+    task_sampling: str = "augmented"
+    # The cap on the samples of "augmented": the experiment drew min(60,000 N, 1,000,000). Every sample is held in
+    # memory as float32 (data.py keeps whole splits as tensors): 200,000 MNIST samples are 0.63 GB, a million 3.1 GB.
+    task_samples: int = 200_000
     # --dataset regression:simple|middle|complex (regression.py): training points drawn on [-1, 1], and the
     # standard deviation of the Gaussian noise on their targets.
     points: int = 15
@@ -115,6 +129,10 @@ class DataConfig:
             raise ConfigError(f"--classes-seed must be an integer from 0 to {MAX_SEED}, got {self.classes_seed}")
         if self.tasks is not None and self.tasks < 1:
             raise ConfigError(f"--tasks must be at least 1, got {self.tasks}")
+        if self.task_sampling not in TASK_SAMPLINGS:
+            raise ConfigError(f"unknown task sampling {self.task_sampling!r}; choose from {', '.join(TASK_SAMPLINGS)}")
+        if isinstance(self.task_samples, bool) or self.task_samples < 1:
+            raise ConfigError(f"--task-samples must be at least 1, got {self.task_samples}")
         if not (0 <= self.label_noise < 1):
             raise ConfigError(f"label noise must be a fraction in [0, 1), got {self.label_noise}")
 

@@ -22,7 +22,7 @@ from rankprune.config import ConfigError, DataConfig
 from rankprune.regression import EPOCH_SAMPLES, TEST_POINTS, VAL_POINTS, is_regression
 from rankprune.regression import target as regression_target
 from rankprune.seeds import CLASSES, LABEL_NOISE, REGRESSION, TASK_ROWS, TASKS, UNSEEN_ROWS, UNSEEN_TASKS, derive_seed
-from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
+from rankprune.tasks import TaskStream, apply_tasks, assign_tasks, draw_samples, every_pair, make_tasks
 
 __all__ = [
     "DataError", "Split", "Splits", "load", "raw_arrays", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
@@ -73,7 +73,9 @@ class Splits:
     true_labels: torch.Tensor | None = None  # the training split's labels before any was replaced
     kept_classes: list[int] | None = None  # --classes: the original labels kept; label i is kept_classes[i]
     tasks: int | None = None  # --tasks: how many augmented tasks the splits hold (test holds the seen ones)
-    unseen_test: Split | None = None  # --tasks: the test images under as many unseen tasks
+    unseen_test: Split | None = None  # --tasks: the test images under unseen tasks
+    task_sampling: str | None = None  # --tasks: "augmented" or "fixed" (DataConfig.task_sampling)
+    seen_eval_tasks: int | None = None  # "augmented": how many of the training tasks validation and test use
 
 
     def _noise_record(self) -> dict:
@@ -110,7 +112,9 @@ class Splits:
             **({"validation_from": self.validation} if self.validation else {}),
             **self._noise_record(),
             **({"classes": self.kept_classes} if self.kept_classes is not None else {}),
-            **({"tasks": self.tasks, "n_test_unseen_tasks": len(self.unseen_test)} if self.tasks is not None else {}),
+            **({"tasks": self.tasks, "n_test_unseen_tasks": len(self.unseen_test), "task_sampling": self.task_sampling,
+                **({"eval_tasks": self.seen_eval_tasks} if self.seen_eval_tasks is not None else {})}
+               if self.tasks is not None else {}),
             "input_shape": list(self.input_shape), "n_features": self.n_features, "n_classes": self.n_classes,
             "normalisation": {"mean": self.mean, "std": self.std,
                               "applies_to": "inputs scaled to [0, 1] (pixels / 255; digits / 16), of shape input_shape"},
@@ -248,7 +252,10 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     n_classes = n_all_classes if kept is None else len(kept)
     train, val, test = split(x_train, y_tr[train_idx]), split(x_tr[val_idx], y_tr[val_idx]), split(x_te, y_te)
     unseen = None
-    if cfg.tasks is not None:
+    seen_eval_tasks = None
+    if cfg.tasks is not None and cfg.task_sampling == "augmented":
+        train, val, test, unseen, seen_eval_tasks = _augmented_splits(cfg, seed, train, val, test, n_classes)
+    elif cfg.tasks is not None:
         d = math.prod(x_tr.shape[1:])
         seen_tasks = make_tasks(cfg.tasks, d, n_classes, derive_seed(seed, TASKS), identity_first=True)
         unseen_tasks = make_tasks(cfg.tasks, d, n_classes, derive_seed(seed, UNSEEN_TASKS), identity_first=False)
@@ -273,7 +280,31 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         true_labels=None if true_labels is None else true_labels.to(device),
         tasks=cfg.tasks,
         unseen_test=unseen,
+        task_sampling=cfg.task_sampling if cfg.tasks is not None else None,
+        seen_eval_tasks=seen_eval_tasks,
     )
+
+
+def eval_task_count(n_tasks: int) -> int:
+    """How many tasks the experiment evaluates on for N training tasks: log2 N, at least 1 (int(np.log2(N)))."""
+    return max(1, int(math.log2(n_tasks)))
+
+
+def _augmented_splits(cfg: DataConfig, seed: int, train: Split, val: Split, test: Split, n_classes: int):
+    """--tasks N as the experiment draws them (tasks.py): the training split becomes min(n_train N, task_samples)
+    samples of the training images under the N tasks; validation every held-out image under the first log2 N of the
+    training tasks; test every test image under the same seen tasks; unseen test every test image under log2 N
+    tasks of another stream. Each evaluation split is capped at task_samples pairs."""
+    d = math.prod(train.x.shape[1:])
+    seen = TaskStream(derive_seed(seed, TASKS), d, n_classes)
+    unseen = TaskStream(derive_seed(seed, UNSEEN_TASKS), d, n_classes)
+    k = eval_task_count(cfg.tasks)
+    x, y, _ = draw_samples(train.x, train.y, cfg.tasks, min(len(train) * cfg.tasks, cfg.task_samples), seen,
+                           derive_seed(seed, TASK_ROWS, 0))
+    v = every_pair(val.x, val.y, min(k, cfg.tasks), seen, cfg.task_samples, derive_seed(seed, TASK_ROWS, 1))
+    t = every_pair(test.x, test.y, min(k, cfg.tasks), seen, cfg.task_samples, derive_seed(seed, TASK_ROWS, 2))
+    u = every_pair(test.x, test.y, k, unseen, cfg.task_samples, derive_seed(seed, UNSEEN_ROWS))
+    return Split(x, y), Split(v[0], v[1]), Split(t[0], t[1]), Split(u[0], u[1]), min(k, cfg.tasks)
 
 
 def _regression_splits(cfg: DataConfig, seed: int, device: str | torch.device) -> Splits:

@@ -8,6 +8,8 @@
     format 3  train.saturate (default rank); older configs saturated by accuracy, and upgrade_config says so
     format 4  (issue 19) settings whose defaults changed meaning; an older config keeps what it ran under
               (upgrade_config): the validation split's origin, the accuracy-drop test, the rank's source
+    format 5  (issue 22) data.task_sampling: --tasks draws the experiment's augmented samples; an older config's
+              tasks were assigned to the rows of fixed splits, task 0 the identity ("fixed")
 
 RunFolder.rows passes every row through `upgrade_row`, and RunConfig.from_stored reads a config.json of any
 format up to FORMAT_VERSION (through `upgrade_config`), so the controller, the report and the API see only the current shapes.
@@ -20,7 +22,7 @@ from typing import Any
 
 __all__ = ["FORMAT_VERSION", "upgrade_row", "upgrade_config", "config_format"]
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 def config_format(config: dict[str, Any]) -> int:
@@ -48,6 +50,8 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         config = {**config, "train": train}
     if config_format(config) < 4:
         config = _set_defaults(config, FORMAT_4_MEANT)
+    if config_format(config) < 5:
+        config = _set_defaults(config, FORMAT_5_MEANT)
     return config
 
 
@@ -56,6 +60,12 @@ FORMAT_4_MEANT: dict[tuple[str, str], object] = {
     ("data", "validation"): "fraction",  # the validation split was carved from the train fraction
     ("evolve", "drop_test"): "unpaired",  # an accuracy drop was tested with the binomial standard error
     ("rank", "source"): "weights",  # the driving rank was always the incoming weight matrix's
+}
+
+
+# What a config of format 4 or older meant by settings format 5 added.
+FORMAT_5_MEANT: dict[tuple[str, str], object] = {
+    ("data", "task_sampling"): "fixed",  # --tasks assigned N tasks (task 0 the identity) to the rows of fixed splits
 }
 
 

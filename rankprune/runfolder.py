@@ -136,6 +136,11 @@ def settings_key(config: dict) -> dict:
         d["data"].pop("seed")
     if d.get("evolve", {}).get("scratch", False) is False:  # no scratch control is what every run before it did
         d["evolve"].pop("scratch", None)
+    data = d.get("data", {})
+    # without --tasks the task sampling changes nothing; "fixed" is what every run before config format 5 did
+    if data.get("tasks") is None or data.get("task_sampling", "fixed") == "fixed":
+        data.pop("task_sampling", None)
+        data.pop("task_samples", None)
     return d
 
 

@@ -1,9 +1,16 @@
-"""Augmented tasks of controlled number (--tasks N), as in Kirsch et al., "General-Purpose In-Context Learners"
-(the MNIST task augmentation of the GPICL experiments): task t is a seeded random linear projection of the
-flattened input (Gaussian entries of variance 1/d) with a seeded permutation of the labels; task 0 is the
-identity (the plain dataset). Every row of every split is assigned a task at random, so one network must
-learn N tasks at once; unseen tasks (new projections and permutations, from another stream) measure what
-it learnt about tasks in general."""
+"""Augmented tasks of controlled number (--tasks N), as in Kirsch et al. 2022, "General-Purpose In-Context Learning
+by Meta-Learning Transformers" (the MNIST task augmentation of the GPICL experiments): task t is a seeded random
+linear projection of the flattened input (Gaussian entries of variance 1/d) with a seeded permutation of the labels.
+One network must learn N tasks at once; unseen tasks (new projections and permutations, from another stream)
+measure what it learnt about tasks in general.
+
+Two ways of drawing them (DataConfig.task_sampling):
+- "augmented", as the experiment draws them: a TaskStream generates task t's projection and permutation on demand
+  from (seed, t), one d x d matrix at a time, so 2^18 tasks need no N x d x d array; the training split grows with N
+  (draw_samples: each sample a random image under a random one of the N tasks); there is no identity task.
+- "fixed" (config format 4 and older): make_tasks holds N projections, task 0 the identity, and every row of the
+  fixed splits gets one of them (assign_tasks, apply_tasks).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TaskSet", "make_tasks", "assign_tasks", "apply_tasks"]
+from rankprune.seeds import derive_seed
+
+__all__ = ["TaskSet", "make_tasks", "assign_tasks", "apply_tasks", "TaskStream", "draw_samples", "every_pair"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +57,58 @@ def apply_tasks(x: torch.Tensor, y: torch.Tensor, task: torch.Tensor, tasks: Tas
         rows = task == t
         out[rows] = flat[rows] @ tasks.projections[t].to(flat).T
     return out.reshape(x.shape), tasks.permutations.to(y.device)[task.to(y.device), y]
+
+
+class TaskStream:
+    """Tasks t = 0, 1, 2, ... of one stream, each generated when asked for from (seed, t) alone: the same t gives the
+    same task in every process and run, and nothing of size N x d x d is ever held."""
+
+    def __init__(self, seed: int, d: int, n_classes: int):
+        self.seed, self.d, self.n_classes = seed, d, n_classes
+
+    def projection(self, t: int) -> torch.Tensor:
+        """(d, d) with entries N(0, 1/d): x -> projection @ x keeps a squared norm on average."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, int(t), 0))
+        return torch.randn(self.d, self.d, generator=g) / math.sqrt(self.d)
+
+    def permutation(self, t: int) -> torch.Tensor:
+        """(K,): label c -> permutation[c]."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, int(t), 1))
+        return torch.randperm(self.n_classes, generator=g)
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's input projected and its label permuted by its task (rows grouped by task, so each task's
+        matrix is made once and dropped); inputs keep their shape (N, ...)."""
+        flat = x.flatten(1)
+        out, labels = torch.empty_like(flat), torch.empty_like(y)
+        for t in task.unique().tolist():
+            rows = torch.nonzero(task == t).flatten()
+            out[rows] = flat[rows] @ self.projection(t).to(flat).T
+            labels[rows] = self.permutation(t).to(y.device)[y[rows]]
+        return out.reshape(x.shape), labels
+
+
+def draw_samples(x: torch.Tensor, y: torch.Tensor, n_tasks: int, samples: int, stream: TaskStream,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`samples` draws, each a random row of (x, y) under a random one of tasks 0 .. n_tasks - 1 of `stream` (seeded):
+    (inputs, labels, task of each). The experiment's training set: min(60,000 N, a cap) samples of MNIST."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, len(y), (samples,), generator=g)
+    task = torch.randint(0, n_tasks, (samples,), generator=g)
+    px, py = stream.apply(torch.index_select(x, 0, rows.to(x.device)), torch.index_select(y, 0, rows.to(y.device)), task)
+    return px, py, task
+
+
+def every_pair(x: torch.Tensor, y: torch.Tensor, n_tasks: int, stream: TaskStream, cap: int,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every row of (x, y) under every one of tasks 0 .. n_tasks - 1 (held-out images under seen or unseen tasks),
+    or `cap` of those pairs drawn without replacement (seeded) where there are more."""
+    n = len(y)
+    pairs = n * n_tasks
+    if pairs <= cap:
+        index = torch.arange(pairs)
+    else:
+        index = torch.randperm(pairs, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+    rows, task = index % n, index // n
+    px, py = stream.apply(torch.index_select(x, 0, rows.to(x.device)), torch.index_select(y, 0, rows.to(y.device)), task)
+    return px, py, task

@@ -1,4 +1,6 @@
-"""--tasks N: random projections with label permutations (task 0 the identity), seen and unseen test accuracy."""
+"""--tasks N: random projections with label permutations, drawn as the experiment draws them (augmented: lazily
+generated tasks, data that grows with N, log2 N evaluation tasks) or as runs before config format 5 did (fixed:
+task 0 the identity, tasks assigned to the rows of fixed splits); seen and unseen test accuracy."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import torch
 from rankprune.config import ConfigError, RunConfig
 from rankprune.data import load
 from rankprune.runfolder import EPOCHS, ITERATIONS
-from rankprune.tasks import apply_tasks, assign_tasks, make_tasks
+from rankprune.tasks import TaskStream, apply_tasks, assign_tasks, draw_samples, every_pair, make_tasks
 
 
 def digits(**data):
@@ -43,11 +45,11 @@ def test_applying_a_task_projects_inputs_and_permutes_labels_row_by_row():
     assert set(task.tolist()) == {0, 1, 2}
 
 
-def test_one_task_is_the_plain_dataset_and_more_tasks_are_reproducible():
-    plain, one = digits(), digits(tasks=1)
+def test_fixed_one_task_is_the_plain_dataset_and_more_tasks_are_reproducible():
+    plain, one = digits(), digits(tasks=1, task_sampling="fixed")
     for name in ("train", "val", "test"):
         assert torch.equal(getattr(plain, name).x, getattr(one, name).x) and torch.equal(getattr(plain, name).y, getattr(one, name).y)
-    a, b = digits(tasks=4), digits(tasks=4)
+    a, b = digits(tasks=4, task_sampling="fixed"), digits(tasks=4, task_sampling="fixed")
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.unseen_test.y, b.unseen_test.y)
     assert not torch.equal(a.train.x, plain.train.x)
     assert a.unseen_test.x.shape == a.test.x.shape and not torch.equal(a.unseen_test.x, a.test.x)
@@ -85,3 +87,69 @@ def test_every_knob_composes_with_the_others_and_with_each_family(tmp_path, tiny
     for row in run.rows(ITERATIONS):
         assert row["test_acc_unseen_tasks"] is not None and row["train_acc_relabelled"] is not None
         assert row["n_delta_fraction"] is not None
+
+
+# --- the experiment's tasks ("augmented") ----------------------------------------------------------------------
+def test_a_task_stream_makes_each_task_from_its_seed_alone():
+    stream = TaskStream(seed=11, d=64, n_classes=10)
+    again = TaskStream(seed=11, d=64, n_classes=10)
+    assert torch.equal(stream.projection(2**17 + 5), again.projection(2**17 + 5))  # any t, in any order
+    assert torch.equal(stream.permutation(7), again.permutation(7))
+    assert not torch.equal(stream.projection(0), stream.projection(1))
+    assert sorted(stream.permutation(3).tolist()) == list(range(10))
+    x = torch.randn(3000, 64, generator=torch.Generator().manual_seed(0))
+    ratio = (x @ stream.projection(4).T).square().sum() / x.square().sum()  # variance 1/d
+    assert 0.8 < float(ratio) < 1.2
+
+
+def test_seen_and_unseen_tasks_never_share_a_projection():
+    data = digits(tasks=8)
+    k = data.seen_eval_tasks
+    assert k == 3  # log2 8
+    seen, unseen = (TaskStream(derive, 64, 10) for derive in _stream_seeds(seed=0))
+    for i in range(8):
+        for j in range(k):
+            assert not torch.allclose(seen.projection(i), unseen.projection(j))
+
+
+def _stream_seeds(seed):
+    from rankprune.seeds import TASKS, UNSEEN_TASKS, derive_seed
+
+    return derive_seed(seed, TASKS), derive_seed(seed, UNSEEN_TASKS)
+
+
+def test_the_data_grows_with_the_tasks_up_to_the_cap_and_evaluates_on_log2_n_of_them():
+    plain = digits()
+    n_train, n_val, n_test = len(plain.train), len(plain.val), len(plain.test)
+    for n, cap in ((1, 10**6), (4, 10**6), (64, 20_000), (2**18, 5_000)):
+        data = digits(tasks=n, task_samples=cap)
+        k = max(1, n.bit_length() - 1)
+        assert len(data.train) == min(n_train * n, cap)
+        assert len(data.val) == min(n_val * k, cap) and len(data.test) == min(n_test * k, cap)
+        assert len(data.unseen_test) == min(n_test * k, cap)
+        assert data.describe()["task_sampling"] == "augmented" and data.describe()["eval_tasks"] == min(k, n)
+    one = digits(tasks=1)
+    assert not torch.equal(one.test.x, plain.test.x)  # no identity task unless asked for (task_sampling fixed)
+
+
+def test_evaluation_pairs_are_every_held_out_image_under_every_seen_task():
+    stream = TaskStream(seed=5, d=16, n_classes=4)
+    x, y = torch.randn(10, 1, 4, 4), torch.randint(0, 4, (10,))
+    px, py, task = every_pair(x, y, 3, stream, cap=10**6, seed=0)
+    assert len(py) == 30 and sorted(set(task.tolist())) == [0, 1, 2]
+    for i in range(30):
+        t, row = int(task[i]), i % 10
+        assert torch.allclose(px[i].flatten(), stream.projection(t) @ x[row].flatten(), atol=1e-5)
+        assert py[i] == stream.permutation(t)[y[row]]
+    capped = every_pair(x, y, 3, stream, cap=7, seed=0)
+    assert len(capped[1]) == 7
+    sx, sy, st = draw_samples(x, y, 3, 50, stream, seed=1)
+    assert len(sy) == 50 and int(st.max()) <= 2 and torch.equal(draw_samples(x, y, 3, 50, stream, seed=1)[0], sx)
+
+
+def test_runs_made_before_format_5_keep_their_fixed_tasks():
+    old = RunConfig.from_stored({"format_version": 4, "data": {"dataset": "digits", "tasks": 4}})
+    assert old.data.task_sampling == "fixed"
+    assert RunConfig.from_stored(RunConfig().to_dict()).data.task_sampling == "augmented"
+    with pytest.raises(ConfigError, match="task sampling"):
+        RunConfig().replace(data={"task_sampling": "random"}).validate()
