@@ -21,7 +21,8 @@ import torch
 
 from rankprune.seeds import derive_seed
 
-__all__ = ["TaskSet", "make_tasks", "assign_tasks", "apply_tasks", "TaskStream", "draw_samples", "every_pair"]
+__all__ = ["TaskSet", "make_tasks", "assign_tasks", "apply_tasks", "TaskStream", "draw_samples", "every_pair",
+           "draw_sequences"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,17 @@ def every_pair(x: torch.Tensor, y: torch.Tensor, n_tasks: int, stream: TaskStrea
     rows, task = index % n, index // n
     px, py = stream.apply(torch.index_select(x, 0, rows.to(x.device)), torch.index_select(y, 0, rows.to(y.device)), task)
     return px, py, task
+
+
+def draw_sequences(x: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor, length: int, stream: TaskStream,
+                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sequence per entry of `tasks`: `length` random rows of (x, y) under that one task of `stream`, as the
+    transformer reads them (models.transformer.tokens). Returns inputs (S, length, d) flattened and labels (S, length)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, len(y), (len(tasks), length), generator=g)
+    flat = x.flatten(1)
+    px = torch.index_select(flat, 0, rows.flatten().to(flat.device)).reshape(len(tasks), length, -1)
+    py = torch.index_select(y, 0, rows.flatten().to(y.device)).reshape(len(tasks), length)
+    task = tasks.reshape(-1, 1).expand(-1, length).reshape(-1)
+    out_x, out_y = stream.apply(px.reshape(-1, flat.shape[1]), py.reshape(-1), task)
+    return out_x.reshape(len(tasks), length, -1), out_y.reshape(len(tasks), length)
