@@ -533,7 +533,13 @@ def task_knobs(config: dict) -> list[str]:
     if data.get("classes"):
         knobs.append(f"{data['classes']} classes" + (f" (seeded choice {data['classes_seed']})" if data.get("classes_seed") is not None else " (the first)"))
     if data.get("tasks"):
-        knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations)")
+        # task_sampling absent: a config of format 4 or older, whose tasks were fixed (records.FORMAT_5_MEANT)
+        if data.get("task_sampling", "fixed") == "fixed":
+            knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations; fixed splits, task 0 "
+                         "the identity)")
+        else:
+            knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations; up to "
+                         f"{data.get('task_samples', 0):,} samples, evaluated on log2 N seen and unseen tasks)")
     if data.get("label_noise", 0.0):
         knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
     if train.get("loss", "cross-entropy") != "cross-entropy":

@@ -545,3 +545,23 @@ def test_a_warm_run_reports_its_annealed_full_width_reference(tmp_path, tiny_con
     header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("|")).strip("|").split("|")]
     cell = table_rows(text)[0][header.index("test acc %: initial -> chosen")]
     assert f"(annealed {100 * summary['reference_test_acc']:.2f})" in cell, cell
+
+
+def test_the_importances_leave_the_seed_out(tmp_path, monkeypatch):
+    """The seed is the unit of replication: fANOVA is asked about the sampled settings only."""
+    import optuna.visualization.matplotlib as om
+
+    asked = []
+    real = om.plot_param_importances
+    monkeypatch.setattr(om, "plot_param_importances", lambda study, **kw: asked.append(kw.get("params")) or real(study, **kw))
+    url = f"sqlite:///{tmp_path / 'seeded.sqlite3'}"
+    study = optuna.create_study(study_name="seeded", storage=url, direction="maximize")
+    study.set_metric_names(["test_acc"])
+    space = {"width": optuna.distributions.IntDistribution(8, 32), "seed": optuna.distributions.IntDistribution(0, 2)}
+    for number, (width, seed, acc) in enumerate([(16, 0, 0.90), (32, 1, 0.93), (24, 2, 0.91), (8, 0, 0.85)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"width": width, "seed": seed}, distributions=space, value=acc,
+            user_attrs=attributes(number, [9], [width], acc, tmp_path / "gone" / f"trial-{number}")))
+    report = render("seeded", tmp_path / "out", storage=url)
+    assert asked == [["width"]]
+    assert "optuna-importances" in check_figures(report) and "The seed, the unit of replication, is left out" in report.read_text()

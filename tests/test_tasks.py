@@ -153,3 +153,12 @@ def test_runs_made_before_format_5_keep_their_fixed_tasks():
     assert RunConfig.from_stored(RunConfig().to_dict()).data.task_sampling == "augmented"
     with pytest.raises(ConfigError, match="task sampling"):
         RunConfig().replace(data={"task_sampling": "random"}).validate()
+
+
+def test_the_report_header_says_how_the_tasks_were_drawn():
+    from rankprune.config import task_knobs
+
+    new = task_knobs(RunConfig().replace(data={"tasks": 8}).to_dict())
+    assert any("8 augmented tasks" in k and "200,000 samples" in k and "log2 N" in k for k in new)
+    old = task_knobs({"format_version": 4, "data": {"tasks": 8}})  # an older config.json says nothing of sampling
+    assert any("fixed splits, task 0 the identity" in k for k in old)

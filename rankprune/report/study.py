@@ -443,7 +443,7 @@ def _importances(s: StudyData, varying: list[str]):
     n = len(s.complete)
     title = (f"{n} trials for {len(varying)} sampled parameters: too few to rank them (noise)"
              if _too_few_for_fanova(n, len(varying)) else f"fANOVA over {n} trials")
-    return figures.optuna_figure(om.plot_param_importances(s.study, evaluator=evaluator),
+    return figures.optuna_figure(om.plot_param_importances(s.study, evaluator=evaluator, params=varying),
                                  "importance: share of the objective's variance explained (%; fANOVA, sums to 100%)",
                                  "sampled parameter", shares=True, title=title)
 
@@ -473,7 +473,10 @@ def _optuna_figures(doc: _Document, s: StudyData) -> None:
                        + (" of these objectives, one of them on the test split (the warning above; the front chosen on "
                           "validation is tabled above)" if _test_objective_warning(s) else "")
                        + ". Look for the trade-off along the front: what one objective costs in the other.")
-        varying = [k for k in {k for t in complete for k in t.params} if len({repr(t.params.get(k)) for t in complete}) > 1]
+        # The seed is the unit of replication, not a setting to tune: its share of the variance is noise by
+        # construction, so it is left out of the importances (the seeds' spread is reported with each effect).
+        varying = sorted(k for k in {k for t in complete for k in t.params}
+                         if k != "seed" and len({repr(t.params.get(k)) for t in complete}) > 1)
         if len(complete) >= 2 and varying:
             caveat = (f" **Caveat: {len(complete)} completed trials for {len(varying)} sampled parameters, fewer than "
                       f"{FANOVA_TRIALS_PER_PARAMETER} per parameter: fANOVA's random forest then ranks noise, and a "
@@ -481,7 +484,7 @@ def _optuna_figures(doc: _Document, s: StudyData) -> None:
                       "a finding.**" if _too_few_for_fanova(len(complete), len(varying)) else "")
             doc.figure("optuna-importances", lambda: _importances(s, varying), "Optuna hyperparameter importances",
                        "How much of each objective's variance each sampled parameter explains (fANOVA). Look for the "
-                       "parameter that moves the objective." + caveat)
+                       "parameter that moves the objective. The seed, the unit of replication, is left out." + caveat)
         else:
             doc.add(f"*Figure not drawn (hyperparameter importances): needs at least 2 completed trials whose "
                     f"parameters vary; this study has {len(complete)} completed, {len(varying)} varying parameter(s).*", "")
