@@ -61,7 +61,7 @@ def end_of_training(finals: pd.DataFrame, stars: pd.DataFrame) -> Figure:
     panels = (("n_delta_per_N", r"$N_\Delta / N$ at the step budget"), ("train_loss", "training loss at the step budget"),
               ("test_loss", "test loss at the step budget"))
     for ax, (column, ylabel) in zip(axes, panels):
-        floor = _zero_floor(finals[column]) if column != "n_delta_per_N" else _zero_floor(finals[column])
+        floor = _zero_floor(finals[column])
         for (depth, seed), run in finals.groupby(["depth", "seed"]):
             run = run.sort_values("N")
             y = run[column].where(run[column] > 0, floor)

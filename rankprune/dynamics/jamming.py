@@ -25,6 +25,7 @@ networks all sit on one side gives N* censored at the grid's end ("<" or ">"), n
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -248,7 +249,7 @@ def hessian_spectrum(model: nn.Module, task: ParityTask) -> dict:
     scaled by their share of P; with none, H = 0 and nothing is computed."""
     from rankprune.probes.hessian import full_spectrum, hessian_operator
 
-    model = _double_copy(model)
+    model = copy.deepcopy(model).double()  # a float64 copy: training's network is untouched
     with torch.no_grad():
         delta = 1 - task.y.double() * model(task.x.double())
     active = delta > 0
@@ -260,12 +261,6 @@ def hessian_spectrum(model: nn.Module, task: ParityTask) -> dict:
     loss = lambda f, y: torch.relu(1 - y * f).square() * share  # noqa: E731  (the mean over the active patterns, times their share of P)
     op, n = hessian_operator(model, task.x.double()[active], task.y.double()[active], loss)
     return {"zero": False, "active": count, "parameters": n, "eigenvalues": full_spectrum(op, n).tolist()}
-
-
-def _double_copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).double()
 
 
 def train_network(s: JammingSettings, task: ParityTask, depth: int, n: int, seed: int) -> dict:

@@ -73,10 +73,6 @@ CHECKPOINTS = 120
 _DATA, _INIT, _BATCH = 300, 301, 302
 
 
-def _derive(seed: int, tag: int) -> int:
-    return derive_seed(seed, tag)
-
-
 # --- settings ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LazySettings:
@@ -126,7 +122,7 @@ def points(n: int, seed: int, target: str = "middle", noise: float = 0.0) -> tup
     float64, from a torch.Generator seeded by `seed` (the same seed, the same points)."""
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}: one of {', '.join(TARGETS)}")
-    g = torch.Generator().manual_seed(_derive(seed, _DATA))
+    g = torch.Generator().manual_seed(derive_seed(seed, _DATA))
     x = torch.rand(n, 1, generator=g, dtype=torch.float64) * 2 - 1
     y = TARGETS[target](x).reshape(-1)
     if noise > 0:
@@ -187,7 +183,7 @@ class SineFeatures(nn.Module):
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """`build()` under torch.manual_seed(derived seed) without touching the caller's random state, in float64."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_derive(seed, _INIT))
+        torch.manual_seed(derive_seed(seed, _INIT))
         model = build()
     return model.double()
 
@@ -219,7 +215,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, step
     finite; that row is the last."""
     n = len(y)
     full = batch_size is None or batch_size >= n
-    g = None if full else torch.Generator().manual_seed(_derive(seed, _BATCH))
+    g = None if full else torch.Generator().manual_seed(derive_seed(seed, _BATCH))
     opt = optimizer(model, lr)
     moved = Movement(model)
     start = [p.detach().clone() for p in opt.param_groups[0]["params"]] if decay_to_init else None

@@ -20,13 +20,12 @@ budget it would get now: a result run on the fallback, before the warm run it wa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rankprune.config import ConfigError, RunConfig
-from rankprune.findings.entries import check_entry, check_question
+from rankprune.findings.entries import check_entry, check_name, check_question
 
 if TYPE_CHECKING:
     from rankprune.findings.suite import Experiment
@@ -108,9 +107,7 @@ def check_baseline(raw: Any, experiments: dict[str, Experiment], questions: dict
     """A suite file's [[baseline]] table, checked against the suite's experiments (by study name): a Baseline, or a
     one-line ConfigError naming `where` and the key."""
     check_entry(raw, where, " ([[baseline]])", BASELINE_KEYS, ("name", "question", "study", "budget"))
-    name = raw["name"]
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it names a folder), got {name!r}")
+    name = check_name(raw["name"], where, "a folder")
     where = f"{where} ({name})"
     question = check_question(raw["question"], questions, where)
     study = raw["study"]

@@ -3,11 +3,12 @@ problem is a one-line ConfigError naming where it is."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rankprune.config import ConfigError
 
-__all__ = ["check_entry", "check_question"]
+__all__ = ["check_entry", "check_question", "check_name"]
 
 
 def check_entry(raw: Any, where: str, shape: str, known: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
@@ -28,4 +29,11 @@ def check_question(value: Any, questions: dict[int, str], where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value not in questions:
         known = ", ".join(map(str, questions)) or "none: add a [questions] table"
         raise ConfigError(f"{where}: question must be a number of [questions] ({known}), got {value!r}")
+    return value
+
+
+def check_name(value: Any, where: str, names: str) -> str:
+    """An entry's name: letters, digits, '_', '.' or '-', since it `names` a file or folder."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+        raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it names {names}), got {value!r}")
     return value

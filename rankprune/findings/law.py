@@ -26,7 +26,6 @@ gives it. data.classes unset means all of the dataset's classes, data.tasks unse
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,7 +35,7 @@ import pandas as pd
 from rankprune.analysis import is_censored
 from rankprune.config import ConfigError
 from rankprune.findings.frame import METRICS
-from rankprune.findings.entries import check_entry, check_question
+from rankprune.findings.entries import check_entry, check_name, check_question
 
 __all__ = ["Knob", "Law", "Fit", "Prediction", "LawOutcome", "TRANSFORMS", "TOLERANCE", "SPREAD_SE", "check_law",
            "cell_setting", "observations", "combine", "HeldOut", "grid_settings", "fit_law", "evaluate_law", "law_sentence"]
@@ -207,9 +206,7 @@ def check_law(raw: Any, experiments: dict, questions: dict[int, str], where: str
     """A suite file's [[law]] table, checked against the suite's experiments (by study name): a Law, or a one-line
     ConfigError naming `where` and the key."""
     check_entry(raw, where, " ([[law]])", LAW_KEYS, ("name", "question", "y", "knobs", "fit"))
-    name = raw["name"]
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it names the figure), got {name!r}")
+    name = check_name(raw["name"], where, "the figure")
     where = f"{where} ({name})"
     question = check_question(raw["question"], questions, where)
     y = raw["y"]

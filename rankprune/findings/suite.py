@@ -239,12 +239,18 @@ def parse_suite(path: str | Path) -> Suite:
     return Suite(path, suite["name"], suite.get("description", ""), questions, experiments, laws, baselines)
 
 
-def _laws(raw: Any, path: Path, questions: dict[int, str], experiments: list[Experiment]) -> tuple[Law, ...]:
-    """The [[law]] tables, each checked against the experiments it names."""
+def _tables(raw: Any, path: Path, kind: str, check, questions: dict[int, str],
+            experiments: list[Experiment]) -> tuple:
+    """The [[kind]] tables of a suite file, each checked by `check` against the experiments it names."""
     if not isinstance(raw, list):
-        raise ConfigError(f"{path}: law must be an array of tables: [[law]]")
+        raise ConfigError(f"{path}: {kind} must be an array of tables: [[{kind}]]")
     by_name = {e.name: e for e in experiments}
-    laws = tuple(check_law(r, by_name, questions, f"{path}: law {i + 1}") for i, r in enumerate(raw))
+    return tuple(check(r, by_name, questions, f"{path}: {kind} {i + 1}") for i, r in enumerate(raw))
+
+
+def _laws(raw: Any, path: Path, questions: dict[int, str], experiments: list[Experiment]) -> tuple[Law, ...]:
+    """The [[law]] tables; names unique."""
+    laws = _tables(raw, path, "law", check_law, questions, experiments)
     names = [law.name for law in laws]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: law name {next(n for n in names if names.count(n) > 1)!r} is used twice")
@@ -252,14 +258,12 @@ def _laws(raw: Any, path: Path, questions: dict[int, str], experiments: list[Exp
 
 
 def _baselines(raw: Any, path: Path, questions: dict[int, str], experiments: list[Experiment]) -> tuple[Baseline, ...]:
-    """The [[baseline]] tables, each checked against the experiment it follows; names unique, and no study's."""
-    if not isinstance(raw, list):
-        raise ConfigError(f"{path}: baseline must be an array of tables: [[baseline]]")
-    by_name = {e.name: e for e in experiments}
-    baselines = tuple(check_baseline(r, by_name, questions, f"{path}: baseline {i + 1}") for i, r in enumerate(raw))
+    """The [[baseline]] tables; names unique, and no study's."""
+    baselines = _tables(raw, path, "baseline", check_baseline, questions, experiments)
     names = [b.name for b in baselines]
+    studies = {e.name for e in experiments}
     for n in names:
-        if names.count(n) > 1 or n in by_name:
+        if names.count(n) > 1 or n in studies:
             raise ConfigError(f"{path}: baseline name {n!r} is used twice (or by a study); `--only` needs one name each")
     return baselines
 
