@@ -55,6 +55,13 @@ MAX_SEED = 2**63 - 1  # torch's and numpy's generators take any seed in [0, 2**6
 TASK_SAMPLINGS = ("augmented", "fixed")  # DataConfig.task_sampling (tasks.py)
 
 
+def task_sampling_inert(data: dict) -> bool:
+    """Whether a data section's task_sampling and task_samples change nothing a run computes: without --tasks they
+    are never read, and "fixed" (or absent: a config of format 4 or older) is what every run before format 5 did.
+    Comparisons of settings (a run folder's hash, a law's studies) leave them out then."""
+    return data.get("tasks") is None or data.get("task_sampling", "fixed") == "fixed"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "mnist"

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from rankprune.config import ConfigError, RunConfig
+from rankprune.config import ConfigError, RunConfig, task_sampling_inert
 from rankprune.records import upgrade_row
 
 __all__ = [
@@ -137,8 +137,7 @@ def settings_key(config: dict) -> dict:
     if d.get("evolve", {}).get("scratch", False) is False:  # no scratch control is what every run before it did
         d["evolve"].pop("scratch", None)
     data = d.get("data", {})
-    # without --tasks the task sampling changes nothing; "fixed" is what every run before config format 5 did
-    if data.get("tasks") is None or data.get("task_sampling", "fixed") == "fixed":
+    if task_sampling_inert(data):
         data.pop("task_sampling", None)
         data.pop("task_samples", None)
     return d

@@ -337,3 +337,11 @@ def test_the_report_section_states_the_law_its_table_figure_and_verdict_and_no_p
            "`rankprune findings run suite.toml --only noise`" in text
     assert "**Verdict:** not run yet: fit studies not complete: noise (12 of 12 trials missing (12 not run))" in text
     assert law_rows([waiting])[0]["verdict"].startswith("not run yet")
+
+
+@pytest.mark.parametrize("noise_base", ['task_sampling = "fixed"\n', "task_samples = 5000\n"])
+def test_how_tasks_are_drawn_does_not_part_studies_that_draw_none(tmp_path, noise_base):
+    """Without --tasks (or with the fixed tasks of format 4) task_sampling and task_samples change nothing a run
+    computes, so a study that spells them out still fits one law with studies that leave them at their defaults."""
+    suite = parse_suite(write(tmp_path, noise_base=noise_base))
+    assert [law.name for law in suite.laws] == ["width_law"]

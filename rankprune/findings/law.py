@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from rankprune.analysis import is_censored
-from rankprune.config import ConfigError
+from rankprune.config import ConfigError, task_sampling_inert
 from rankprune.findings.frame import METRICS
 from rankprune.findings.entries import check_entry, check_name, check_question
 
@@ -178,6 +178,9 @@ def _check_studies(law: Law, experiments: dict, where: str) -> dict[str, float]:
             if key != UNIT and key not in law.params and len(set(map(repr, values))) > 1:
                 raise ConfigError(f"{where}: study {name} varies {key}, which is no knob of the law")
         constant = {k: v for k, v in settings[0].items() if k not in law.params and k not in IGNORED}
+        if task_sampling_inert({"tasks": settings[0].get("data.tasks"), "task_sampling": settings[0].get("data.task_sampling")}):
+            constant.pop("data.task_sampling", None)  # how tasks are drawn matters only where they are
+            constant.pop("data.task_samples", None)
         if first is None:
             first_name, first = name, constant
         for key in sorted(set(first) | set(constant)):
