@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, PercentFormatter
 from matplotlib.transforms import Bbox, blended_transform_factory, offset_copy
 
 from rankprune.runfolder import atomic_path
@@ -175,9 +175,22 @@ def _whole_numbers(axis) -> None:
 def _plain_log_y(ax) -> None:
     """Tick labels of a log y-axis as plain numbers ("0.3", "2"), not "3x10^-1": the long forms of the minor
     ticks were wider than the margin and ran into the axis label. Minor ticks are labelled only where the
-    axis spans too few decades to show more than one labelled major tick. Call it once the limits are final."""
+    axis spans too few decades to show more than one labelled major tick; values within a tenth of a decade get
+    a view a factor 3 either side; under half a decade, where even
+    those may all fall outside the view (1.1 to 1.3, say, showed no number at all), the ticks are evenly spaced
+    plain numbers instead. Call it once the limits are final."""
     lo, hi = ax.get_ylim()
     decades = np.log10(hi / lo) if lo > 0 else np.inf
+    if decades < 0.1:  # values nearly equal: matplotlib zooms until every label reads the same; show a factor 3 around them
+        mid = float(np.sqrt(lo * hi))
+        lo, hi = mid / 3, mid * 3
+        ax.set_ylim(lo, hi)
+        decades = np.log10(hi / lo)
+    if decades < 0.5:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        return
     minor = (2, 3, 5) if decades < 1 else (2, 5) if decades < 2 else ()
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}" if _leading_digit(v) in minor else ""))

@@ -8,8 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rankprune.figures import (
-    DEPTH_LINES, DEPTH_MARKERS, _anneal, _anneal_handle, _anneal_stars, _colours, _figure, _grid, _layer_name,
-    _outside_legend, _plain_log_y, _whole_numbers,
+    ABOVE, DEPTH_LINES, DEPTH_MARKERS, _anneal, _anneal_handle, _anneal_stars, _colours, _figure, _grid, _layer_name,
+    _outside_legend, _place_labels, _plain_log_y, _whole_numbers,
 )
 
 # An eigenvalue below this fraction of the largest magnitude counts as zero (float64 Hessians of small networks
@@ -147,7 +147,8 @@ def fitted_function(x_train: np.ndarray, y_train: np.ndarray, xs: np.ndarray, tr
 def jamming(points: pd.DataFrame) -> Figure:
     """The jamming transition: training loss against N_Delta / N (unsatisfied margins per parameter), one point
     per epoch coloured by the epoch, a grey line per network (`run`), each network's last epoch labelled with its
-    `label` (its parameter count); the dashed line is N_Delta = N. Columns: run, label, epoch, x, train_loss."""
+    `label` (its parameter count) where it has room (labels that would print over one another are left out);
+    the dashed line is N_Delta = N. Columns: run, label, epoch, x, train_loss."""
     fig = _figure(7.0, 4.6, (0.85, 0.3, 0.6, 0.3))
     ax = fig.add_subplot()
     sc = None
@@ -156,19 +157,22 @@ def jamming(points: pd.DataFrame) -> Figure:
         ax.plot(run.x, run.train_loss, color="grey", lw=0.6, alpha=0.6)
         sc = ax.scatter(run.x, run.train_loss, c=run.epoch, cmap="viridis", s=10, zorder=3,
                         vmin=points.epoch.min(), vmax=points.epoch.max())
+    labels = []
     for label, g in points.groupby("label"):
         last = g.sort_values("epoch").groupby("run").tail(1)
-        ax.annotate(str(label), (float(last.x.median()), float(last.train_loss.median())), xytext=(4, 4),
-                    textcoords="offset points", fontsize=7)
+        labels.append({"xy": (float(last.x.median()), float(last.train_loss.median())), "text": str(label),
+                       "candidates": ABOVE, "fontsize": 7})
     ax.axvline(1.0, color="red", ls="--", lw=0.8)
     _log_or_symlog(ax.set_xscale, points.x)
     ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_xlabel("N_Delta / N (unsatisfied constraints per parameter)")
     ax.set_ylabel("training loss (quadratic hinge)")
     ax.grid(alpha=0.3)
     if sc is not None:
         cbar = fig.colorbar(sc, ax=ax, fraction=0.05, pad=0.02)
         cbar.set_label("epoch")
+    _place_labels(ax, labels, [])  # last: placed against the final limits
     return fig
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from rankprune.figures import _colours, _grid, _plain_log_y
 
@@ -80,10 +80,7 @@ def _log_axes(ax) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     lo, hi = ax.get_ylim()
-    if lo > 0 and np.log10(hi / lo) < 0.5:  # under half a decade: a label on every minor tick, or one would show
-        _plain_log_y(ax)
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    elif lo > 0 and np.log10(hi / lo) < 2:
+    if lo > 0 and np.log10(hi / lo) < 2:
         _plain_log_y(ax)
     else:
         ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))

@@ -37,7 +37,9 @@ def rebuild_errors_per_iteration(iterations: pd.DataFrame) -> Figure:
             ax.plot(part["iteration"], y, "o-", color=colour, label=f"{_layer_name(layer, n + 1)} (into the next layer)")
         out = part["rebuild_output_error"].astype(float).to_numpy().copy()
         out[out < FLOOR] = np.nan
-        ax.plot(part["iteration"], out, "s--", color="black", label="network output (logits)")
+        # hollow and larger, so that a layer whose error equals the output's (the last shrink's) shows inside it
+        ax.plot(part["iteration"], out, "s--", color="black", mfc="none", ms=10, mew=1.3, zorder=1,
+                label="network output (logits)")
         if np.isfinite(out).any() or any(np.isfinite(line.get_ydata()).any() for line in ax.lines):
             ax.set_yscale("log")
             _plain_log_y(ax)

@@ -569,10 +569,12 @@ def _jamming(doc: _Document, s: StudyData) -> None:
 
     doc.add("## The jamming transition", "")
     doc.figure("jamming", lambda: figures_dynamics.jamming(points), "training loss against N_Delta / N",
-               "Every finished trial trained with the quadratic hinge: training loss against N_Delta / N (the training "
-               "samples with an unsatisfied margin per parameter), a point per epoch coloured by the epoch, each network "
-               "labelled with its parameter count (a colour per epoch counted across the trial's iterations). Look for where the networks' last points cross the dashed line "
-               "N_Delta = N: below it the loss can reach zero (jammed networks fit every margin).")
+               "Every finished trial trained with the quadratic hinge: training loss against N_Delta / N (unsatisfied "
+               "constraints, one per training sample and output, per parameter), a point per epoch coloured by the epoch "
+               "counted across the trial's iterations, each network labelled with its parameter count where there is "
+               "room. Look for where the networks' last points sit against the dashed line N_Delta = N: to its left "
+               "there are fewer unsatisfied constraints than parameters, and the loss can reach zero (unjammed); to "
+               "its right the network is too small to fit them (jammed).")
 
 
 # The report, top to bottom.
