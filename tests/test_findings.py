@@ -710,3 +710,13 @@ def test_include_censored_is_refused_for_a_width(tmp_path):
     with pytest.raises(ConfigError, match="include_censored keeps runs whose widths are bounds, so its outcome may not "
                                           r"be a width \(total_width\)"):
         parse_suite(write_suite(tmp_path, text))
+
+
+def test_the_committed_suite_parses():
+    """studies/findings/suite.toml and every study file it names pass every check (a setting added to one study,
+    as task_sampling was, must not part a law's studies)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    suite = parse_suite(root / "studies" / "findings" / "suite.toml")
+    assert len(suite.experiments) == 16 and suite.laws and suite.baselines
