@@ -74,7 +74,7 @@ def _samples_per_epoch(text: str) -> int | str:
 # flag -> (section, key, type, help). A flag left out keeps the config's value (default, TOML, or
 # the resumed run's), so only what the user typed overrides anything.
 _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
-    "--model": ("model", "family", str, "model family: mlp | cnn (mlp)"),
+    "--model": ("model", "family", str, "model family: mlp | cnn | transformer (mlp; transformer reads sequences of one task: give --tasks N)"),
     "--width": ("model", "width", int, "initial width of every hidden layer: units (mlp, 784) or channels per conv block (cnn, 64)"),
     "--params": ("model", "params", int, "parameter-matched start: every depth's initial width is the one with about this many parameters (excludes --width)"),
     "--dataset": ("data", "dataset", str, "mnist | fashion-mnist | kmnist | digits | regression:simple | regression:middle | regression:complex (mnist)"),
@@ -89,6 +89,8 @@ _EVOLVE_FLAGS: dict[str, tuple[str | None, str, Any, str]] = {
     "--tasks": ("data", "tasks", int, "augmented tasks: N random projections of the input with label permutations; records unseen-task test accuracy (off)"),
     "--task-sampling": ("data", "task_sampling", str, "how --tasks draws its data: augmented (the experiment's: min(n_train x N, --task-samples) samples, each a random image under a random task; validation and test under log2 N of the training tasks, unseen test under log2 N new ones; default) | fixed (every row of the fixed splits gets one of N tasks, task 0 the identity: runs before config format 5)"),
     "--task-samples": ("data", "task_samples", int, "the most samples --task-sampling augmented draws for training, and the most pairs an evaluation split holds (200000; the experiment's 1,000,000 holds 3.1 GB of MNIST in memory)"),
+    "--image-size": ("data", "image_size", int, "shrink images to S x S pixels by averaging blocks (off): cheaper augmented tasks on a CPU"),
+    "--sequence-length": ("data", "sequence_length", int, "examples of one task per sequence for --model transformer (100, the experiment's positions); training sequences are drawn afresh every epoch"),
     "--label-noise": ("data", "label_noise", float, "seeded fraction of training labels replaced by a random class (0; validation and test stay clean)"),
     "--optimizer": ("train", "optimizer", str, "sgd | adam (sgd, with momentum)"),
     "--lr": ("train", "lr", float, "learning rate (0.05)"),

@@ -95,6 +95,16 @@ class DataConfig:
     # The cap on the samples of "augmented": the experiment drew min(60,000 N, 1,000,000). Every sample is held in
     # memory as float32 (data.py keeps whole splits as tensors): 200,000 MNIST samples are 0.63 GB, a million 3.1 GB.
     task_samples: int = 200_000
+    # Sequences of this many examples of one task, as a transformer reads them (--model transformer; the experiment's
+    # 100 positions). None: single samples (an MLP's or CNN's). The training split is min(n_train x N, task_samples)
+    # examples, as sequences of one random task each, drawn afresh every epoch as the experiment drew them (a fixed
+    # set of a few thousand sequences is memorised, task by task, and no in-context learning appears); validation and
+    # test are the held-out images under log2 N seen (unseen) tasks, each task's images cut into sequences.
+    sequence_length: int | None = None
+    # Images shrunk to image_size x image_size by averaging pixel blocks (torch's "area" interpolation) before
+    # anything else: a CPU-sized stand-in for full-resolution inputs (an augmented task's projection is d x d, so 8 x 8
+    # MNIST draws them 150 times cheaper than 28 x 28). None: as shipped.
+    image_size: int | None = None
     # --dataset regression:simple|middle|complex (regression.py): training points drawn on [-1, 1], and the
     # standard deviation of the Gaussian noise on their targets.
     points: int = 15
@@ -112,7 +122,7 @@ class DataConfig:
                 raise ConfigError(f"unknown regression task {self.dataset!r}; choose from "
                                   f"{', '.join(PREFIX + t for t in REGRESSION_TARGETS)}")
             set_knobs = [flag for flag, on in (("--label-noise", self.label_noise), ("--classes", self.classes),
-                                               ("--tasks", self.tasks), ("--train-fraction", self.train_fraction != 1.0)) if on]
+                                               ("--tasks", self.tasks), ("--train-fraction", self.train_fraction != 1.0), ("--image-size", self.image_size)) if on]
             if set_knobs:
                 raise ConfigError(f"{', '.join(set_knobs)} apply to classification; a regression task takes --points and --noise")
         elif self.dataset not in DATASETS:
@@ -140,6 +150,14 @@ class DataConfig:
             raise ConfigError(f"unknown task sampling {self.task_sampling!r}; choose from {', '.join(TASK_SAMPLINGS)}")
         if isinstance(self.task_samples, bool) or self.task_samples < 1:
             raise ConfigError(f"--task-samples must be at least 1, got {self.task_samples}")
+        if self.image_size is not None and (isinstance(self.image_size, bool) or self.image_size < 1):
+            raise ConfigError(f"--image-size must be at least 1 pixel, got {self.image_size}")
+        if self.sequence_length is not None:
+            if isinstance(self.sequence_length, bool) or self.sequence_length < 2:
+                raise ConfigError(f"--sequence-length must be at least 2, got {self.sequence_length}")
+            if self.tasks is None or self.task_sampling != "augmented":
+                raise ConfigError("sequences hold examples of one augmented task: --sequence-length needs --tasks N "
+                                  "with --task-sampling augmented")
         if not (0 <= self.label_noise < 1):
             raise ConfigError(f"label noise must be a fraction in [0, 1), got {self.label_noise}")
 
@@ -361,6 +379,13 @@ class RunConfig:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
+        sequences = getattr(get_family(self.model.family), "reads_sequences", False)
+        if sequences and (self.data.tasks is None or self.data.task_sampling != "augmented"):
+            raise ConfigError(f"--model {self.model.family} learns tasks in context from sequences of one task's "
+                              "examples: give --tasks N (with --task-sampling augmented)")
+        if not sequences and self.data.sequence_length is not None:
+            raise ConfigError(f"--sequence-length is for --model transformer; --model {self.model.family} reads "
+                              "single samples")
         return self
 
     @property
@@ -378,6 +403,8 @@ class RunConfig:
             out = out.replace(train={"weight_decay": family.default_weight_decay})
         if out.rank.source is None:
             out = out.replace(rank={"source": family.default_rank_source})
+        if getattr(family, "reads_sequences", False) and out.data.sequence_length is None:
+            out = out.replace(data={"sequence_length": family.default_sequence_length})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -535,6 +562,8 @@ def task_knobs(config: dict) -> list[str]:
         knobs.append(f"{data.get('points')} training points with noise sd {data.get('noise', 0.0):g}")
     if config.get("model", {}).get("alpha") is not None:
         knobs.append(f"output scaled by alpha {config['model']['alpha']:g} (learning rate / alpha^2)")
+    if data.get("image_size"):
+        knobs.append(f"images averaged down to {data['image_size']}x{data['image_size']} pixels")
     if data.get("train_fraction", 1.0) != 1.0:
         knobs.append(f"train fraction {data['train_fraction']:g}")
     if data.get("classes"):
@@ -547,6 +576,9 @@ def task_knobs(config: dict) -> list[str]:
         else:
             knobs.append(f"{data['tasks']} augmented tasks (projections with label permutations; up to "
                          f"{data.get('task_samples', 0):,} samples, evaluated on log2 N seen and unseen tasks)")
+        if data.get("sequence_length"):
+            knobs.append(f"sequences of {data['sequence_length']} examples of one task, the previous label beside each "
+                         "input, drawn afresh every epoch")
     if data.get("label_noise", 0.0):
         knobs.append(f"label noise {data['label_noise']:g} (training labels only)")
     if train.get("loss", "cross-entropy") != "cross-entropy":

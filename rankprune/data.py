@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from rankprune.config import ConfigError, DataConfig
 from rankprune.regression import EPOCH_SAMPLES, TEST_POINTS, VAL_POINTS, is_regression
 from rankprune.regression import target as regression_target
 from rankprune.seeds import CLASSES, LABEL_NOISE, REGRESSION, TASK_ROWS, TASKS, UNSEEN_ROWS, UNSEEN_TASKS, derive_seed
-from rankprune.tasks import TaskStream, apply_tasks, assign_tasks, draw_samples, every_pair, make_tasks
+from rankprune.tasks import (TaskStream, apply_tasks, assign_tasks, draw_samples, draw_sequences, every_pair, every_sequence,
+                             make_tasks, tokens)
 
 __all__ = [
     "DataError", "Split", "Splits", "load", "raw_arrays", "from_tensors", "batches", "default_data_dir", "expected_files", "small_validation_warning",
@@ -76,6 +77,13 @@ class Splits:
     unseen_test: Split | None = None  # --tasks: the test images under unseen tasks
     task_sampling: str | None = None  # --tasks: "augmented" or "fixed" (DataConfig.task_sampling)
     seen_eval_tasks: int | None = None  # "augmented": how many of the training tasks validation and test use
+    # --sequence-length: each epoch's training sequences, drawn afresh (epoch -> Split); `train` is epoch 0's draw.
+    train_draw: Callable[[int], Split] | None = None
+    sequence_length: int | None = None
+
+    def train_for(self, epoch: int) -> Split:
+        """The training split epoch `epoch` (1-based) trains on: a fresh draw of sequences, or `train`."""
+        return self.train if self.train_draw is None else self.train_draw(epoch)
 
 
     def _noise_record(self) -> dict:
@@ -121,9 +129,17 @@ class Splits:
         }
 
 
+def shrink_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, C, H, W) averaged down to (N, C, size, size) (area interpolation); ConfigError where that would
+    enlarge them."""
+    if size > min(x.shape[-2:]):
+        raise ConfigError(f"--image-size {size} is larger than these {x.shape[-2]}x{x.shape[-1]} images; it only shrinks")
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+
+
 def small_validation_warning(splits: Splits) -> str | None:
     """A one-line warning when the validation split is too small to decide anything on; None if it is fine."""
-    n = len(splits.val)
+    n = splits.val.y.numel()  # a sequence's positions are each a prediction
     if n >= MIN_VALIDATION_ROWS:
         return None
     return (f"the validation split has only {n} rows (fewer than {MIN_VALIDATION_ROWS}): one image moves validation "
@@ -224,6 +240,8 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         raise DataError("the tensors dataset is your own data, given through the Python API (rankprune.run_tensors); "
                         "from files choose mnist, fashion-mnist, kmnist or digits")
     (x_tr, y_tr), (x_te, y_te) = raw_arrays(cfg, seed)
+    if cfg.image_size is not None:
+        x_tr, x_te = (shrink_images(x, cfg.image_size) for x in (x_tr, x_te))
 
     n_pool = len(y_tr)
     n_full = n_pool - max(1, round(cfg.val_fraction * n_pool))  # the training split at fraction 1, all classes
@@ -253,7 +271,10 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
     train, val, test = split(x_train, y_tr[train_idx]), split(x_tr[val_idx], y_tr[val_idx]), split(x_te, y_te)
     unseen = None
     seen_eval_tasks = None
-    if cfg.tasks is not None and cfg.task_sampling == "augmented":
+    train_draw = None
+    if cfg.sequence_length is not None:
+        train, val, test, unseen, seen_eval_tasks, train_draw = _sequence_splits(cfg, seed, train, val, test, n_classes)
+    elif cfg.tasks is not None and cfg.task_sampling == "augmented":
         train, val, test, unseen, seen_eval_tasks = _augmented_splits(cfg, seed, train, val, test, n_classes)
     elif cfg.tasks is not None:
         d = math.prod(x_tr.shape[1:])
@@ -268,13 +289,13 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         train=Split(train.x, y_train.to(device)),
         val=val,
         test=test,
-        input_shape=tuple(x_tr.shape[1:]),
+        input_shape=tuple(train.x.shape[1:]) if train_draw is not None else tuple(x_tr.shape[1:]),
         n_classes=n_classes,
         mean=float(mean),
         std=float(std),
         n_train_pool=n_pool,
         validation=cfg.validation,
-        n_train_full=n_full,
+        n_train_full=len(train) if train_draw is not None else n_full,
         kept_classes=kept,
         relabelled=relabelled,
         true_labels=None if true_labels is None else true_labels.to(device),
@@ -282,6 +303,8 @@ def load(cfg: DataConfig, seed: int, device: str | torch.device = "cpu") -> Spli
         unseen_test=unseen,
         task_sampling=cfg.task_sampling if cfg.tasks is not None else None,
         seen_eval_tasks=seen_eval_tasks,
+        train_draw=train_draw,
+        sequence_length=cfg.sequence_length,
     )
 
 
@@ -305,6 +328,37 @@ def _augmented_splits(cfg: DataConfig, seed: int, train: Split, val: Split, test
     t = every_pair(test.x, test.y, min(k, cfg.tasks), seen, cfg.task_samples, derive_seed(seed, TASK_ROWS, 2))
     u = every_pair(test.x, test.y, k, unseen, cfg.task_samples, derive_seed(seed, UNSEEN_ROWS))
     return Split(x, y), Split(v[0], v[1]), Split(t[0], t[1]), Split(u[0], u[1]), min(k, cfg.tasks)
+
+
+def _sequence_splits(cfg: DataConfig, seed: int, train: Split, val: Split, test: Split, n_classes: int):
+    """--tasks N read as sequences (--sequence-length T, the transformer's): min(n_train N, task_samples) training
+    examples as sequences of T examples of one random task each, drawn afresh every epoch (train_draw); validation
+    the held-out images under log2 N of the training tasks, test the test images under the same tasks and unseen
+    test under log2 N tasks of another stream, each task's images cut into sequences (tasks.every_sequence). Inputs
+    are tokens (S, T, d + K), the previous label beside each input; labels (S, T)."""
+    d, length = math.prod(train.x.shape[1:]), cfg.sequence_length
+    seen = TaskStream(derive_seed(seed, TASKS), d, n_classes)
+    unseen = TaskStream(derive_seed(seed, UNSEEN_TASKS), d, n_classes)
+    k = min(eval_task_count(cfg.tasks), cfg.tasks)
+    n_sequences = max(1, min(len(train) * cfg.tasks, cfg.task_samples) // length)
+    short = min(len(val), len(test), len(train))
+    if short < length:
+        raise ConfigError(f"--sequence-length {length} is longer than a split has images ({short}): a sequence holds "
+                          "distinct images of one task; give a shorter sequence or more data")
+
+    def as_tokens(x: torch.Tensor, y: torch.Tensor) -> Split:
+        return Split(tokens(x, y, n_classes).contiguous(), y.contiguous())
+
+    def draw(epoch: int) -> Split:
+        g = torch.Generator().manual_seed(derive_seed(seed, TASK_ROWS, 0, epoch))
+        which = torch.randint(0, cfg.tasks, (n_sequences,), generator=g)
+        return as_tokens(*draw_sequences(train.x, train.y, which, length, seen, derive_seed(seed, TASK_ROWS, 3, epoch)))
+
+    v = as_tokens(*every_sequence(val.x, val.y, k, seen, length, cfg.task_samples, derive_seed(seed, TASK_ROWS, 1)))
+    t = as_tokens(*every_sequence(test.x, test.y, k, seen, length, cfg.task_samples, derive_seed(seed, TASK_ROWS, 2)))
+    u = as_tokens(*every_sequence(test.x, test.y, eval_task_count(cfg.tasks), unseen, length, cfg.task_samples,
+                                  derive_seed(seed, UNSEEN_ROWS)))
+    return draw(0), v, t, u, k, draw
 
 
 def _regression_splits(cfg: DataConfig, seed: int, device: str | torch.device) -> Splits:

@@ -184,8 +184,9 @@ def prepare(jobs: Sequence[Job], data: Any = None) -> list[Prepared]:
                 loaded[key] = load_data(cfg)
             splits = loaded[key]
         get_family(cfg.model.family).check_input(splits.input_shape)  # a CNN needs images
-        if job.initial_widths is not None and [len(job.initial_widths)] != list(cfg.evolve.layers):
-            raise ConfigError(f"initial widths {list(job.initial_widths)} need the one depth {len(job.initial_widths)}, "
+        depth = None if job.initial_widths is None else get_family(cfg.model.family).depth_of(list(job.initial_widths))
+        if job.initial_widths is not None and [depth] != list(cfg.evolve.layers):
+            raise ConfigError(f"initial widths {list(job.initial_widths)} need the one depth {depth}, "
                               f"not layers {list(cfg.evolve.layers)}")
         sizes = _sizes(cfg, splits, job.initial_widths)
         check_probes(cfg, min(s.parameters for s in sizes))

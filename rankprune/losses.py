@@ -1,4 +1,5 @@
-"""Training losses (--loss), by name: each maps (logits (N, K), labels (N,)) to per-sample losses (N,).
+"""Training losses (--loss), by name: each maps (logits (N, K), labels (N,)) to per-sample losses (N,); a batch of
+sequences (logits (S, T, K), labels (S, T)) to each sequence's mean over its positions.
 
 - cross-entropy: the default.
 - hinge: the quadratic hinge of the jamming experiments (Spigler, Geiger et al.): the mean over outputs of
@@ -45,12 +46,18 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def per_sample(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) losses; a sequence's (logits (S, T, K), labels (S, T)) is one sample whose loss is its positions' mean."""
+    if logits.dim() == 3:
+        return LOSSES[name](logits.flatten(0, 1), y.flatten()).view(y.shape).mean(dim=1)
     return LOSSES[name](logits, y)
 
 
 def unsatisfied(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per sample, how many of its constraints are unsatisfied: outputs whose Delta_k = 1 - y_k f_k is >= 0 (the
-    jamming experiments' Delta set); zero for a regression target, which has no margins."""
+    jamming experiments' Delta set); zero for a regression target, which has no margins. A sequence's count is
+    over all its positions."""
+    if logits.dim() == 3:
+        return unsatisfied(logits.flatten(0, 1), y.flatten()).view(y.shape).sum(dim=1)
     if y.is_floating_point():
         return torch.zeros(len(y), dtype=torch.int64, device=y.device)
     return (signed_targets(y, logits.shape[1], logits.dtype) * logits <= 1).sum(dim=1)

@@ -12,6 +12,8 @@ each works for every model family through the family's seam (models.base).
   the r units S whose columns best span Z, and gives T (r x n_l) with Z ~= Z[:, S] T. Layer l keeps
   units S; layer l+1 reads them through T (network.keep_units), so it sees nearly the same input. At
   r = n_l, T is a permutation of the identity and nothing changes.
+  A group with a fold of its own (models.base.Group: a transformer's query-key form, its residual stream) is
+  shrunk by the network's fold_group instead, in the same order.
 - `reinit`: fresh weights at the new widths (the original experiment's behaviour).
 
 What a warm rebuild cost in function (`rebuild_with_cost`) is measured on held-out rows the decomposition never
@@ -39,15 +41,17 @@ __all__ = ["next_widths", "rebuild", "rebuild_with_cost", "RebuildCost", "REBUIL
            "interpolative_decomposition", "relative_error"]
 
 
-def next_widths(widths: list[int], ranks: list[float], min_width: int) -> list[int]:
-    """Hidden layer l gets max(min_width, ceil(its driving rank)), never more than it has now.
+def next_widths(widths: list[int], ranks: list[float], min_width: int, offsets: list[int] | None = None) -> list[int]:
+    """Group l (a hidden layer) gets max(min_width, ceil(its driving rank) + offset), never more than it has now.
 
-    `ranks` holds one rank per hidden layer (the output layer excluded): of its incoming weight matrix, or of its
-    activations on held-out rows (--rank-source).
+    `ranks` holds one rank per group (the output layer excluded): of its driving weight matrix, or of its
+    activations on held-out rows (--rank-source). `offsets` (models.base.Group.offset, 0 by default): the width a
+    group needs beyond its rank (a LayerNorm'd residual stream of rank r needs r + 1).
     """
     if len(ranks) != len(widths):
         raise ValueError(f"{len(widths)} hidden widths but {len(ranks)} ranks")
-    return [width_from_rank(r, w, min_width) for w, r in zip(widths, ranks)]
+    offsets = offsets or [0] * len(widths)
+    return [width_from_rank(r + o, w, min_width + o) for w, r, o in zip(widths, ranks, offsets)]
 
 
 def reinit(model: nn.Module, widths: list[int], seed: int, inputs: torch.Tensor | None = None) -> nn.Module:
@@ -103,7 +107,11 @@ def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
 def _layer_outputs(network: nn.Module, x: torch.Tensor, which: set[int]) -> dict[int, torch.Tensor]:
     """What the layers owning network.weights()[i], i in `which`, compute on x: their pre-activations (every family
     applies its nonlinearity and pooling outside the module that holds the weight; the last weight's is the
-    logits). Only those are kept: a conv block's full-resolution output on a few hundred images is 0.3 GB."""
+    logits). Only those are kept: a conv block's full-resolution output on a few hundred images is 0.3 GB.
+    A network whose groups are not read by one layer each (a transformer's) says what reads them itself
+    (network.group_readers): there, the logits."""
+    if hasattr(network, "group_readers"):
+        return network.group_readers(x, which)
     owners = {id(w): i for i, w in enumerate(network.weights()) if i in which}
     out: dict[int, torch.Tensor] = {}
     handles = [m.register_forward_hook(lambda _m, _i, y, i=owners[id(m.weight)]: out.__setitem__(i, y))
@@ -131,10 +139,13 @@ def _warm(model: nn.Module, widths: list[int], inputs: torch.Tensor | None,
         h = activation_inputs(new, heldout.detach().to("cpu", torch.float64))
         before = _layer_outputs(new, h, {1, last})
         reference, errors = before[last], []
-    for layer, r in enumerate(widths):
-        z = activation_rows(new.hidden(x)[layer]).numpy()
-        selected, t = interpolative_decomposition(z, r)
-        new.keep_units(layer, torch.from_numpy(selected), torch.from_numpy(t))
+    for layer, (group, r) in enumerate(zip(family_of(new).groups(new.widths), widths)):
+        if group.fold == "units":
+            z = activation_rows(new.hidden(x)[layer]).numpy()
+            selected, t = interpolative_decomposition(z, r)
+            new.keep_units(layer, torch.from_numpy(selected), torch.from_numpy(t))
+        else:  # the family's own fold (a bilinear form's SVD, a rotated residual stream)
+            new.fold_group(layer, r, x)
         if heldout is not None:
             after = _layer_outputs(new, h, {layer + 1, layer + 2, last})
             errors.append(relative_error(after[layer + 1], before[layer + 1]))

@@ -140,6 +140,9 @@ def settings_key(config: dict) -> dict:
     if task_sampling_inert(data):
         data.pop("task_sampling", None)
         data.pop("task_samples", None)
+    for key in ("sequence_length", "image_size"):  # unset: what every run before them read, so the same hash
+        if data.get(key, 0) is None:
+            data.pop(key)
     return d
 
 

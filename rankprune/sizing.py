@@ -52,7 +52,8 @@ def network_size(cfg: RunConfig, input_shape: tuple[int, ...], n_out: int, width
     weights = states * parameters * FLOAT32
     # a training batch's activations, kept for backward, about three times over (forward, backward, temporaries)
     training = 3 * cfg.train.batch_size * per_sample * FLOAT32
-    evaluation = EVAL_ROWS * per_sample * FLOAT32
+    # evaluation takes EVAL_ROWS rows a pass; a sequence is as many rows as it has positions (train.evaluate)
+    evaluation = max(1, EVAL_ROWS // (input_shape[0] if getattr(family, "reads_sequences", False) else 1)) * per_sample * FLOAT32
     # rank measurement: a weight matrix in float64 with its decomposition's workspace (bounded by all the
     # parameters); the warm rebuild and activation ranks: the widest layer's sampled activations in float64,
     # and the QR's copy
@@ -63,7 +64,7 @@ def network_size(cfg: RunConfig, input_shape: tuple[int, ...], n_out: int, width
     # every iteration saves where it began and where it ended, plus the anneal's, the reference copy's and the
     # depth's final network: 2 per iteration and 3 more, each at most the starting size (widths never grow)
     disk = (2 * cfg.evolve.max_iterations + 3) * parameters * FLOAT32
-    return NetworkSize(len(widths), list(widths), parameters, weights + training, max(evaluation, spectra, rebuild), disk)
+    return NetworkSize(family.depth_of(list(widths)), list(widths), parameters, weights + training, max(evaluation, spectra, rebuild), disk)
 
 
 def available_memory(device: str) -> int | None:

@@ -379,9 +379,13 @@ def _suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:
     return trial.suggest_float(name, float(low), float(high), step=spec.get("step"), log=log)
 
 
-def _widths(depth: int, width: int, profile: str, trial: optuna.Trial, space: dict) -> list[int]:
+def _widths(depth: int, width: int, profile: str, trial: optuna.Trial, space: dict, family: str = "mlp") -> list[int]:
+    from rankprune.models import get_family
+
     if profile == "constant":
-        return [width] * depth
+        return get_family(family).start_widths(width, depth)  # a transformer's: residual, then its blocks' groups
+    if family == "transformer":
+        raise TrialFailed(f"a transformer's widths start at one width (width_profile constant), not {profile}")
     if profile == "funnel":  # halve at every layer
         return [width // 2**i for i in range(depth)]
     if profile == "expand":  # double at every layer
@@ -414,7 +418,7 @@ def sample_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[RunConfig, list[
     if cfg.model.params is not None:
         return cfg, None
     cfg = cfg.resolved()
-    widths = _widths(depth, width if width is not None else cfg.model.width, profile, trial, spec.space)
+    widths = _widths(depth, width if width is not None else cfg.model.width, profile, trial, spec.space, cfg.model.family)
     if depth < 1 or min(widths) < 1:
         raise TrialFailed(f"invalid architecture: depth {depth}, widths {widths}")
     return cfg, widths
@@ -616,6 +620,8 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
 
     ranks = [int(math.ceil(r - 1e-9)) for r in summary["ranks"]]
     initial_widths = summary["initial_widths"]
+    family_ = get_family(family)
+    offsets = [g.offset for g in family_.groups(initial_widths)]  # a group's width beyond its rank
     return {
         "family": family,
         "initial_widths": initial_widths,
@@ -623,7 +629,7 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
         # per layer None, or why the width is a bound, not a measured rank ("initial", "input"); runs from before
         # it was recorded read as uncensored
         "censored": summary.get("censored", [None] * len(summary["widths"])),
-        "depth": len(initial_widths),
+        "depth": family_.depth_of(initial_widths),
         "rank_measure": summary["rank_measure"],
         "ranks": ranks,
         "layer_ranks": summary["layer_ranks"],
@@ -631,7 +637,7 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
         # as the original experiment printed it: the share of the hidden units the ranks account for
         "network_rank_normalized": sum(ranks) / sum(summary["widths"]),
         "network_rank_min": min(ranks),
-        "rank_parameters": get_family(family).parameter_count(input_shape, [max(r, 1) for r in ranks], n_out),
+        "rank_parameters": family_.parameter_count(input_shape, [max(r + o, 1 + o) for r, o in zip(ranks, offsets)], n_out),
         "parameters": summary["parameters"],
         "train_acc": summary["train_acc"],
         "val_acc": summary["val_acc"],
@@ -734,7 +740,7 @@ class _Trials:
 
         try:
             cfg, widths = sample_trial(trial, self.spec)
-            data = self._data(cfg)
+            data = self._data(cfg.resolved())  # --params leaves cfg unresolved; the data need its sequence length
             widths = widths or starting_widths(cfg, data, cfg.evolve.layers[0])
             folder = self.root / "studies" / self.study_name / f"trial-{trial.number:04d}"
             trial.set_user_attr("initial_widths", widths)
@@ -906,7 +912,7 @@ def _run_asked(asked: list, trials: _Trials, tell, fail, max_members: int | None
             tell(trial, state=optuna.trial.TrialState.FAIL)
     by_depth: dict[int, list] = {}
     for trial, p in ready:
-        by_depth.setdefault(len(p.job.initial_widths), []).append((trial, p))
+        by_depth.setdefault((p.job.config.model.family, len(p.job.initial_widths)), []).append((trial, p))
     for group in by_depth.values():
         try:
             results = execute([p.job for _, p in group], prepared=[p for _, p in group], max_members=max_members)

@@ -18,11 +18,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 from rankprune.seeds import derive_seed
 
 __all__ = ["TaskSet", "make_tasks", "assign_tasks", "apply_tasks", "TaskStream", "draw_samples", "every_pair",
-           "draw_sequences"]
+           "draw_sequences", "every_sequence", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,14 @@ class TaskStream:
         matrix is made once and dropped); inputs keep their shape (N, ...)."""
         flat = x.flatten(1)
         out, labels = torch.empty_like(flat), torch.empty_like(y)
-        for t in task.unique().tolist():
-            rows = torch.nonzero(task == t).flatten()
+        # one sort instead of a mask per task: a fresh draw of 4,096 sequences has about as many tasks, and a
+        # `task == t` scan per task made drawing them cost more than training on them
+        order = torch.argsort(task, stable=True)
+        tasks, counts = torch.unique_consecutive(task[order], return_counts=True)
+        start = 0
+        for t, n in zip(tasks.tolist(), counts.tolist()):
+            rows = order[start:start + n].to(flat.device)
+            start += n
             out[rows] = flat[rows] @ self.projection(t).to(flat).T
             labels[rows] = self.permutation(t).to(y.device)[y[rows]]
         return out.reshape(x.shape), labels
@@ -127,3 +134,26 @@ def draw_sequences(x: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor, length
     task = tasks.reshape(-1, 1).expand(-1, length).reshape(-1)
     out_x, out_y = stream.apply(px.reshape(-1, flat.shape[1]), py.reshape(-1), task)
     return out_x.reshape(len(tasks), length, -1), out_y.reshape(len(tasks), length)
+
+
+def every_sequence(x: torch.Tensor, y: torch.Tensor, n_tasks: int, stream: TaskStream, length: int, cap: int,
+                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out images under each of tasks 0 .. n_tasks - 1 as sequences of `length` examples of that task: each task
+    gets the rows of (x, y) in a seeded order, cut into len(y) // length sequences (every image once per task), or
+    fewer where the n_tasks x sequences x length pairs would pass `cap`. Inputs (S, length, d), labels (S, length)."""
+    per_task = max(1, min(len(y) // length, cap // max(1, n_tasks * length)))
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.stack([torch.randperm(len(y), generator=g)[: per_task * length] for _ in range(n_tasks)])
+    task = torch.arange(n_tasks).repeat_interleave(per_task * length)
+    flat = x.flatten(1)
+    px, py = stream.apply(torch.index_select(flat, 0, rows.flatten().to(flat.device)),
+                          torch.index_select(y, 0, rows.flatten().to(y.device)), task)
+    return px.reshape(n_tasks * per_task, length, -1), py.reshape(n_tasks * per_task, length)
+
+
+def tokens(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Sequences of examples (x (B, T, d) inputs, y (B, T) labels) as a transformer reads them, (B, T, d + K): each
+    input beside the previous example's one-hot label, zeros at the first position (it never sees its own label)."""
+    previous = torch.zeros(*y.shape, n_classes, dtype=x.dtype, device=x.device)
+    previous[:, 1:] = F.one_hot(y[:, :-1], n_classes).to(x.dtype)
+    return torch.cat([x, previous], dim=-1)

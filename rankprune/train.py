@@ -74,22 +74,23 @@ def evaluate(model: nn.Module, split: Split, precision: str = "fp32", loss: str 
     outputs = []  # a regression task's predictions, for R^2 over the whole split
     rows: list[torch.Tensor] = []  # with `items`: each chunk's right answers
     with _autocast(split.x.device, precision):
-        for i in range(0, len(split), EVAL_CHUNK):
-            x, y = split.x[i : i + EVAL_CHUNK], split.y[i : i + EVAL_CHUNK]
+        step = max(1, EVAL_CHUNK // (split.y.shape[1] if split.y.dim() == 2 else 1))  # a sequence is T rows
+        for i in range(0, len(split), step):
+            x, y = split.x[i : i + step], split.y[i : i + step]
             logits = model(x).float()
             loss_sum += per_sample(loss, logits, y).sum()
             if y.is_floating_point():
                 outputs.append(logits)
                 continue
             unsatisfied_sum += unsatisfied(logits, y).sum()
-            right = logits.argmax(1) == y
+            right = logits.argmax(-1) == y  # a sequence's (S, T): every position is an item
             correct += right.sum()
             if items:
-                rows.append(right.cpu())
+                rows.append(right.flatten().cpu())
     n = max(1, len(split))
     if outputs:  # regression: "accuracy" is R^2, in every table that shows accuracy
         return Evaluation(loss=loss_sum.item() / n, acc=r_squared(torch.cat(outputs), split.y), n_delta=0)
-    return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / n, n_delta=int(unsatisfied_sum.item()),
+    return Evaluation(loss=loss_sum.item() / n, acc=correct.item() / max(1, split.y.numel()), n_delta=int(unsatisfied_sum.item()),
                       correct=torch.cat(rows) if items and rows else None)
 
 
@@ -144,7 +145,7 @@ class TrainingProgress:
         """The epoch's training accuracy (R^2) from its batches' predictions, taken as the weights moved."""
         if self.regression:
             return r_squared(predictions, labels)
-        return (predictions == labels).sum().item() / self.samples
+        return (predictions == labels).sum().item() / max(1, labels.numel())  # a sequence's positions are each one
 
     def record(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> dict:
         """Evaluate the network after an epoch and return the epoch's record (on_epoch's dict)."""
@@ -249,7 +250,7 @@ def train_to_saturation(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for x, y in batches(data.train, cfg.batch_size, generator, progress.samples):
+        for x, y in batches(data.train_for(epoch), cfg.batch_size, generator, progress.samples):
             with _autocast(device, cfg.precision):
                 logits = model(x)
                 loss = per_sample(cfg.loss, logits.float(), y).mean()
@@ -257,7 +258,7 @@ def train_to_saturation(
             loss.backward()
             optimizer.step()
             loss_sum.add_(loss.detach(), alpha=len(y))
-            predictions.append(logits.detach() if progress.regression else logits.detach().argmax(1))
+            predictions.append(logits.detach() if progress.regression else logits.detach().argmax(-1))
             labels.append(y)
         train_loss = loss_sum.item() / progress.samples  # sync point: the epoch's work is done here
         seconds = time.perf_counter() - start

@@ -1,5 +1,6 @@
 """One contract suite run against every model family (models.FAMILIES): build, measure, keep units, the
-warm rebuild, parameter and FLOP counts against closed forms; and --params against its closed form."""
+warm rebuild of every group (units, bilinear and rotation folds), parameter and FLOP counts against what torch
+counts; and --params against its closed form."""
 
 from __future__ import annotations
 
@@ -13,35 +14,46 @@ from rankprune.config import ConfigError
 from rankprune.models import FAMILIES, get_family, width_for_parameters
 from rankprune.rebuild import rebuild
 
-# Input shapes each family is checked on: images of two sizes and channel counts, and flat features for the MLP.
-SHAPES = {"mlp": [(1, 8, 8), (20,)], "cnn": [(1, 8, 8), (3, 12, 12)]}
-CASES = [(name, shape, widths) for name in FAMILIES for shape in SHAPES[name] for widths in ([6], [7, 5], [5, 6, 4])]
+# Input shapes each family is checked on: images of two sizes and channel counts, flat features for the MLP, and
+# sequences (positions, token features) for the transformer.
+SHAPES = {"mlp": [(1, 8, 8), (20,)], "cnn": [(1, 8, 8), (3, 12, 12)], "transformer": [(6, 14), (11, 9)]}
+# Widths per group: one per hidden layer, or a transformer's residual then (query-key, value-output, feed-forward)
+# per block, unequal so that a wrong group order shows.
+WIDTHS = {"mlp": ([6], [7, 5], [5, 6, 4]), "cnn": ([6], [7, 5], [5, 6, 4]),
+          "transformer": ([6, 5, 4, 12], [8, 4, 5, 10, 6, 3, 7])}
+CASES = [(name, shape, widths) for name in FAMILIES for shape in SHAPES[name] for widths in WIDTHS[name]]
 
 
 def test_every_registered_family_is_covered():
     assert set(SHAPES) == set(FAMILIES)
 
 
+def test_every_group_has_a_name_and_a_fold_the_rebuild_knows():
+    for name, family in FAMILIES.items():
+        for widths in WIDTHS[name]:
+            groups = family.groups(widths)
+            assert len(groups) == len(widths) and len({g.name for g in groups}) == len(groups)
+            assert {g.fold for g in groups} <= {"units", "bilinear", "rotation"}
+            assert family.depth_of(family.start_widths(5, family.depth_of(widths))) == family.depth_of(widths)
+
+
 def inputs(shape, n=50, seed=0):
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
 
 
+def out_shape(name, shape, n=50):
+    return (n, shape[0], 10) if name == "transformer" else (n, 10)
+
+
 def counted_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds of every Conv2d and Linear, counted from the shapes a forward pass really has, x2."""
-    total = []
+    """FLOPs torch's own counter finds in one sample's forward pass, attention through the math kernel (whose matmuls
+    it counts; the fused CPU kernel it does not)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def conv(mod, args, out):
-        total.append(2 * out[0].numel() * mod.in_channels * math.prod(mod.kernel_size))
-
-    def linear(mod, args, out):
-        total.append(2 * mod.in_features * mod.out_features)
-
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    model(x[:1])
-    for h in hooks:
-        h.remove()
-    return sum(total)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x[:1])
+    return counter.get_total_flops()
 
 
 @pytest.mark.parametrize(("name", "shape", "widths"), CASES)
@@ -49,14 +61,17 @@ def test_build_forward_hidden_and_weights_follow_the_widths(name, shape, widths)
     family = get_family(name)
     model = family.build(shape, widths, 10, seed=0)
     x = inputs(shape)
-    assert model(x).shape == (50, 10)
+    assert model(x).shape == out_shape(name, shape)
     assert (model.family, model.input_shape, model.widths, model.n_out) == (name, shape, widths, 10)
     hidden = model.hidden(x)
-    assert [h.shape[1] for h in hidden] == widths and all(h.shape[0] >= 50 for h in hidden)
-    assert all(bool((h >= 0).all()) for h in hidden)  # post-ReLU
+    groups = family.groups(widths)
+    assert [h.shape[1] for h in hidden] == widths
+    assert all(h.shape[0] >= 50 for h, g in zip(hidden, groups) if g.fold == "units")  # a row per sample (and position)
+    if name != "transformer":
+        assert all(bool((h >= 0).all()) for h in hidden)  # post-ReLU
     weights = model.weights()
-    assert len(weights) == len(widths) + 1
-    assert [w.shape[0] for w in weights] == [*widths, 10]  # a matrix row per unit (or channel), then the classes
+    assert len(weights) == len(widths) + 1 and weights[-1].shape[0] == 10  # the output layer's last
+    assert all(w.shape[0] == width for w, width, g in zip(weights, widths, groups) if g.fold == "units")
 
 
 @pytest.mark.parametrize(("name", "shape", "widths"), CASES)
@@ -73,10 +88,11 @@ def test_same_seed_same_network_and_the_global_rng_is_untouched(name):
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    a, b, c = (family.build(shape, [6, 5], 10, seed=s) for s in (1, 1, 2))
+    a, b, c = (family.build(shape, family.start_widths(6, 2), 10, seed=s) for s in (1, 1, 2))
     assert torch.equal(torch.rand(3), expected)
     for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
-        assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+        # every randomly initialised tensor differs between seeds (LayerNorm's ones and zeros do not)
+        assert torch.equal(pa, pb) and (not torch.equal(pa, pc) or bool((pa == pa.flatten()[0]).all()))
 
 
 @pytest.mark.parametrize(("name", "shape", "widths"), CASES)
@@ -90,33 +106,40 @@ def test_the_warm_rebuild_at_full_width_reproduces_outputs_on_held_out_inputs(na
 @pytest.mark.parametrize(("name", "shape", "widths"), CASES)
 def test_rebuilds_shrink_to_the_new_widths_with_every_shape_agreeing(name, shape, widths):
     model = get_family(name).build(shape, widths, 10, seed=0)
-    smaller = [max(1, w - 2) for w in widths]
+    smaller = [max(2, w - 2) for w in widths]
     for method in ("warm", "reinit"):
         new = rebuild(model, smaller, method, seed=3, inputs=inputs(shape, 200, seed=1))
         assert new.widths == smaller and model.widths == widths  # the original is untouched
-        assert new(inputs(shape)).shape == (50, 10) and torch.isfinite(new(inputs(shape))).all()
+        assert new(inputs(shape)).shape == out_shape(name, shape) and torch.isfinite(new(inputs(shape))).all()
         assert sum(p.numel() for p in new.parameters()) == get_family(name).parameter_count(shape, smaller, 10)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_keep_units_folds_the_dropped_units_into_the_next_layer(name):
     """Duplicate a unit (two identical rows): dropping one copy and folding it into the other's weight in the
-    next layer must leave the function unchanged, exactly as the rebuild's T does."""
-    shape = SHAPES[name][0]
-    model = get_family(name).build(shape, [4, 3], 10, seed=0).double()
-    with torch.no_grad():
-        first = model.weights()[0]
-        first[1].copy_(first[0])
-        bias = next(p for n, p in model.named_parameters() if n.endswith("bias"))
-        bias[1] = bias[0]
-    x = inputs(shape).double()
-    before = model(x)
-    keep = torch.tensor([0, 2, 3])
-    fold = torch.zeros(3, 4, dtype=torch.float64)
-    fold[0, 0] = fold[0, 1] = fold[1, 2] = fold[2, 3] = 1.0  # unit 1 is read as a copy of unit 0
-    model.keep_units(0, keep, fold)
-    assert model.widths == [3, 3]
-    torch.testing.assert_close(model(x), before, atol=1e-10, rtol=0)
+    next layer must leave the function unchanged, exactly as the rebuild's T does. For every group folded unit by
+    unit."""
+    shape, family = SHAPES[name][0], get_family(name)
+    widths = family.start_widths(4, 2)
+    for g, group in enumerate(family.groups(widths)):
+        if group.fold != "units":
+            continue
+        model = family.build(shape, widths, 10, seed=0).double()
+        rows = model.weights()[g]
+        owner = next(m for m in model.modules() if getattr(m, "weight", None) is rows)  # whose rows are the units
+        with torch.no_grad():
+            rows[1].copy_(rows[0])
+            owner.bias[1] = owner.bias[0]
+        x = inputs(shape).double()
+        before = model(x)
+        n = widths[g]
+        keep = torch.tensor([0, *range(2, n)])
+        fold = torch.zeros(n - 1, n, dtype=torch.float64)
+        fold[0, 0] = fold[0, 1] = 1.0  # unit 1 is read as a copy of unit 0
+        fold[torch.arange(1, n - 1), torch.arange(2, n)] = 1.0
+        model.keep_units(g, keep, fold)
+        assert model.widths[g] == n - 1 and sum(model.widths) == sum(widths) - 1
+        torch.testing.assert_close(model(x), before, atol=1e-10, rtol=0)
 
 
 # --- --params: a parameter-matched initial width ----------------------------------------------------------
@@ -170,8 +193,9 @@ def test_weight_decay_defaults_to_the_familys_unless_given():
     from rankprune.models import FAMILIES
 
     for name, family in FAMILIES.items():
-        cfg = RunConfig().replace(model={"family": name}).validate().resolved()
+        data = {"tasks": 4} if getattr(family, "reads_sequences", False) else {}  # a transformer reads tasks' sequences
+        cfg = RunConfig().replace(model={"family": name}, data=data).validate().resolved()
         assert cfg.train.weight_decay == family.default_weight_decay
-        given = RunConfig().replace(model={"family": name}, train={"weight_decay": 0.0}).validate().resolved()
+        given = RunConfig().replace(model={"family": name}, data=data, train={"weight_decay": 0.0}).validate().resolved()
         assert given.train.weight_decay == 0.0  # an explicit 0 is not "not given"
     assert FAMILIES["mlp"].default_weight_decay == 5e-3  # the original experiment's

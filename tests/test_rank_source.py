@@ -19,7 +19,8 @@ DRIVE = "numerical:0.2"  # tiny_config's driving measure
 def test_the_source_is_the_familys_default_unless_given_and_a_bad_one_is_refused():
     for name, family in FAMILIES.items():
         assert family.default_rank_source in ("weights", "activations")
-        cfg = RunConfig().replace(model={"family": name}).validate().resolved()
+        data = {"tasks": 4} if getattr(family, "reads_sequences", False) else {}  # a transformer reads tasks' sequences
+        cfg = RunConfig().replace(model={"family": name}, data=data).validate().resolved()
         assert cfg.rank.source == family.default_rank_source
         assert RunConfig().replace(model={"family": name}, rank={"source": "activations"}).resolved().rank.source == "activations"
     with pytest.raises(ConfigError, match="rank source"):

@@ -216,7 +216,7 @@ def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[di
         "output_recentred": None if cfg.model.alpha is None else (phase == SHRINK and iteration > 0),
         **measured,
         "next_widths": widths if result.stop_reason == "diverged" or phase == ANNEAL
-        else next_widths(widths, ranks, cfg.rank.min_width),
+        else next_widths(widths, ranks, cfg.rank.min_width, [g.offset for g in family.groups(widths)]),
     }
     run.save_weights(model.state_dict(), depth, iteration)
     return row, model

@@ -46,12 +46,13 @@ class DepthResult:
 
 
 def starting_widths(cfg: RunConfig, data: Splits, depth: int) -> list[int]:
-    """A depth's starting widths: cfg.model.width in every hidden layer, or with --params the equal width
-    whose network has about that many parameters."""
+    """A depth's starting widths (family.start_widths: cfg.model.width in every hidden layer of an MLP or CNN; a
+    transformer's residual width, then each block's groups), or with --params those of the width whose network has
+    about that many parameters."""
     family = get_family(cfg.model.family)
     if cfg.model.params is not None:
-        return [width_for_parameters(family, data.input_shape, depth, data.n_classes, cfg.model.params)] * depth
-    return [cfg.model.width or family.default_width] * depth
+        return family.start_widths(width_for_parameters(family, data.input_shape, depth, data.n_classes, cfg.model.params), depth)
+    return family.start_widths(cfg.model.width or family.default_width, depth)
 
 
 @dataclass
@@ -90,8 +91,9 @@ def evolve_depth_together(replicas: list[Replica], depth: int, max_members: int 
     states = []
     for r in replicas:
         cfg = r.cfg.resolved()
-        if r.initial_widths is not None and len(r.initial_widths) != depth:
-            raise ValueError(f"depth {depth} needs {depth} initial widths, got {list(r.initial_widths)}")
+        if r.initial_widths is not None and get_family(cfg.model.family).depth_of(list(r.initial_widths)) != depth:
+            raise ValueError(f"depth {depth} needs {len(get_family(cfg.model.family).start_widths(1, depth))} initial "
+                             f"widths, got {list(r.initial_widths)}")
         history = [row for row in r.run.rows(ITERATIONS) if row["depth"] == depth]
         widths = history[-1]["next_widths"] if history else list(r.initial_widths or starting_widths(cfg, r.data, depth))
         r.reporter.depth_started(depth, widths, len(history))
@@ -152,7 +154,7 @@ def _rank_bounds(cfg: RunConfig, data: Splits, widths: list[int]) -> list[float]
     weights' columns (family.fan_in), or for activations (--rank-source activations) the held-out rows they are
     measured on (a ReLU's outputs can span more directions than its weights' columns: no fan-in bound there)."""
     if cfg.rank.source == "activations":
-        return [len(data.val)] * len(widths)
+        return [len(data.val) * (data.sequence_length or 1)] * len(widths)  # a sequence gives a row per position
     return get_family(cfg.model.family).fan_in(data.input_shape, widths)
 
 
@@ -168,7 +170,9 @@ def _still_shrinking(history: list[dict]) -> list[bool] | None:
 # changed rows and its chance level; augmented tasks: unseen-task accuracy; the hinge loss: N_Delta): a study's
 # trials carry them, so a finding can test rank against memorisation rather than the gap on noisy labels.
 TASK_OUTCOMES = ("train_acc_relabelled", "train_acc_relabelled_true", "train_acc_relabelled_chance", "train_acc_clean",
-                 "test_acc_unseen_tasks", "n_delta_fraction")
+                 "test_acc_unseen_tasks", "n_delta_fraction",
+                 # on sequences (the transformer's): the in-context learning curves (probes/tasks.py)
+                 "val_acc_by_position", "test_acc_by_position", "test_acc_unseen_tasks_by_position")
 
 
 def _summary(cfg: RunConfig, depth: int, history: list[dict], data: Splits) -> dict:

@@ -5,12 +5,13 @@ package registers every family.
 """
 
 from rankprune.models.base import (
-    FAMILIES, Family, Network, activation_inputs, activation_rows, family_of, get_family, width_for_parameters,
+    FAMILIES, Group, Family, Network, activation_inputs, activation_rows, family_of, get_family, width_for_parameters,
 )
 from rankprune.models.cnn import CNN
 from rankprune.models.mlp import MLP, build_mlp, forward_flops, parameter_count
+from rankprune.models.transformer import Transformer
 
 __all__ = [
-    "FAMILIES", "Family", "Network", "activation_inputs", "activation_rows", "family_of", "get_family", "width_for_parameters",
-    "MLP", "CNN", "build_mlp", "parameter_count", "forward_flops",
+    "FAMILIES", "Group", "Family", "Network", "activation_inputs", "activation_rows", "family_of", "get_family", "width_for_parameters",
+    "MLP", "CNN", "Transformer", "build_mlp", "parameter_count", "forward_flops",
 ]

@@ -1,17 +1,22 @@
 """The model-family seam: what every family of networks provides, and the registry of families.
 
-A family builds a network from a list of hidden widths (units of an MLP layer, channels of a conv
-block) and knows its parameter and FLOP counts in closed form. Its networks expose what the controller
-measures and rebuilds, so nothing outside a family's module knows its layers:
+A family builds a network from a list of widths, one per *group of units* (family.groups names them: an MLP
+layer's units, a conv block's channels; a transformer block's feed-forward units, its head's query-key and
+value-output dimensions, and the residual width its blocks share) and knows its parameter and FLOP counts in
+closed form. Its networks expose what the controller measures and rebuilds, so nothing outside a family's module
+knows its layers:
 
-    network.weights()            weight tensors, hidden layers in order then the output layer; the
-                                 controller measures each as the matrix w.reshape(w.shape[0], -1)
-                                 (a conv weight (out, in, k, k) as (out, in*k*k), as WeightWatcher
-                                 and Torch-Pruning do)
-    network.hidden(x)            per hidden layer, the activations the next layer reads, as an
-                                 (M, width) matrix: rows are samples (and positions, for conv)
-    network.keep_units(l, S, T)  keep units S of hidden layer l and fold the dropped ones into layer
-                                 l+1 through T (r x width), so that layer l+1 reads hidden[:, S] @ T
+    network.weights()            per group, the matrix whose rank drives its width, then the output layer's
+                                 weight; the controller measures each as w.reshape(w.shape[0], -1) (a conv
+                                 weight (out, in, k, k) as (out, in*k*k), as WeightWatcher and Torch-Pruning
+                                 do). For an MLP or CNN these are the hidden layers' incoming weights.
+    network.hidden(x)            per group, the activation matrix whose rank drives its width under
+                                 --rank-source activations: (M, width), rows samples (and positions)
+    network.keep_units(g, S, T)  for a group whose fold is "units": keep units S of group g and fold the
+                                 dropped ones into what reads them through T (r x width), so that the reader
+                                 sees hidden[:, S] @ T (the interpolative decomposition of rebuild.py)
+    network.fold_group(g, r, x)  for a group with its own fold ("bilinear", "rotation"): shrink it to r,
+                                 keeping the function as nearly as its fold can on inputs x
 
 FAMILIES is the only list of family names.
 """
@@ -19,6 +24,7 @@ FAMILIES is the only list of family names.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -26,12 +32,33 @@ from torch import nn
 
 from rankprune.errors import ConfigError
 
-__all__ = ["Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
+__all__ = ["Group", "layer_groups", "Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
            "activation_rows", "activation_inputs", "MAX_ACTIVATION_ROWS"]
 
 # A conv layer's activation matrix has a row per sample and position (4,096 images of 28x28: 3.2 million
 # rows); its decompositions need far fewer rows than that to see every channel's direction.
 MAX_ACTIVATION_ROWS = 32_768
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named group of units whose count is one entry of a network's widths.
+
+    fold: how the warm rebuild shrinks it: "units" keeps the units an interpolative decomposition of its
+    activations picks and folds the rest into what reads them (network.keep_units); any other name is the
+    network's own fold (network.fold_group), for a group whose units are not read one by one (a bilinear form, a
+    rotated residual stream).
+    offset: directions a width of w carries are w - offset: a LayerNorm'd residual stream of width w spans at most
+    w - 1 directions (the norm removes the mean of its features), so a stream of rank r needs width r + 1."""
+
+    name: str
+    fold: str = "units"
+    offset: int = 0
+
+
+def layer_groups(widths: list[int], unit: str = "layer") -> list[Group]:
+    """One group per hidden layer, folded unit by unit: the MLP's and the CNN's."""
+    return [Group(f"{unit} {i + 1}") for i in range(len(widths))]
 
 
 @runtime_checkable
@@ -55,6 +82,16 @@ class Family(Protocol):
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """ConfigError (one line) when this family cannot take inputs of this shape."""
+
+    def groups(self, widths: list[int]) -> list[Group]:
+        """What each entry of `widths` counts, in order: the groups the controller measures and rebuilds."""
+
+    def start_widths(self, width: int, depth: int) -> list[int]:
+        """The widths a network of `depth` (hidden layers, or blocks) starts from at `width`: [width] * depth for an
+        MLP or CNN; a transformer's residual width, then each block's query-key, value-output and feed-forward."""
+
+    def depth_of(self, widths: list[int]) -> int:
+        """The depth whose start_widths have as many entries as `widths`."""
 
     def build(self, input_shape: tuple[int, ...], widths: list[int], n_out: int, seed: int,
               device: str | torch.device = "cpu") -> nn.Module: ...
@@ -103,13 +140,13 @@ def seeded(make, seed: int, device) -> nn.Module:
 
 
 def width_for_parameters(family: Family, input_shape: tuple[int, ...], depth: int, n_out: int, params: int) -> int:
-    """The width h (equal for every hidden layer) whose network has the parameter count nearest `params`,
+    """The width h (start_widths(h, depth): equal for every hidden layer) whose network has the parameter count nearest `params`,
     as the jamming experiments match networks of different depths (Geiger et al. 2019). Counts grow with h,
     so a bisection finds it for any family; for an MLP it agrees with the root of
     N = h*d + (L-1)*h^2 + n*h (+ biases)."""
     if params < 1:
         raise ConfigError(f"--params must be at least 1, got {params}")
-    count = lambda h: family.parameter_count(input_shape, [h] * depth, n_out)  # noqa: E731
+    count = lambda h: family.parameter_count(input_shape, family.start_widths(h, depth), n_out)  # noqa: E731
     if params < count(1):  # nothing that small exists: say so rather than start a larger network silently
         raise ConfigError(f"--params {params:,} is below the smallest {family.name} of depth {depth} on these inputs "
                           f"({count(1):,} parameters at width 1)")
@@ -142,5 +179,5 @@ def activation_inputs(model: nn.Module, x: torch.Tensor, limit: int = MAX_ACTIVA
     """The first inputs of `x` that give every hidden layer at least `limit` activation rows (all of them when
     fewer do). A conv layer yields a row per position, so a few hundred images fill it: passing 4,096
     images through a CNN in float64 for rows that activation_rows then drops cost most of a warm rebuild."""
-    per_sample = min(z.shape[0] for z in model.hidden(x[:1])) if len(x) else 1
+    per_sample = getattr(model, "rows_per_sample", None) or (min(z.shape[0] for z in model.hidden(x[:1])) if len(x) else 1)
     return x[: -(-limit // max(per_sample, 1))]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rankprune.errors import ConfigError
-from rankprune.models.base import register, seeded
+from rankprune.models.base import Group, layer_groups, register, seeded
 
 __all__ = ["CNN", "CNNFamily", "POOLED_BLOCKS", "KERNEL"]
 
@@ -112,6 +112,15 @@ class CNNFamily:
         from rankprune.models.batched import BatchedCNN
 
         return BatchedCNN(members)
+
+    def groups(self, widths: list[int]) -> list[Group]:
+        return layer_groups(widths, "block")
+
+    def start_widths(self, width: int, depth: int) -> list[int]:
+        return [width] * depth
+
+    def depth_of(self, widths: list[int]) -> int:
+        return len(widths)
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         if len(input_shape) != 3:
