@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from rankprune.config import ConfigError, RunConfig
+from rankprune.models import family_of
 from rankprune.runfolder import CONFIG, DATA, DEPTHS, EPOCHS, ITERATIONS, SPECTRA, STATUS, RunFolder, default_run_folder
 
 __all__ = ["Run", "Replicates", "NormalisedNetwork", "run", "run_seeds", "run_tensors", "open_run", "load_network"]
@@ -67,7 +68,12 @@ class Run:
 class NormalisedNetwork(nn.Module):
     """A trained network with the normalisation its run trained under: feed it raw inputs (pixels scaled to
     [0, 1], or your tensors as you gave them), any shape with the sample's number of values (flat rows are
-    reshaped to the run's input shape); it returns logits."""
+    reshaped to the run's input shape); it returns logits.
+
+    A transformer (--model transformer) reads sequences of tokens instead (tasks.tokens: each task-projected input
+    beside the previous label): the normalisation comes before a task's projection, so it cannot be applied to
+    tokens; give it `tokens(project((raw - mean) / std), labels, n_classes)` (mean, std are attributes here) and
+    it passes them to the network as they are, returning logits (B, T, classes)."""
 
     def __init__(self, network: nn.Module, mean: float, std: float):
         super().__init__()
@@ -75,6 +81,8 @@ class NormalisedNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(len(x), *self.network.input_shape).to(torch.float32)
+        if getattr(family_of(self.network), "reads_sequences", False):
+            return self.network(x)
         return self.network((x - self.mean) / self.std)
 
 

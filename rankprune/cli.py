@@ -366,6 +366,38 @@ def _add_study(sub) -> None:
             c.add_argument("--train-tol", type=float, default=0.01, help="'similar training accuracy' for overfitting pairs (0.01)")
         c.set_defaults(handler=handler)
 
+    i = ssub.add_parser("icl", help="the in-context learning report of an MLP study and a transformer study over task "
+                                    "count x width: the 2 x 2 accuracy map, convergent widths, accuracy by position")
+    i.add_argument("--mlp", required=True, help="the MLP's study name (e.g. icl_mlp, studies/icl/mlp.toml)")
+    i.add_argument("--transformer", required=True, help="the transformer's study name (e.g. icl_transformer)")
+    i.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    i.add_argument("--root", default="runs", help="where the default storage lives (runs)")
+    i.add_argument("--out", help="report folder (default: ROOT/reports/icl)")
+    i.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="figure files (png)")
+    i.add_argument("--dpi", type=float, default=110, help="pixels per inch of a png, 50-1200 (110)")
+    i.set_defaults(handler=_run_icl)
+
+
+def _run_icl(args: argparse.Namespace) -> int:
+    from rankprune.classes import trials_frame
+    from rankprune.report.icl import describe_trial, render_icl
+    from rankprune.study import default_storage, load_study
+
+    storage = args.storage or default_storage(args.root)
+    names = {"mlp": args.mlp, "transformer": args.transformer}
+    frames = {family: trials_frame(load_study(name, storage, read_only=True)) for family, name in names.items()}
+    for family, frame in frames.items():
+        if frame.empty:
+            raise ConfigError(f"study {names[family]!r} has no finished trials yet")
+        if set(frame["family"]) != {family}:
+            raise ConfigError(f"study {names[family]!r} holds {', '.join(sorted(set(frame['family'])))} trials, not "
+                              f"{family}: give --{family} the {family} study")
+    chance, lines = describe_trial(frames)
+    out = Path(args.out) if args.out else Path(args.root) / "reports" / "icl"
+    path = render_icl(frames, out, chance=chance, names=names, description=lines, fmt=args.format, dpi=args.dpi)
+    print(f"report: {path}")
+    return 0
+
 
 def _wide_console():
     from rich.console import Console
