@@ -7,6 +7,9 @@ needs no display and leaves the caller's pyplot state alone; PNGs are rendered b
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +83,27 @@ def _colours(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+# The names of the groups of units a report's figures are about (models.base.Group: "block 2 query-key"), where they
+# are not plain hidden layers; set for the duration of one report by `group_names`.
+_GROUP_NAMES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("group_names", default=None)
+
+
+@contextlib.contextmanager
+def group_names(names: list[str] | None):
+    """Within this block, figures name matrix `layer` by names[layer] (a transformer's groups) instead of
+    "hidden N"; None keeps "hidden N" (an MLP's or CNN's layers)."""
+    token = _GROUP_NAMES.set(names)
+    try:
+        yield
+    finally:
+        _GROUP_NAMES.reset(token)
+
+
 def _layer_name(layer: int, n_matrices: int) -> str:
-    return "output" if layer == n_matrices - 1 else f"hidden {layer + 1}"
+    if layer == n_matrices - 1:
+        return "output"
+    names = _GROUP_NAMES.get()
+    return names[layer] if names and layer < len(names) else f"hidden {layer + 1}"
 
 
 def _figure(width: float, height: float, margins: tuple[float, float, float, float]) -> Figure:
@@ -365,7 +387,7 @@ def widths_per_iteration(widths: pd.DataFrame, unit: str = "units") -> Figure:
             sides = np.array([_side_at(m, layer) for m in marks[part.index]], dtype=object)
             measured_at = [i for i, side in enumerate(sides) if side is None]
             ax.plot(part["iteration"], [w[layer] for w in part["widths"]], "o-", color=colour, markevery=measured_at,
-                    label=f"hidden {layer + 1} width")
+                    label=f"{_layer_name(layer, -1)} width")
             for side in CENSORED_MARKERS:
                 at = sides == side
                 if at.any():
@@ -374,7 +396,7 @@ def widths_per_iteration(widths: pd.DataFrame, unit: str = "units") -> Figure:
             measured = part[part["ranks"].map(lambda r: isinstance(r, list))]
             if not measured.empty:
                 ax.plot(measured["iteration"], [r[layer] for r in measured["ranks"]], "x:", color=colour,
-                        label=f"hidden {layer + 1} rank")
+                        label=f"{_layer_name(layer, -1)} rank")
         ax.set_title(f"depth {depth}")
         ax.set_xlabel("controller iteration")
         ax.set_ylabel(f"width / rank ({unit})")

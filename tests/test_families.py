@@ -199,3 +199,13 @@ def test_weight_decay_defaults_to_the_familys_unless_given():
         given = RunConfig().replace(model={"family": name}, data=data, train={"weight_decay": 0.0}).validate().resolved()
         assert given.train.weight_decay == 0.0  # an explicit 0 is not "not given"
     assert FAMILIES["mlp"].default_weight_decay == 5e-3  # the original experiment's
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_params_picks_the_nearest_transformer_model_width(depth):
+    """--params for a transformer sets its model width d, every group following it (start_widths)."""
+    family = get_family("transformer")
+    d = width_for_parameters(family, (32, 74), depth, 10, 50_000)
+    counts = {w: family.parameter_count((32, 74), family.start_widths(w, depth), 10) for w in (d - 1, d, d + 1)}
+    assert abs(counts[d] - 50_000) == min(abs(v - 50_000) for v in counts.values())
+    assert family.start_widths(d, depth)[:4] == [d, d, d, 4 * d]

@@ -357,6 +357,18 @@ def render_run(run: RunFolder, out: Path, fmt: str = "png", dpi: float = figures
     its path."""
     gathered = read_run(run)
     doc = _Document(out, fmt, dpi)
-    for section in SECTIONS:
-        section(doc, gathered)
+    with figures.group_names(_group_names(gathered)):
+        for section in SECTIONS:
+            section(doc, gathered)
     return doc.write()
+
+
+def _group_names(gathered) -> list[str] | None:
+    """A transformer's group names for the figures' legends (its widths are not hidden layers); None for a family
+    whose groups are its layers, or a run whose family this rankprune does not know."""
+    from rankprune.models import FAMILIES
+
+    family = FAMILIES.get(gathered.config.get("model", {}).get("family", "mlp"))
+    if family is None or family.name in ("mlp", "cnn") or gathered.iterations.empty:
+        return None
+    return [g.name for g in family.groups(list(gathered.iterations["widths"].iloc[0]))]
