@@ -32,7 +32,7 @@ from torch import nn
 
 from rankprune.errors import ConfigError
 
-__all__ = ["Group", "layer_groups", "Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
+__all__ = ["Group", "LayeredFamily", "Family", "Network", "FAMILIES", "register", "get_family", "family_of", "width_for_parameters",
            "activation_rows", "activation_inputs", "MAX_ACTIVATION_ROWS"]
 
 # A conv layer's activation matrix has a row per sample and position (4,096 images of 28x28: 3.2 million
@@ -56,9 +56,20 @@ class Group:
     offset: int = 0
 
 
-def layer_groups(widths: list[int], unit: str = "layer") -> list[Group]:
-    """One group per hidden layer, folded unit by unit: the MLP's and the CNN's."""
-    return [Group(f"{unit} {i + 1}") for i in range(len(widths))]
+class LayeredFamily:
+    """The groups of a family whose widths are its hidden layers' (the MLP's units, the CNN's channels): one group per
+    layer, folded unit by unit, every layer starting at the same width."""
+
+    layer_word = "layer"  # how a group is named: "layer 2", "block 2"
+
+    def groups(self, widths: list[int]) -> list[Group]:
+        return [Group(f"{self.layer_word} {i + 1}") for i in range(len(widths))]
+
+    def start_widths(self, width: int, depth: int) -> list[int]:
+        return [width] * depth
+
+    def depth_of(self, widths: list[int]) -> int:
+        return len(widths)
 
 
 @runtime_checkable

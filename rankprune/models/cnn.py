@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rankprune.errors import ConfigError
-from rankprune.models.base import Group, layer_groups, register, seeded
+from rankprune.models.base import LayeredFamily, register, seeded
 
 __all__ = ["CNN", "CNNFamily", "POOLED_BLOCKS", "KERNEL"]
 
@@ -94,8 +94,9 @@ def _resolutions(input_shape: tuple[int, ...], depth: int) -> list[int]:
     return out
 
 
-class CNNFamily:
+class CNNFamily(LayeredFamily):
     name = "cnn"
+    layer_word = "block"
     default_width = 64  # channels per block
     width_unit = "channels"
     # At the MLP's 5e-3 this network underfits the MNIST subset (88% training accuracy, depth 2); 1e-3 lets it
@@ -112,15 +113,6 @@ class CNNFamily:
         from rankprune.models.batched import BatchedCNN
 
         return BatchedCNN(members)
-
-    def groups(self, widths: list[int]) -> list[Group]:
-        return layer_groups(widths, "block")
-
-    def start_widths(self, width: int, depth: int) -> list[int]:
-        return [width] * depth
-
-    def depth_of(self, widths: list[int]) -> int:
-        return len(widths)
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         if len(input_shape) != 3:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from rankprune.models.base import Group, layer_groups, register, seeded
+from rankprune.models.base import LayeredFamily, register, seeded
 
 __all__ = ["MLP", "MLPFamily", "build_mlp", "parameter_count", "forward_flops"]
 
@@ -69,7 +69,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return out
 
 
-class MLPFamily:
+class MLPFamily(LayeredFamily):
     name = "mlp"
     default_width = 784  # the original experiment's width: MNIST's input size
     width_unit = "units"
@@ -84,15 +84,6 @@ class MLPFamily:
         from rankprune.models.batched import BatchedMLP
 
         return BatchedMLP(members)
-
-    def groups(self, widths: list[int]) -> list[Group]:
-        return layer_groups(widths, "layer")
-
-    def start_widths(self, width: int, depth: int) -> list[int]:
-        return [width] * depth
-
-    def depth_of(self, widths: list[int]) -> int:
-        return len(widths)
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         pass  # any input flattens
