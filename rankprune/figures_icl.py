@@ -83,30 +83,40 @@ def accuracy_map(cells: pd.DataFrame, chance: float) -> Figure:
 
 
 def width_map(cells: pd.DataFrame) -> Figure:
-    """Per family, the convergent width of the group the size axis sets (an MLP's mean hidden width; a transformer's
-    residual width), mean over seeds; a cell where a seed's width stayed at a bound is hatched and marked."""
+    """Per family (columns), top: the convergent width of the group the size axis sets (an MLP's mean hidden width; a
+    transformer's residual width), mean over seeds, a cell where a seed's width stayed at a bound hatched and marked;
+    bottom: the share of all units (every group's width summed) the chosen network kept."""
     import matplotlib
 
     cmap = matplotlib.colormaps["cividis"]
     families = [f for f in FAMILY_NAMES if f in set(cells["family"])]
     n_w, n_t = cells["width"].nunique(), cells["tasks"].nunique()
     axes_w, axes_h = max(2.4, 1.05 * n_w), max(2.2, 0.62 * n_t)
-    left, gap, right, bottom, top = 1.05, 1.35, 0.35, 0.75, 0.45
-    fig = _figure(left + len(families) * axes_w + (len(families) - 1) * gap + right, bottom + axes_h + top,
+    left, gap, right, bottom, top, vgap = 1.05, 1.75, 0.35, 0.75, 0.45, 0.75  # the gap holds a colour bar and its label
+    fig = _figure(left + len(families) * axes_w + (len(families) - 1) * gap + right, bottom + 2 * axes_h + vgap + top,
                   (left, right, bottom, top))
     width, height = fig.get_figwidth(), fig.get_figheight()
     for k, family in enumerate(families):
         mine = cells[cells["family"] == family]
         x0 = left + k * (axes_w + gap)
-        ax = fig.add_axes((x0 / width, bottom / height, axes_w / width, axes_h / height))
-        lo, hi = 0.0, float(mine["width"].max())
-        image = _panel(ax, mine, "width_mean", lo, hi, cmap, bound="width_side", digits=lambda v: f"{v:.3g}")
-        ax.set_title(f"{FAMILY_NAMES[family]}: {'residual width' if family == 'transformer' else 'mean hidden width'}",
-                     fontsize=9.5, loc="left")
-        ax.set_xlabel("initial width")
-        ax.set_ylabel("tasks N")
-        cax = fig.add_axes(((x0 + axes_w + 0.08) / width, bottom / height, 0.13 / width, axes_h / height))
-        fig.colorbar(image, cax=cax).set_label("convergent width")
+        for row, (value, lo, hi, label, title, digits, bound) in enumerate((
+                ("width_mean", 0.0, float(mine["width"].max()), "convergent width",
+                 f"{FAMILY_NAMES[family]}: {'residual width' if family == 'transformer' else 'mean hidden width'}",
+                 lambda v: f"{v:.3g}", "width_side"),
+                ("kept_mean", 0.0, 1.0, "share of units kept", f"{FAMILY_NAMES[family]}: units kept, all groups",
+                 lambda v: f"{v:.0%}", None))):
+            y0 = bottom + (1 - row) * (axes_h + vgap)
+            ax = fig.add_axes((x0 / width, y0 / height, axes_w / width, axes_h / height))
+            image = _panel(ax, mine, value, lo, hi, cmap, bound=bound, digits=digits)
+            ax.set_title(title, fontsize=9.5, loc="left")
+            ax.set_xlabel("initial width" if row == 1 else "")
+            ax.set_ylabel("tasks N")
+            cax = fig.add_axes(((x0 + axes_w + 0.08) / width, y0 / height, 0.13 / width, axes_h / height))
+            bar = fig.colorbar(image, cax=cax)
+            bar.set_label(label)
+            if row == 1:
+                bar.formatter = matplotlib.ticker.PercentFormatter(1.0)
+                bar.update_ticks()
     return fig
 
 
@@ -121,6 +131,9 @@ def position_curves(curves: list[dict], chance: float) -> Figure:
                   (left, right, bottom, top))
     width, height = fig.get_figwidth(), fig.get_figheight()
     handles = []
+    # every panel on one scale, down to the lowest curve (a memorised task can score far below chance on an unseen one)
+    lowest = min(float(np.min(np.concatenate([c["seen"], c["unseen"]]))) for c in curves)
+    floor = max(0.0, min(chance - 0.1, lowest - 0.03))
     for k, w in enumerate(widths):
         ax = fig.add_axes(((left + k * (axes_w + gap)) / width, bottom / height, axes_w / width, axes_h / height))
         for c in (c for c in curves if c["width"] == w):
@@ -130,7 +143,7 @@ def position_curves(curves: list[dict], chance: float) -> Figure:
             if k == 0:
                 handles.append(line)
         ax.axhline(chance, color="grey", lw=0.8, ls=":")
-        ax.set_ylim(min(chance - 0.1, 0.4), 1.02)
+        ax.set_ylim(floor, 1.02)
         ax.set_xlabel("position t (labelled examples seen before it)")
         if k == 0:
             ax.set_ylabel("test accuracy at position t")

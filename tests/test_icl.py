@@ -125,6 +125,8 @@ def test_the_verdicts_see_a_rise_with_task_count_only_where_there_is_one():
     above = got["N = 128: the transformer's unseen-task accuracy is above the MLP's"]
     assert above.n == 3 and above.effect.estimate == pytest.approx(0.3, abs=0.03)
     assert above.p_floor == pytest.approx(0.125)  # three seeds: the exact test's floor, said so in the report
+    assert above.p_adjusted is None  # it can never reach 0.05: outside the Holm family, which holds the two trends
+    assert rise.family.startswith("the in-context learning grid's tests") and "(2 tests)" in rise.family
     c = cells(table)
     assert len(c) == 16 and set(c["n"]) == {3}
 
