@@ -637,7 +637,10 @@ def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=GUARD_S)
-    before = {t.number: cell_key(t.params) for t in complete_trials(url, "q1_width")}
+    # Read through a writable connection: a SIGKILL that lands mid-write leaves SQLite a hot journal, which only a
+    # writer rolls back (a read-only one, as complete_trials opens, then sees no storage at all)
+    killed = optuna.load_study(study_name="q1_width", storage=url)
+    before = {t.number: cell_key(t.params) for t in killed.trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert 1 <= len(before) < 8, "the kill should land mid-suite"
     dead = [t.number for t in optuna.load_study(study_name="q1_width", storage=url).trials
             if t.state == optuna.trial.TrialState.RUNNING]
