@@ -445,6 +445,10 @@ class _GridWithRetries(optuna.samplers.GridSampler):
     An enqueued trial carries its parameters instead of a grid id, and GridSampler.after_trial looks up the id of
     the finished trial whenever exactly one cell is left unvisited (Optuna 5.0: KeyError 'grid_id'). The
     interrupted trial's own cell counts as visited already, so the unvisited cell is still to run: go on.
+
+    It also lets a batched worker (optimize_batched, which tells trials outside optimize()) finish the grid's last
+    cell: GridSampler stops the study from after_trial once every cell is taken, and Optuna allows Study.stop only
+    inside optimize(); the batched loop already ends at its count of cells left, so that stop is not needed there.
     """
 
     def after_trial(self, study, trial, state, values) -> None:
@@ -452,6 +456,9 @@ class _GridWithRetries(optuna.samplers.GridSampler):
             super().after_trial(study, trial, state, values)
         except KeyError:
             if "grid_id" in trial.system_attrs:
+                raise
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
                 raise
 
 
@@ -831,15 +838,18 @@ class _Goal:
 
 
 def retry_interrupted(study: optuna.Study) -> list[int]:
-    """Enqueue a retry of every trial that Ctrl-C or SIGTERM failed (its fail_reason starts with INTERRUPTED) and
-    that has none yet: the same parameters, user attribute retry_of = its number. Each is retried once; a retry
-    that is interrupted in turn gets a retry of its own. The retries are new trials with run folders of their own,
-    run before any new point (Optuna pops enqueued trials first). Returns the numbers of the retried trials."""
+    """Enqueue a retry of every trial that Ctrl-C or SIGTERM failed (its fail_reason starts with INTERRUPTED), or that
+    failed with no reason at all, which is how Optuna's fail_stale_trials fails a trial whose worker was killed
+    outright (its heartbeats stopped; every failure rankprune tells carries a reason), and that has none yet: the
+    same parameters, user attribute retry_of = its number. Each is retried once; a retry that is interrupted or
+    killed in turn gets a retry of its own. The retries are new trials with run folders of their own, run before
+    any new point (Optuna pops enqueued trials first). Returns the numbers of the retried trials."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}  # WAITING retries (enqueued, not yet run) included
     numbers = []
     for t in trials:
-        if (t.state == optuna.trial.TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+        reason = t.user_attrs.get("fail_reason")
+        if (t.state == optuna.trial.TrialState.FAIL and (reason is None or str(reason).startswith(INTERRUPTED))
                 and t.number not in retried):
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             numbers.append(t.number)
@@ -848,13 +858,14 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
 
 def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int | None, batch: int,
                      max_members: int | None = None, callbacks: list | None = None, on_trial=None,
-                     until: int | None = None) -> None:
+                     until: int | None = None, storage: optuna.storages.BaseStorage | None = None) -> None:
     """Run n_trials trials (or until the study holds `until` complete ones: _Goal) `batch` at a time: ask Optuna
     for a batch of trials, make each one's network, train every trial of one depth together
     (evolve_depth_together: members of one family and batch key share each step), and tell Optuna each result.
     Every trial keeps its own run folder and user attributes; a trial that diverges or cannot run fails alone.
     A batch asks for no more trials than are left to run, and a grid study for no more than it has cells left.
-    Ctrl-C or SIGTERM fails every asked trial not yet told, whatever depth it was waiting in."""
+    Ctrl-C or SIGTERM fails every asked trial not yet told, whatever depth it was waiting in. With the `storage` the
+    study was opened on, every asked trial sends heartbeats until it is told (_Heartbeats)."""
     trials = _Trials(spec, root, study_name, on_trial)
     goal = _Goal(n_trials, until, batch)
     if spec.sampler == "grid":
@@ -867,14 +878,7 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     told: set[int] = set()
 
     def tell(trial, **kw):
-        # GridSampler stops the study from its after_trial once every cell is taken, which Optuna allows only inside
-        # optimize(); the cap above already ends this loop there, so the stop is let through as it is in optimize.
-        local = study._thread_local
-        before, local.in_optimize_loop = local.in_optimize_loop, True
-        try:
-            frozen = study.tell(trial, **kw)
-        finally:
-            local.in_optimize_loop = before
+        frozen = study.tell(trial, **kw)  # a grid's stop outside optimize() is _GridWithRetries'
         told.add(trial.number)
         goal.record(frozen)
         for callback in callbacks or []:
@@ -887,17 +891,58 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
                 tell(trial, state=optuna.trial.TrialState.FAIL)
 
     with warnings.catch_warnings():
-        # Optuna warns that heartbeats run only inside optimize(); a batch's trials get none (README, Studies).
+        # Optuna warns that heartbeats run only inside optimize(); a batch's trials get ours (_Heartbeats).
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         while (left := goal.left(study)) > 0:
             asked = [study.ask() for _ in range(min(batch, left))]
             try:
-                _run_asked(asked, trials, tell, fail, max_members)
+                with _Heartbeats(storage, study.study_name, asked, told):
+                    _run_asked(asked, trials, tell, fail, max_members)
             except BaseException as exc:  # the study stops, as optimize() stops on it; no asked trial stays RUNNING
                 fail(asked, f"{INTERRUPTED} (Ctrl-C or SIGTERM) before it finished" if isinstance(exc, KeyboardInterrupt)
                      else f"{type(exc).__name__}: {_first_line(exc)}")
                 raise
     goal.check(study)
+
+
+class _Heartbeats:
+    """Optuna's heartbeats for a batch's trials, which optimize() would send for one trial at a time: a thread records
+    one for every asked trial not yet told, every heartbeat interval of the storage, through the storage's public
+    record_heartbeat. A worker killed outright (SIGKILL, a scheduler's limit) then leaves trials whose heartbeats
+    stop, which fail_stale_trials fails and run_study retries (retry_interrupted); without them its trials stayed
+    RUNNING for ever. No storage heartbeat configured: nothing is sent."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage | None, study_name: str, asked: list, told: set[int]):
+        import threading
+
+        self.storage = storage
+        self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.told, self.stop = told, threading.Event()
+        study_id = storage.get_study_id_from_name(study_name) if self.interval else None
+        self.ids = {t.number: self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                    for t in asked} if self.interval else {}
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="rankprune-heartbeats")
+
+    def _beat(self) -> None:
+        while True:
+            for number, trial_id in self.ids.items():
+                if number not in self.told:
+                    try:
+                        self.storage.record_heartbeat(trial_id)
+                    except Exception:  # a storage gone away: the trials' own tell will say so
+                        pass
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "_Heartbeats":
+        if self.interval:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def _run_asked(asked: list, trials: _Trials, tell, fail, max_members: int | None) -> None:
@@ -1015,6 +1060,9 @@ def run_study(
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)
     study.set_user_attr("space", spec.space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fail_stale_trials is experimental in Optuna 5
+        optuna.storages.fail_stale_trials(study)  # a killed worker's trials, whose heartbeats stopped: FAIL
     planned = _Goal(n_trials, until, batch).left(study)
     retried = retry_interrupted(study) if planned > 0 else []
     if on_start is not None:
@@ -1022,7 +1070,7 @@ def run_study(
     if planned == 0:
         return study
     if batch > 1:
-        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until)
+        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until, storage)
         return study
     goal = _Goal(n_trials, until, batch)
 
