@@ -127,22 +127,31 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 RESUMABLE = frozenset({("data", "data_dir"), ("data", "download"), ("evolve", "max_iterations")})
 
 
+# Settings added to the config after run folders were first named by its hash, with the value that means what
+# every run before them did. Left out of the hash at that value, so that a folder's name does not change when a
+# field with a default appears (tests/test_runfolder_names.py fails for a new field not listed here).
+ADDED_WITH_DEFAULT: dict[tuple[str, str], object] = {
+    ("data", "seed"): None,  # the run's own seed draws its data
+    ("evolve", "scratch"): False,  # no scratch control
+    ("data", "sequence_length"): None,  # single samples, not sequences
+    ("data", "image_size"): None,  # images as shipped
+}
+
+
 def settings_key(config: dict) -> dict:
-    """A resolved config less the RESUMABLE settings: two runs with equal keys compute the same thing."""
+    """A resolved config less the RESUMABLE settings, and less every setting added since folders were named at the
+    value every run before it meant (ADDED_WITH_DEFAULT): two runs with equal keys compute the same thing."""
     d = json.loads(json.dumps(config))
     for section, key in RESUMABLE:
         d.get(section, {}).pop(key, None)
-    if d.get("data", {}).get("seed", 0) is None:  # data.seed unset is what every run before it meant: same hash
-        d["data"].pop("seed")
-    if d.get("evolve", {}).get("scratch", False) is False:  # no scratch control is what every run before it did
-        d["evolve"].pop("scratch", None)
+    for (section, key), default in ADDED_WITH_DEFAULT.items():
+        part = d.get(section, {})
+        if key in part and part[key] == default:
+            part.pop(key)
     data = d.get("data", {})
     if task_sampling_inert(data):
         data.pop("task_sampling", None)
         data.pop("task_samples", None)
-    for key in ("sequence_length", "image_size"):  # unset: what every run before them read, so the same hash
-        if data.get(key, 0) is None:
-            data.pop(key)
     return d
 
 
