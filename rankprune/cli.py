@@ -334,7 +334,7 @@ def _add_study(sub) -> None:
     r.add_argument("--n-trials", type=int, help="trials this process runs (default: the file's n_trials, unless --until is given)")
     r.add_argument("--until", type=int, metavar="N", help="run until the study holds N complete trials in all, "
                                                           "whichever worker ran them (with --n-trials: at most that many here)")
-    r.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    r.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH for Optuna's journal file (default: sqlite:///ROOT/studies.sqlite3)")
     r.add_argument("--allow-other-tables", action="store_true",
                    help="store the study in a database that also holds tables which are not Optuna's (refused otherwise)")
     r.add_argument("--study-name", help="name in the storage (default: the file's)")
@@ -354,7 +354,7 @@ def _add_study(sub) -> None:
     ):
         c = ssub.add_parser(name, help=helptext)
         c.add_argument("name", help="study name")
-        c.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+        c.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH for Optuna's journal file (default: sqlite:///ROOT/studies.sqlite3)")
         c.add_argument("--root", default="runs", help="where the default storage lives (runs)")
         c.add_argument("--csv", help="also write the table to this CSV file")
         if name == "classes":
@@ -370,7 +370,7 @@ def _add_study(sub) -> None:
                                     "count x width: the 2 x 2 accuracy map, convergent widths, accuracy by position")
     i.add_argument("--mlp", required=True, help="the MLP's study name (e.g. icl_mlp, studies/icl/mlp.toml)")
     i.add_argument("--transformer", required=True, help="the transformer's study name (e.g. icl_transformer)")
-    i.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    i.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH for Optuna's journal file (default: sqlite:///ROOT/studies.sqlite3)")
     i.add_argument("--root", default="runs", help="where the default storage lives (runs)")
     i.add_argument("--out", help="report folder (default: ROOT/reports/icl)")
     i.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="figure files (png)")
@@ -651,7 +651,7 @@ def _add_findings(sub) -> None:
 
     r = fsub.add_parser("run", help="run (or continue) every study of a suite up to its grid")
     r.add_argument("suite", nargs="?", default=DEFAULT_SUITE, metavar="SUITE", help=f"suite file ({DEFAULT_SUITE})")
-    r.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    r.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH for Optuna's journal file (default: sqlite:///ROOT/studies.sqlite3)")
     r.add_argument("--root", default=FINDINGS_ROOT, help=f"folder for trial run folders and the default storage ({FINDINGS_ROOT})")
     r.add_argument("--batch", type=int, default=1, help="trials asked from Optuna at once and trained together (1)")
     r.add_argument("--only", nargs="+", action="extend", metavar="NAME",
@@ -663,7 +663,7 @@ def _add_findings(sub) -> None:
 
     rp = fsub.add_parser("report", help="findings.md: a verdict per hypothesis, a section per question, figures")
     rp.add_argument("suite", nargs="?", default=DEFAULT_SUITE, metavar="SUITE", help=f"suite file ({DEFAULT_SUITE})")
-    rp.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///ROOT/studies.sqlite3)")
+    rp.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH for Optuna's journal file (default: sqlite:///ROOT/studies.sqlite3)")
     rp.add_argument("--root", default=FINDINGS_ROOT, help=f"where the default storage lives ({FINDINGS_ROOT})")
     rp.add_argument("--out", help="report folder (default: ROOT/report)")
     rp.set_defaults(handler=_run_findings_report)
@@ -839,7 +839,7 @@ def _add_report(sub) -> None:
         "(default: the SQLite file under --root)."))
     p.add_argument("path", metavar="PATH", help="run folder, replicates folder, or study name")
     p.add_argument("--out", help="report folder (default: PATH/report for a run, ROOT/reports/NAME for a study)")
-    p.add_argument("--storage", help="SQLAlchemy URL of the study's storage (default: sqlite:///ROOT/studies.sqlite3)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study's storage, or journal:PATH (default: sqlite:///ROOT/studies.sqlite3)")
     p.add_argument("--root", default="runs", help="folder of the default storage, and of a study's default --out (runs)")
     # rankprune.figures.FORMATS and DPI, written out: importing matplotlib would cost every command 0.5 s to start
     p.add_argument("--format", choices=("png", "svg", "pdf"), default="png",

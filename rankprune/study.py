@@ -493,6 +493,25 @@ def _redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
+JOURNAL = "journal:"  # --storage journal:PATH: Optuna's journal storage, one append-only file (JournalStorage)
+
+
+def _journal_path(url: str) -> Path | None:
+    """The file of a `journal:PATH` storage (journal:///abs/file.log or journal:rel/file.log); None for a database."""
+    if not url.startswith(JOURNAL):
+        return None
+    rest = url[len(JOURNAL):]
+    return Path(rest[2:] if rest.startswith("///") else rest)
+
+
+def _journal(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage on one file, locked by opening a lock file (Optuna's JournalFileOpenLock, which
+    holds on network filesystems where the default symlink lock may not)."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
 def _sqlite_path(url: str) -> Path | None:
     """The file of a `sqlite:///PATH` URL; None for other databases and in-memory SQLite."""
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") and len(url) > len("sqlite:///") else None
@@ -543,7 +562,7 @@ def check_storage(url: str, allow_other_tables: bool = False) -> None:
     (someone's own data) is refused unless `allow_other_tables`. Creates nothing: a SQLite file that does not
     exist yet passes, a server database is only read."""
     path = _sqlite_path(url)
-    if path is not None and not path.exists():
+    if (path is not None and not path.exists()) or _journal_path(url) is not None:  # a journal file holds only Optuna's
         return
     other = sorted(_tables(url) - optuna_tables())
     if other and not allow_other_tables:
@@ -553,7 +572,7 @@ def check_storage(url: str, allow_other_tables: bool = False) -> None:
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 allow_other_tables: bool = False) -> optuna.storages.RDBStorage:
+                 allow_other_tables: bool = False) -> optuna.storages.BaseStorage:
     """An RDBStorage for any SQLAlchemy URL, with Optuna's tables created where missing; a URL that cannot be
     opened, or a database of someone else's tables (check_storage), is a one-line ConfigError.
 
@@ -562,6 +581,15 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     """
     import sqlalchemy.exc
 
+    journal = _journal_path(url)
+    if journal is not None:  # a file of its own: nothing else is in it, no tables to create
+        if str(journal) in ("", "."):
+            raise ConfigError(f"--storage {url}: give the journal file, e.g. journal:///shared/studies.log")
+        try:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            return _journal(journal)
+        except OSError as exc:
+            raise ConfigError(f"cannot open storage {url}: {_first_line(exc)}") from None
     check_storage(url, allow_other_tables)
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
@@ -595,7 +623,12 @@ def load_study(name: str, storage: str, read_only: bool = False) -> optuna.Study
     """An existing study. `read_only` (study classes, trends, report) creates and changes nothing: a SQLite file
     that does not exist is an error, a database without Optuna's tables is "no study" without a table added,
     and SQLite files are opened read-only."""
-    if not read_only:
+    journal = _journal_path(storage)
+    if journal is not None:
+        if not journal.is_file():
+            raise ConfigError(f"no study storage at {journal}; pass --storage journal:PATH of an existing journal")
+        st = open_storage(storage) if not read_only else _journal(journal)  # loading a study writes nothing to it
+    elif not read_only:
         st = open_storage(storage, allow_other_tables=True)
     else:
         path = _sqlite_path(storage)

@@ -19,7 +19,7 @@ import optuna
 from rankprune.config import ConfigError, RunConfig
 from rankprune.findings.progress import Progress, cell_key, grid_progress
 from rankprune.findings.suite import Experiment
-from rankprune.study import _sqlite_path, load_study, open_storage, run_study
+from rankprune.study import _journal_path, _sqlite_path, load_study, open_storage, run_study
 
 __all__ = ["progress_of", "retry_killed", "top_up", "check_data", "PASSES"]
 
@@ -31,7 +31,7 @@ PASSES = 3
 def progress_of(experiment: Experiment, url: str) -> Progress | ConfigError:
     """What of the experiment's grid is done, read only (nothing is created): the grid's cells all "not run" where
     the storage or the study does not exist yet; the ConfigError where the storage cannot be read."""
-    path = _sqlite_path(url)
+    path = _sqlite_path(url) or _journal_path(url)
     if path is not None and not path.is_file():
         return grid_progress(experiment.spec, [])
     try:
