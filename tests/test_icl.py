@@ -78,8 +78,11 @@ def test_a_transformer_evolves_shrinks_and_records_accuracy_by_position(tmp_path
     out = tmp_path / "run"
     code = main(["evolve", "--dataset", "digits", "--model", "transformer", "--tasks", "16", "--sequence-length", "8",
                  "--width", "6", "--layers", "1", "--max-epochs", "2", "--max-iterations", "2", "--optimizer", "adam",
-                 "--lr", "3e-3", "--out", str(out)])
+                 "--lr", "3e-3", "--movement", "--out", str(out)])
     assert code == 0
+    epoch = json.loads((out / "epochs.jsonl").read_text().splitlines()[0])
+    # movement of every group's driving matrix (those the family makes on the fly included) and the read-out
+    assert len(epoch["movement"]) == 5 and all(v > 0 for v in epoch["movement"])
     rows = [json.loads(line) for line in (out / "iterations.jsonl").read_text().splitlines()]
     family = get_family("transformer")
     first = rows[0]

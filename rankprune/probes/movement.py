@@ -39,34 +39,65 @@ class MovementProbe:
         return cfg.probes.movement
 
     def __init__(self):
-        self._names: list[str] | None = None  # state-dict names of model.weights(), in order
+        self._names: list[str] | None = None  # None until the starting weights are loaded
         self._start: dict[str, torch.Tensor] = {}
+        self._start_weights: list[torch.Tensor] = []  # network.weights() at the iteration's start
+        self._init_weights: list[torch.Tensor] | None = None  # ... at the run's first start, while shapes match
         self._init: dict[str, torch.Tensor] = {}
         self._last: dict = {}
 
+    @torch.no_grad()
     def _load(self, ctx: ProbeContext) -> None:
-        ids = {id(p): name for name, p in ctx.model.named_parameters()}
-        self._names = [ids[id(w)] for w in ctx.model.weights()]
+        """The starting weights as state dicts, and the matrices network.weights() gives for them: a copy of the
+        network loaded with them, so that a matrix the family makes on the fly (a transformer's residual writers or
+        query-key form) is measured as the network's own is."""
+        import copy
+
         device = next(ctx.model.parameters()).device
         self._start = {k: v.to(device) for k, v in ctx.run.load_weights(ctx.depth, ctx.iteration, start=True).items()}
         first = self._start if ctx.iteration == 0 else ctx.run.load_weights(ctx.depth, 0, start=True)
         self._init = {k: v.to(device) for k, v in first.items()}
+
+        def matrices(state: dict) -> list[torch.Tensor] | None:
+            shapes = {k: v.shape for k, v in ctx.model.state_dict().items()}
+            if any(shapes.get(k) != v.shape for k, v in state.items()) or set(shapes) != set(state):
+                return None  # a shrink changed its shapes
+            twin = copy.deepcopy(ctx.model)
+            twin.load_state_dict(state)
+            return [w.detach().clone() for w in twin.weights()]
+
+        self._start_weights = matrices(self._start)
+        # From the first initialisation, per matrix while its own shape matches (a layer that kept its width and
+        # its input's): a parameter from its state; a matrix made on the fly only while the whole network matches.
+        ids = {id(p): name for name, p in ctx.model.named_parameters()}
+        whole = matrices(self._init)
+        self._init_weights = []
+        for i, w in enumerate(ctx.model.weights()):
+            name = ids.get(id(w))
+            if name is not None:
+                self._init_weights.append(self._init[name] if name in self._init and self._init[name].shape == w.shape
+                                          else None)
+            else:
+                self._init_weights.append(None if whole is None else whole[i])
+        self._names = []  # loaded
 
     @torch.no_grad()
     def epoch(self, ctx: ProbeContext) -> dict:
         if self._names is None:
             self._load(ctx)
         params = dict(ctx.model.named_parameters())
-        weights = [params[n] for n in self._names]
+        weights = ctx.model.weights()
+        init = self._init_weights
         row = {
-            "movement": [relative_movement(w, self._start[n]) for n, w in zip(self._names, weights)],
-            "movement_from_init": [relative_movement(w, self._init[n]) if self._init[n].shape == w.shape else None
-                                   for n, w in zip(self._names, weights)],
+            "movement": [relative_movement(w, s) for w, s in zip(weights, self._start_weights)],
+            "movement_from_init": [relative_movement(w, s) if s is not None and s.shape == w.shape else None
+                                   for w, s in zip(weights, init)],
             "movement_network": _network_movement(params, self._start),
             "movement_network_from_init": (_network_movement(params, self._init)
-                                           if all(self._init[n].shape == p.shape for n, p in params.items()) else None),
+                                           if all(n in self._init and self._init[n].shape == p.shape
+                                                  for n, p in params.items()) else None),
         }
-        changes = [w.detach() - self._start[n] for n, w in zip(self._names, weights)]
+        changes = [w.detach() - s for w, s in zip(weights, self._start_weights)]
         for spec, ranks in matrix_ranks(changes, recorded_measures(ctx.cfg.rank.measure)).items():
             row[f"change_rank_{spec}"] = ranks
         self._last = row
