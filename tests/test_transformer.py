@@ -145,3 +145,19 @@ def test_the_weights_and_activations_the_groups_are_measured_on():
     weights = model.weights()
     assert weights[1].shape == (7, 7) and int(torch.linalg.matrix_rank(weights[1])) == 5  # the form: rank <= qk
     assert weights[2] is model.blocks[0].v.weight and weights[3] is model.blocks[0].up.weight
+
+
+def test_the_hessian_of_a_transformer_is_a_symmetric_operator():
+    """H v needs double backward, which the fused CPU attention kernel lacks: the probe runs attention through the
+    math kernel. u^T H v = v^T H u on random directions shows the products are a Hessian's."""
+    import numpy as np
+
+    from rankprune.probes.hessian import hessian_operator
+
+    model = _model([6, 5, 4, 12])
+    x, y = torch.randn(10, 9, 7, dtype=torch.float64), torch.randint(0, 5, (10, 9))
+    op, n = hessian_operator(model, x, y, "cross-entropy")
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal(n), rng.standard_normal(n)
+    assert n == sum(p.numel() for p in model.parameters())
+    assert abs(u @ op.matvec(v) - v @ op.matvec(u)) < 1e-8 * max(1.0, abs(u @ op.matvec(v)))

@@ -29,8 +29,13 @@ __all__ = ["HessianProbe", "hessian_operator", "top_eigenvalues", "full_spectrum
 
 
 def _loss_and_params(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     params = [p for p in model.parameters() if p.requires_grad]
-    losses = loss(model(x), y) if callable(loss) else per_sample(loss, model(x), y)
+    # Attention through the math kernel: the fused CPU kernel has no double backward, which every H v needs
+    with sdpa_kernel(SDPBackend.MATH):
+        out = model(x)
+    losses = loss(out, y) if callable(loss) else per_sample(loss, out, y)
     return losses.mean(), params
 
 
