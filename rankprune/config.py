@@ -158,6 +158,9 @@ class DataConfig:
             if self.tasks is None or self.task_sampling != "augmented":
                 raise ConfigError("sequences hold examples of one augmented task: --sequence-length needs --tasks N "
                                   "with --task-sampling augmented")
+            if self.label_noise:
+                raise ConfigError("--label-noise relabels single training samples; sequences are drawn afresh every "
+                                  "epoch, so there is no fixed row to relabel: leave it out with --model transformer")
         if not (0 <= self.label_noise < 1):
             raise ConfigError(f"label noise must be a fraction in [0, 1), got {self.label_noise}")
 

@@ -62,6 +62,8 @@ def test_the_config_refuses_what_a_transformer_cannot_run_in_one_line():
         RunConfig().replace(model={"family": "transformer"}).validate()
     with pytest.raises(ConfigError, match="--sequence-length is for --model transformer"):
         RunConfig().replace(data={**SEQ}).validate()
+    with pytest.raises(ConfigError, match="no fixed row to relabel"):
+        RunConfig().replace(data={**SEQ, "label_noise": 0.2}, model={"family": "transformer"}).validate()
     with pytest.raises(ConfigError, match="longer than a split has images"):
         _data(sequence_length=500)
     with pytest.raises(ConfigError, match="only shrinks"):
