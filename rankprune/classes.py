@@ -26,8 +26,9 @@ BY = {
 }
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """Finished trials: number, sampled params (param_*), and every user attribute as a column.
+def trials_frame(study: optuna.Study, root=None) -> pd.DataFrame:
+    """Finished trials: number, sampled params (param_*), and every user attribute as a column; `run_folder` as a path
+    on this machine, a relative one (what trials record, study.stored_folder) under `root`, the reader's --root.
 
     A trial whose parameters equal an earlier finished trial's is the same experiment again (same
     config, same seed: the same network on the CPU); counted twice it would inflate a class and weigh
@@ -43,7 +44,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             repeats[t.number] = first[key]
             continue
         first[key] = t.number
-        rows.append({"number": t.number, **{f"param_{k}": v for k, v in t.params.items()}, **t.user_attrs})
+        row = {"number": t.number, **{f"param_{k}": v for k, v in t.params.items()}, **t.user_attrs}
+        if isinstance(row.get("run_folder"), str):
+            from rankprune.study import trial_folder
+
+            row["run_folder"] = str(trial_folder(row["run_folder"], root))
+        rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["repeats"] = repeats
     return frame

@@ -385,7 +385,7 @@ def _run_icl(args: argparse.Namespace) -> int:
 
     storage = args.storage or default_storage(args.root)
     names = {"mlp": args.mlp, "transformer": args.transformer}
-    frames = {family: trials_frame(load_study(name, storage, read_only=True)) for family, name in names.items()}
+    frames = {family: trials_frame(load_study(name, storage, read_only=True), args.root) for family, name in names.items()}
     for family, frame in frames.items():
         if frame.empty:
             raise ConfigError(f"study {names[family]!r} has no finished trials yet")
@@ -557,7 +557,7 @@ def _load_frame(args: argparse.Namespace):
     from rankprune.study import default_storage, load_study
 
     study = load_study(args.name, args.storage or default_storage(args.root), read_only=True)
-    df = trials_frame(study)
+    df = trials_frame(study, args.root)
     df.attrs["mode"] = mode = study.user_attrs.get("mode", "?")
     if df.empty:
         raise ConfigError(f"study {args.name!r} has no finished trials yet")

@@ -653,8 +653,25 @@ def load_study(name: str, storage: str, read_only: bool = False) -> optuna.Study
         raise ConfigError(f"no study {name!r} in {_redact(storage)}; it has: {', '.join(names) or 'none'}") from None
 
 
+# --- where a trial's run folder lies -----------------------------------------------------------------
+def stored_folder(folder: Path, root: Path) -> str:
+    """How a trial's run folder is recorded in the storage: relative to the artifact root (--root) where it lies
+    under it, so that any machine that mounts the root elsewhere finds it (trial_folder); else as it is."""
+    try:
+        return Path(folder).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def trial_folder(recorded: str, root: str | Path | None) -> Path:
+    """The run folder a trial recorded (stored_folder), on this machine: a relative path under `root` (the reader's
+    --root, where it mounts the artifact root), an absolute one (studies made before paths were relative) as it is."""
+    path = Path(recorded)
+    return path if path.is_absolute() or root is None else Path(root) / path
+
+
 # --- the objective ----------------------------------------------------------------------------
-def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n_out: int, run_folder: Path) -> dict:
+def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n_out: int, run_folder: Path | str) -> dict:
     """What a finished trial records: the convergent rank in forms comparable across architectures."""
     from rankprune.models import get_family
 
@@ -784,7 +801,10 @@ class _Trials:
             widths = widths or starting_widths(cfg, data, cfg.evolve.layers[0])
             folder = self.root / "studies" / self.study_name / f"trial-{trial.number:04d}"
             trial.set_user_attr("initial_widths", widths)
-            trial.set_user_attr("run_folder", str(folder))
+            trial.set_user_attr("run_folder", stored_folder(folder, self.root))
+            # which worker ran it, and where its artifact root was mounted there (the run folder is relative to it)
+            trial.set_user_attr("artifact_root", str(Path(self.root).resolve()))
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             job = Job(cfg, folder, overwrite=True, provenance={"study": self.spec.name, "trial": trial.number},
                       initial_widths=tuple(widths))
             [ready] = prepare([job], data)
@@ -797,7 +817,7 @@ class _Trials:
         if summary["stop_reason"] == "diverged" and summary["iterations"] == 1:
             trial.set_user_attr("fail_reason", "diverged: the training loss became NaN or infinite")
             raise TrialFailed("diverged: the training loss became NaN or infinite")
-        attrs = trial_attributes(summary, cfg.model.family, data.input_shape, data.n_classes, run.path)
+        attrs = trial_attributes(summary, cfg.model.family, data.input_shape, data.n_classes, stored_folder(run.path, self.root))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if self.on_trial is not None:

@@ -19,6 +19,7 @@ from rankprune.models import get_family
 from rankprune.runfolder import DEPTHS, EPOCHS, ITERATIONS, RunFolder
 from rankprune.scaling import center_and_scale
 from rankprune.train import train_to_saturation
+from rankprune.study import trial_folder
 
 # Different widths (padding in every hidden layer), seeds, weight decays and learning rates per member.
 SPECS = [([24, 12], 1, 5e-3, 0.05), ([16, 12], 2, 1e-3, 0.08), ([24, 7], 3, 0.0, 0.05), ([9, 5], 4, 2e-3, 0.03),
@@ -231,7 +232,7 @@ def test_a_batched_study_gives_each_trial_what_it_gets_alone(tmp_path):
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
     for t in trials:
-        folder = Path(t.user_attrs["run_folder"])
+        folder = trial_folder(t.user_attrs["run_folder"], t.user_attrs["artifact_root"])
         cfg = RunConfig.from_stored(json.loads((folder / "config.json").read_text()))
         alone = RunFolder(tmp_path / f"alone-{t.number}")
         (alone.path / "weights").mkdir(parents=True)

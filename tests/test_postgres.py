@@ -21,7 +21,7 @@ import pytest
 
 import pg
 from rankprune.runfolder import EPOCHS, RunFolder
-from rankprune.study import open_storage
+from rankprune.study import open_storage, trial_folder
 from studyfiles import tiny_study_toml
 from cli_checks import one_line_error
 
@@ -85,7 +85,7 @@ def two_workers(postgres, tmp_path_factory):
     (tmp / "study.toml").write_text(study_text())
     url = postgres.create_database("two_workers")
     create_schema(url)
-    # each worker its own root, so a trial's run_folder says which worker ran it
+    # each worker its own root, so a trial's artifact_root says which worker ran it
     roots = [tmp / "worker1", tmp / "worker2"]
     procs = [start_worker(tmp / "study.toml", url, root, 3, cwd=tmp) for root in roots]
     try:
@@ -104,7 +104,7 @@ def test_two_workers_complete_the_trials_both_asked_for(two_workers):
     assert [t.state for t in trials] == [COMPLETE] * 6  # 3 + 3
     assert sorted(t.number for t in trials) == list(range(6))  # no duplicate (or missing) trial number
     for root in roots:
-        mine = [t for t in trials if Path(t.user_attrs["run_folder"]).is_relative_to(root)]
+        mine = [t for t in trials if Path(t.user_attrs["artifact_root"]) == root.resolve()]
         assert len(mine) == 3  # both workers really worked
         assert sorted(p.name for p in (root / "studies" / "shared").iterdir()) == [f"trial-{t.number:04d}" for t in mine]
 
@@ -112,7 +112,7 @@ def test_two_workers_complete_the_trials_both_asked_for(two_workers):
 def test_two_workers_sample_different_architectures(two_workers):
     _codes, _outputs, url, roots = two_workers
     trials = load(url).trials
-    per_worker = [[t.params for t in trials if Path(t.user_attrs["run_folder"]).is_relative_to(root)] for root in roots]
+    per_worker = [[t.params for t in trials if Path(t.user_attrs["artifact_root"]) == root.resolve()] for root in roots]
     assert per_worker[0] != per_worker[1]
 
 
@@ -130,7 +130,7 @@ def wait_for_a_trial_in_training(url: str, name: str, proc: subprocess.Popen) ->
                 running = []
             for t in running:
                 folder = t.user_attrs.get("run_folder")
-                if folder and RunFolder(folder).rows(EPOCHS):
+                if folder and RunFolder(trial_folder(folder, t.user_attrs.get("artifact_root"))).rows(EPOCHS):
                     return t
             time.sleep(0.1)
         raise AssertionError("no trial started training")
@@ -166,7 +166,7 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_study_usable(postgres, 
     assert trials[killed.number].state == FAIL
     others = [t for t in trials if t.number != killed.number]
     assert [t.state for t in others] == [COMPLETE] * 2  # the study went on in B
-    assert all(Path(t.user_attrs["run_folder"]).is_relative_to(tmp_path / "b") for t in others)
+    assert all(Path(t.user_attrs["artifact_root"]) == (tmp_path / "b").resolve() for t in others)
     assert sorted(t.number for t in trials) == list(range(3))
 
 

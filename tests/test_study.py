@@ -21,6 +21,7 @@ from rankprune.models import parameter_count
 from rankprune.rank import DEFAULT_RECORDED
 from rankprune.runfolder import CONFIG, ITERATIONS, STATUS, RunFolder
 from rankprune.study import (
+    trial_folder,
     METRICS, TrialFailed, default_storage, load_study, make_sampler, open_storage, parse_spec, run_study,
     sample_trial, trial_attributes,
 )
@@ -411,8 +412,9 @@ def check_finished_trial(t: optuna.trial.FrozenTrial, root: Path, study_name: st
     assert a["generalisation_gap"] == pytest.approx(a["train_acc"] - a["test_acc"])
     assert 0 <= a["test_acc"] <= 1 and a["train_loss"] > 0 and a["test_loss"] > 0
     assert a["cumulative_seconds"] > 0 and a["cumulative_flops"] > 0
-    run = Path(a["run_folder"])
-    assert run == root / "studies" / study_name / f"trial-{t.number:04d}"
+    assert a["run_folder"] == f"studies/{study_name}/trial-{t.number:04d}"  # relative to the artifact root
+    run = trial_folder(a["run_folder"], a["artifact_root"])
+    assert run.resolve() == (root / "studies" / study_name / f"trial-{t.number:04d}").resolve()
     cfg = RunConfig.from_dict(json.loads((run / CONFIG).read_text()))
     assert cfg.evolve.layers == (depth,) and cfg.train.lr == t.params["train.lr"]
     assert json.loads((run / STATUS).read_text())["state"] == "finished"
@@ -556,7 +558,7 @@ def test_the_task_knobs_are_searchable_in_a_study_space(tmp_path):
     study = run_study(spec, url, tmp_path / "root", 2)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for t, params in zip(study.trials, (one, other)):
-        run = Path(t.user_attrs["run_folder"])
+        run = trial_folder(t.user_attrs["run_folder"], t.user_attrs["artifact_root"])
         cfg = RunConfig.from_dict(json.loads((run / CONFIG).read_text()))
         assert (cfg.data.label_noise, cfg.data.classes or 10, cfg.data.tasks or 1, cfg.data.train_fraction,
                 cfg.train.loss, cfg.train.saturate) == tuple(params.values())

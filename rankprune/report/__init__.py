@@ -93,7 +93,7 @@ def render(target: str | Path, out: str | Path | None = None, *, storage: str | 
         raise ConfigError(f"{not_run} nor a study: {exc}") from None
     out = Path(out) if out is not None else Path(root) / "reports" / name
     _check_out(out)
-    return render_study(study, out, url, by=by or "vector", tol=0.0 if tol is None else tol, **figure_options)
+    return render_study(study, out, url, by=by or "vector", tol=0.0 if tol is None else tol, root=root, **figure_options)
 
 
 def _check_classes(by: str | None, tol: float | None) -> None:

@@ -26,6 +26,7 @@ from rankprune.analysis import mean_interval
 from rankprune.figures import _figure
 from rankprune.findings.baseline import Baseline, Pair, plan, read_result
 from rankprune.runfolder import DEPTHS, ENVIRONMENT, ITERATIONS, SCRATCH
+from rankprune.study import trial_folder
 from rankprune.units import seconds as seconds_text
 from rankprune.units import TFLOP, tflop, widths_text
 
@@ -141,8 +142,8 @@ def _study_curves(experiment, url: str, root: Path | None, depths, seeds) -> tup
         if depth not in depths or seed not in seeds or (method, depth, seed) in seen:
             continue
         seen.add((method, depth, seed))
-        folder = Path(t.user_attrs.get("run_folder", ""))
-        if not (folder / DEPTHS).is_file() and root is not None:  # moved with its root, or a relative path
+        folder = trial_folder(str(t.user_attrs.get("run_folder", "")), root)
+        if not (folder / DEPTHS).is_file() and root is not None:  # an absolute path recorded on another machine
             folder = root / "studies" / experiment.name / f"trial-{t.number:04d}"
         try:
             curves += _run_curves(folder, method, depth, seed)

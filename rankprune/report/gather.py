@@ -172,7 +172,7 @@ def _best_trial(frame: pd.DataFrame) -> tuple[pd.Series | None, dict | None, Any
     return r, config.get("data", {}), described, ""
 
 
-def read_study(study, storage: str, by: str = "vector", tol: float = 0.0) -> StudyData:
+def read_study(study, storage: str, by: str = "vector", tol: float = 0.0, root=None) -> StudyData:
     """Everything a study report shows; equivalence classes as `rankprune study classes --by BY --tol TOL` makes
     them."""
     import optuna
@@ -182,7 +182,7 @@ def read_study(study, storage: str, by: str = "vector", tol: float = 0.0) -> Stu
     from rankprune.study import censored_layers
 
     trials = study.get_trials(deepcopy=False)
-    frame = trials_frame(study)
+    frame = trials_frame(study, root)  # run folders under the reader's --root
     mode = study.user_attrs.get("mode", "?")
     if not frame.empty:  # what is a bound, as the CLI's classes and trends read it (study.censored_layers)
         frame["censored"] = [censored_layers(r, mode) for r in frame.to_dict("records")]

@@ -583,10 +583,10 @@ SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _heatmaps, _val
 
 
 def render_study(study, out: Path, storage: str, by: str = "vector", tol: float = 0.0, fmt: str = "png",
-                 dpi: float = figures.DPI) -> Path:
+                 dpi: float = figures.DPI, root=None) -> Path:
     """Write the report of an Optuna study to out/report.md (figures in out/figures, `fmt` files at `dpi`), its
     equivalence classes formed `by` within `tol` as `rankprune study classes` forms them; return its path."""
-    gathered = read_study(study, storage, by, tol)
+    gathered = read_study(study, storage, by, tol, root)
     doc = _Document(out, fmt, dpi)
     for section in SECTIONS:
         section(doc, gathered)
