@@ -852,6 +852,47 @@ def _add_report(sub) -> None:
     p.set_defaults(handler=_run_report)
 
 
+def _add_worker(sub) -> None:
+    p = sub.add_parser("worker", help="one of any number of workers on any number of machines: run the named studies' "
+                                      "trials until each holds its declared trials, then exit 0", description=(
+        "Ask for trials until every named study holds its declared trials (a grid's cells, or the file's n_trials), "
+        "then exit 0. Start as many as you like, on one machine or many, on one shared storage (PostgreSQL, or "
+        "journal:PATH on a shared filesystem) and one artifact root (--root on a shared filesystem). Trials send "
+        "heartbeats; a worker killed outright leaves trials the next one fails and retries once. SIGTERM starts "
+        "nothing new, fails the trials it holds with the reason, and exits 143."))
+    p.add_argument("--storage", required=True, help="SQLAlchemy URL, or journal:PATH for Optuna's journal file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--suite", metavar="FILE", help="a findings suite: every study of it, up to its grid")
+    which.add_argument("--study", nargs="+", action="extend", metavar="FILE", help="study files, one after another")
+    p.add_argument("--root", "--artifacts", dest="root", default="runs",
+                   help="the artifact root, where trial run folders go (runs); the storage records them relative to it")
+    p.add_argument("--batch", type=int, default=1, help="trials asked at once and trained together (1)")
+    p.add_argument("--data-dir", help="dataset folder, overriding every study's base.data.data_dir")
+    p.add_argument("--no-download", action="store_true", help="never download; fail at once if the data is missing")
+    p.set_defaults(handler=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    """`findings run` for a suite (without its report); `study run --until DECLARED` for each study file."""
+    from rankprune.study import SAMPLER_ALIASES, _grid_cells, parse_spec
+
+    _at_least_one(("--batch", args.batch))
+    if args.suite:
+        return _run_findings(argparse.Namespace(suite=args.suite, storage=args.storage, root=args.root, batch=args.batch,
+                                                only=None, data_dir=args.data_dir, no_download=args.no_download,
+                                                device=None))
+    specs = [parse_spec(f) for f in args.study]  # every file checked before the first trial
+    for file, spec in zip(args.study, specs):
+        grid = SAMPLER_ALIASES.get(spec.sampler.lower(), spec.sampler) == "GridSampler"
+        code = _run_study(argparse.Namespace(
+            file=file, n_trials=None, until=_grid_cells(spec) if grid else spec.n_trials, storage=args.storage,
+            allow_other_tables=False, study_name=None, seed=None, root=args.root, heartbeat=None,
+            data_dir=args.data_dir, no_download=args.no_download, batch=args.batch, batch_members=None))
+        if code != 0:
+            return code
+    return 0
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from rankprune.report import render
 
@@ -1042,6 +1083,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_findings(sub)
     _add_dynamics(sub)
     _add_report(sub)
+    _add_worker(sub)
     return parser
 
 
