@@ -873,8 +873,13 @@ def _add_worker(sub) -> None:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    """`findings run` for a suite (without its report); `study run --until DECLARED` for each study file."""
-    from rankprune.study import SAMPLER_ALIASES, _grid_cells, parse_spec
+    """`findings run` for a suite (without its report). A grid study file is topped up to its cells as `findings run`
+    tops up a suite's studies (findings.runner.top_up: passes that first fail the trials of killed workers, whose
+    heartbeats stopped, and retry them, so that no cell is run twice); another study file runs `study run --until
+    n_trials`."""
+    import dataclasses
+
+    from rankprune.study import SAMPLER_ALIASES, parse_spec
 
     _at_least_one(("--batch", args.batch))
     if args.suite:
@@ -883,13 +888,54 @@ def _run_worker(args: argparse.Namespace) -> int:
                                                 device=None))
     specs = [parse_spec(f) for f in args.study]  # every file checked before the first trial
     for file, spec in zip(args.study, specs):
-        grid = SAMPLER_ALIASES.get(spec.sampler.lower(), spec.sampler) == "GridSampler"
-        code = _run_study(argparse.Namespace(
-            file=file, n_trials=None, until=_grid_cells(spec) if grid else spec.n_trials, storage=args.storage,
-            allow_other_tables=False, study_name=None, seed=None, root=args.root, heartbeat=None,
-            data_dir=args.data_dir, no_download=args.no_download, batch=args.batch, batch_members=None))
+        if SAMPLER_ALIASES.get(spec.sampler.lower(), spec.sampler) != "GridSampler":
+            code = _run_study(argparse.Namespace(
+                file=file, n_trials=None, until=spec.n_trials, storage=args.storage, allow_other_tables=False,
+                study_name=None, seed=None, root=args.root, heartbeat=None, data_dir=args.data_dir,
+                no_download=args.no_download, batch=args.batch, batch_members=None))
+            if code != 0:
+                return code
+            continue
+        code = _top_up_grid(args, dataclasses.replace(spec, base=_data_overrides(spec.base, args)), file)
         if code != 0:
             return code
+    return 0
+
+
+def _data_overrides(base: dict, args: argparse.Namespace) -> dict:
+    data = dict(base.get("data", {}))
+    if args.data_dir:
+        data["data_dir"] = args.data_dir
+    if args.no_download:
+        data["download"] = False
+    return {**base, "data": data}
+
+
+def _top_up_grid(args: argparse.Namespace, spec, file: str) -> int:
+    import logging
+
+    import optuna
+    from rich.console import Console
+
+    from rankprune.findings.runner import check_data, top_up
+    from rankprune.findings.suite import Experiment
+    from rankprune.study import StudyStalled, check_storage
+
+    experiment = Experiment(Path(file), spec, 0, (), None, ())
+    check_storage(args.storage)
+    check_data([experiment])
+    console = Console(stderr=True)
+    optuna.logging.set_verbosity(logging.ERROR)
+    try:
+        progress = top_up(experiment, args.storage, Path(args.root), args.batch,
+                          callbacks=[lambda _study, trial: _print_trial(console, trial, spec.mode)],
+                          on_retry=lambda why, numbers: console.print(
+                              f"retrying {len(numbers)} trial(s) ({why}) first: " + ", ".join(f"#{n}" for n in numbers)))
+    except StudyStalled as exc:
+        console.print(f"study {spec.name}: stopped: {exc}", soft_wrap=True)
+        return 1
+    console.print(f"study {spec.name}: {progress.done} of {len(progress.cells)} cells complete"
+                  + ("" if progress.complete else "; the rest are held by other workers or failed"), soft_wrap=True)
     return 0
 
 

@@ -846,6 +846,12 @@ def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Calla
     return objective
 
 
+def _cell_of(trial) -> tuple:
+    """A grid trial's cell: its parameters (an enqueued, not yet started retry: the ones it was given)."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return tuple(sorted(params.items()))
+
+
 def _grid_cells(spec: StudySpec) -> int:
     return math.prod(len(v) for v in _grid(spec).values())
 
@@ -921,12 +927,18 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     study was opened on, every asked trial sends heartbeats until it is told (_Heartbeats)."""
     trials = _Trials(spec, root, study_name, on_trial)
     goal = _Goal(n_trials, until, batch)
-    if spec.sampler == "grid":
-        # cells left: those no trial took; an interrupted (FAIL) trial's cell is taken again by its WAITING retry
-        taken = sum(1 for t in study.get_trials(deepcopy=False) if t.state in (
-            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED))
-        cells_left = max(0, _grid_cells(spec) - taken)
-        goal.n_trials = cells_left if n_trials is None else min(n_trials, cells_left)
+    grid = spec.sampler == "grid"
+
+    def cells_left() -> int:
+        """A grid's cells no trial holds, counted again before every batch: other workers take cells meanwhile, and
+        once none is left GridSampler hands out the cells of RUNNING trials again, a dead worker's included (a cell
+        run two or three times). A failed trial still holds its cell: an interrupted or killed one is run again
+        only by its retry (retry_interrupted, counted here while it is WAITING), never by the sampler as well."""
+        taken = {_cell_of(t) for t in study.get_trials(deepcopy=False) if t.state in (
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL)}
+        waiting = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.WAITING)
+        return max(0, _grid_cells(spec) - len(taken)) + waiting
 
     told: set[int] = set()
 
@@ -946,7 +958,7 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     with warnings.catch_warnings():
         # Optuna warns that heartbeats run only inside optimize(); a batch's trials get ours (_Heartbeats).
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        while (left := goal.left(study)) > 0:
+        while (left := min(goal.left(study), cells_left() if grid else goal.left(study))) > 0:
             asked = [study.ask() for _ in range(min(batch, left))]
             try:
                 with _Heartbeats(storage, study.study_name, asked, told):
@@ -1122,7 +1134,11 @@ def run_study(
         on_start(planned, retried)
     if planned == 0:
         return study
-    if batch > 1:
+    if batch > 1 or spec.sampler == "grid":
+        # A grid goes through the batched runner even one trial at a time: it counts the cells no trial holds before
+        # every ask, where optimize() would let GridSampler hand out a cell a dead worker's RUNNING trial holds (it
+        # re-runs running cells once none is left), and that cell then ran twice or three times (three workers,
+        # one killed: tests/test_postgres.py).
         optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until, storage)
         return study
     goal = _Goal(n_trials, until, batch)

@@ -623,6 +623,8 @@ def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(
     # (with two batches only, a loaded machine could see the second batch finish between the poll and the kill)
     suite = write_suite(tmp_path / "suite", epochs=12, width_space="width = { choices = [24, 32, 40, 48] }\n",
                         suite=SUITE.split("[[experiment]]\nfile = \"rebuild.toml\"")[0])
+    with (suite.parent / "width.toml").open("a") as f:  # heartbeats every second, stale after 2
+        f.write("\n[storage]\nheartbeat_interval = 1\ngrace_period = 2\n")
     root = tmp_path / "runs"
     url = f"sqlite:///{root}/studies.sqlite3"
     run = ["findings", "run", str(suite), "--root", str(root), "--batch", batch]
@@ -645,10 +647,15 @@ def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(
     dead = [t.number for t in optuna.load_study(study_name="q1_width", storage=url).trials
             if t.state == optuna.trial.TrialState.RUNNING]
 
+    time.sleep(3)  # past the grace period: the killed worker's trials are stale
     code, err = quiet(run)
     assert code == 0, err
     study = optuna.load_study(study_name="q1_width", storage=url)
-    assert [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING] == dead  # nobody ran them
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    # the dead worker's trials: failed as stale, each retried once (and not run again by the sampler as well)
+    assert all(study.trials[n].state == optuna.trial.TrialState.FAIL for n in dead)
+    retries = [t.user_attrs.get("retry_of") for t in study.trials if "retry_of" in t.user_attrs]
+    assert sorted(retries) == sorted(dead)
     after = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     cells = [cell_key({"width": w, "seed": s}) for w in (24, 32, 40, 48) for s in (0, 1)]
     assert sorted(cell_key(t.params) for t in after) == sorted(cells)  # every cell complete exactly once

@@ -4,7 +4,8 @@ Running again is how a suite resumes. Each study holds its finished trials in th
 gives a new trial a cell no finished trial holds, so a finished trial is never run again, however the last run
 ended: a trial that Ctrl-C or SIGTERM interrupted is retried once with its parameters (study.retry_interrupted);
 one whose worker was killed outright stays RUNNING until Optuna's heartbeat rule fails it, and is retried then
-(retry_killed) or, sooner, by the grid sampler itself once every other cell has started. Only a trial that failed
+(retry_killed), never before: a RUNNING trial may belong to a live worker on another machine, and running its cell
+as well ran cells two or three times (tests/test_postgres.py). Only a trial that failed
 for a reason of its own (diverged, an error) is not retried: it would fail alike, and progress.Progress says so.
 """
 
@@ -24,7 +25,7 @@ from rankprune.study import _journal_path, _sqlite_path, load_study, open_storag
 __all__ = ["progress_of", "retry_killed", "top_up", "check_data", "PASSES"]
 
 # Runs of run_study one top-up makes at most: the first, then (with cells still missing that a pass can run, and
-# progress made) one at a time, which reaches the cells a batched run leaves to trials still marked RUNNING.
+# progress made) one at a time, which reaches the cells whose trials went stale meanwhile.
 PASSES = 3
 
 
@@ -94,9 +95,9 @@ def top_up(experiment: Experiment, url: str, root: Path, batch: int = 1, max_mem
     for attempt in range(PASSES):
         if not progress.runnable:
             break
-        # A batched run asks only for cells no trial holds, so cells held by trials still marked RUNNING (their
-        # worker killed outright) are left to later passes one at a time: the grid sampler gives those out once
-        # every other cell has started.
+        # Every run asks only for cells no trial holds (study.optimize_batched): a cell held by a trial still marked
+        # RUNNING is left to it, live worker or dead; a dead worker's trial goes stale once its heartbeats stop, and
+        # the next pass (or run) fails it and retries it once (retry_killed, study.retry_interrupted).
         one_at_a_time = attempt > 0 or batch == 1
         # `until` counts every COMPLETE trial in the study: those it holds now, and one per cell still to run
         until = progress.complete_trials + len(progress.runnable)
