@@ -909,7 +909,7 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     for t in trials:
         reason = t.user_attrs.get("fail_reason")
         if (t.state == optuna.trial.TrialState.FAIL and (reason is None or str(reason).startswith(INTERRUPTED))
-                and t.number not in retried):
+                and t.number not in retried and t.params):  # killed before its parameters were drawn: no cell to retry
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             numbers.append(t.number)
     return numbers

@@ -19,7 +19,7 @@ from rankprune.evolve import scratch as scratch_mod
 from rankprune.evolve.scratch import SCRATCH_EPOCH_CAP, SCRATCH_KEYS, epoch_flops, scratch_epochs
 from rankprune.models import get_family
 from rankprune.runfolder import CONFIG, DEPTHS, EPOCHS, ITERATIONS, SCRATCH, RunFolder, config_key
-from rankprune.study import parse_spec, run_study, trial_attributes
+from rankprune.study import parse_spec, run_study, trial_attributes, trial_folder
 from rankprune.train import train_to_saturation
 
 CLOCK = {"scratch_seconds"}
@@ -216,7 +216,7 @@ def test_study_trials_carry_the_control(tmp_path):
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 2
     for t in trials:
-        depths = json.loads((tmp_path / t.user_attrs["run_folder"] / DEPTHS).read_text())
+        depths = json.loads((trial_folder(t.user_attrs["run_folder"], t.user_attrs["artifact_root"]) / DEPTHS).read_text())
         assert {k: t.user_attrs[k] for k in SCRATCH_KEYS} == {k: depths["1"][k] for k in SCRATCH_KEYS}
 
 
