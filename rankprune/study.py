@@ -896,7 +896,7 @@ class _Goal:
                                f"the study holds {complete_trials(study)} of the {self.until} complete trials asked for")
 
 
-def retry_interrupted(study: optuna.Study) -> list[int]:
+def retry_interrupted(study: optuna.Study, cells: list[dict] | None = None) -> list[int]:
     """Enqueue a retry of every trial that Ctrl-C or SIGTERM failed (its fail_reason starts with INTERRUPTED), or that
     failed with no reason at all, which is how Optuna's fail_stale_trials fails a trial whose worker was killed
     outright (its heartbeats stopped; every failure rankprune tells carries a reason), and that has none yet: the
@@ -905,14 +905,43 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     any new point (Optuna pops enqueued trials first). Returns the numbers of the retried trials."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}  # WAITING retries (enqueued, not yet run) included
-    numbers = []
+    numbers, lost = [], []
     for t in trials:
         reason = t.user_attrs.get("fail_reason")
         if (t.state == optuna.trial.TrialState.FAIL and (reason is None or str(reason).startswith(INTERRUPTED))
-                and t.number not in retried and t.params):  # killed before its parameters were drawn: no cell to retry
+                and t.number not in retried):
+            if not t.params:  # killed between its ask and its parameters: which cell it held is found below
+                lost.append(t)
+                continue
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             numbers.append(t.number)
+    if lost and cells is not None:
+        # A grid trial killed before its parameters were drawn spent its cell's grid number: the sampler never gives
+        # that cell out again, and no trial holds its parameters. The cells no trial holds are exactly those; each
+        # lost trial's retry takes one of them.
+        held = {_cell_key(t.params, cells) for t in study.get_trials(deepcopy=False) if t.params and t.state in (
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING,
+            optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)}
+        held |= {_cell_key(t.system_attrs.get("fixed_params", {}), cells) for t in study.get_trials(deepcopy=False)
+                 if t.state == optuna.trial.TrialState.WAITING}
+        free = [c for c in cells if _cell_key(c, cells) not in held]
+        for t, cell in zip(lost, free):
+            study.enqueue_trial(cell, user_attrs={"retry_of": t.number})
+            numbers.append(t.number)
     return numbers
+
+
+def _cell_key(params: dict, cells: list[dict]) -> tuple:
+    keys = sorted(cells[0]) if cells else []
+    return tuple((k, params.get(k)) for k in keys)
+
+
+def grid_of(spec: StudySpec) -> list[dict]:
+    """Every cell of a grid study: one dict of parameter values per combination of its choices."""
+    import itertools
+
+    grid = _grid(spec)
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int | None, batch: int,
@@ -988,19 +1017,23 @@ class _Heartbeats:
                     for t in asked} if self.interval else {}
         self.thread = threading.Thread(target=self._beat, daemon=True, name="rankprune-heartbeats")
 
+    def _beat_once(self) -> None:
+        for number, trial_id in self.ids.items():
+            if number not in self.told:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a storage gone away: the trials' own tell will say so
+                    pass
+
     def _beat(self) -> None:
-        while True:
-            for number, trial_id in self.ids.items():
-                if number not in self.told:
-                    try:
-                        self.storage.record_heartbeat(trial_id)
-                    except Exception:  # a storage gone away: the trials' own tell will say so
-                        pass
-            if self.stop.wait(self.interval):
-                return
+        while not self.stop.wait(self.interval):
+            self._beat_once()
 
     def __enter__(self) -> "_Heartbeats":
         if self.interval:
+            # The first heartbeat at once, before any work: Optuna finds stale only a trial that has sent one, so a
+            # worker killed before its first would have left the trial RUNNING for ever.
+            self._beat_once()
             self.thread.start()
         return self
 
@@ -1129,7 +1162,8 @@ def run_study(
         warnings.simplefilter("ignore")  # fail_stale_trials is experimental in Optuna 5
         optuna.storages.fail_stale_trials(study)  # a killed worker's trials, whose heartbeats stopped: FAIL
     planned = _Goal(n_trials, until, batch).left(study)
-    retried = retry_interrupted(study) if planned > 0 else []
+    grid_cells = grid_of(spec) if spec.sampler == "grid" else None
+    retried = retry_interrupted(study, grid_cells) if planned > 0 else []
     if on_start is not None:
         on_start(planned, retried)
     if planned == 0:

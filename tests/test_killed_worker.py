@@ -28,9 +28,9 @@ n_trials = 8
 dataset = "digits"
 
 [base.train]
-max_epochs = 25
+max_epochs = 12
 saturate = "accuracy"
-patience = 25
+patience = 12
 
 [storage]
 heartbeat_interval = 1

@@ -315,6 +315,7 @@ def _held(url: str, pid: int) -> list:
             and RunFolder(trial_folder(t.user_attrs["run_folder"], t.user_attrs["artifact_root"])).rows(EPOCHS)]
 
 
+@pytest.mark.slow  # 38 s: issue 23's acceptance, run with `python -m pytest -m slow tests/test_postgres.py`
 def test_three_workers_one_killed_one_terminated_complete_every_cell_exactly_once(postgres, tmp_path):
     file = tmp_path / "cluster.toml"
     file.write_text(CLUSTER_STUDY)
