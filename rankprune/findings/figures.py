@@ -24,7 +24,7 @@ __all__ = ["LABELS", "PERCENT", "label_of", "by_setting", "paired_lines", "scatt
 LABELS = {
     "total_width": "total hidden width (units)", "first_width": "first hidden layer's width (units)",
     "last_width": "last hidden layer's width (units)", "initial_total_width": "initial total hidden width (units)",
-    "initial_width": "initial width of the first hidden layer (units)", "width": "initial width (units; a CNN's channels)",
+    "initial_width": "initial width of the first hidden layer (units)", "width": "initial width (units; a CNN's channels; a transformer's model width)",
     "depth": "depth (hidden layers)", "network_rank_sum": "network rank (singular directions)",
     "network_rank_min": "smallest layer rank (singular directions)",
     "network_rank_normalized": "network rank / hidden width", "rank_parameters": "parameters at the ranks (count)",

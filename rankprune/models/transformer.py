@@ -151,20 +151,21 @@ class Transformer(nn.Module):
         return {i: logits for i in which}
 
     # --- folds -------------------------------------------------------------------------------------------------
-    def _units_group(self, g: int) -> tuple[nn.Linear, nn.Linear, str]:
+    def _units_group(self, g: int) -> tuple[Block, str, str]:
+        """The block of unit group g and the names of its two matrices: the one whose rows are the units, and the
+        one that reads them."""
         block, kind = self.blocks[(g - 1) // 3], GROUPS_PER_BLOCK[(g - 1) % 3]
         if kind == "value-output":
-            return block.v, block.o, "v o"
+            return block, "v", "o"
         if kind == "feed-forward":
-            return block.up, block.down, "up down"
+            return block, "up", "down"
         raise ValueError(f"group {g} ({kind}) is not folded unit by unit")
 
     @torch.no_grad()
     def keep_units(self, g: int, keep: torch.Tensor, fold: torch.Tensor) -> None:
         """Group g (value-output or feed-forward) keeps units `keep`; the matrix reading them becomes W fold^T."""
-        this, after, names = self._units_group(g)
-        block = self.blocks[(g - 1) // 3]
-        first, second = names.split()
+        block, first, second = self._units_group(g)
+        this, after = getattr(block, first), getattr(block, second)
         keep = keep.to(this.weight.device)
         setattr(block, first, _linear(this.weight[keep], this.bias[keep]))
         setattr(block, second, _linear(after.weight @ fold.to(after.weight).T, after.bias))
