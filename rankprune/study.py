@@ -23,6 +23,7 @@ ordinary run folder under ROOT/studies/NAME/trial-NNNN.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -39,6 +40,7 @@ import numpy as np
 import optuna
 
 from rankprune.config import ConfigError, RunConfig, load_toml
+from rankprune.heartbeats import HeartbeatJournal, fail_stale_trials, heartbeat_interval, record_heartbeat
 
 __all__ = [
     "StudySpec",
@@ -504,12 +506,14 @@ def _journal_path(url: str) -> Path | None:
     return Path(rest[2:] if rest.startswith("///") else rest)
 
 
-def _journal(path: Path) -> optuna.storages.BaseStorage:
+def _journal(path: Path, heartbeat_interval: int | None = None, grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """Optuna's journal storage on one file, locked by opening a lock file (Optuna's JournalFileOpenLock, which
-    holds on network filesystems where the default symlink lock may not)."""
+    holds on network filesystems where the default symlink lock may not), with rankprune's heartbeats (heartbeats.py:
+    Optuna keeps none in a journal)."""
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    return HeartbeatJournal(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))),
+                            heartbeat_interval, grace_period)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -587,7 +591,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             raise ConfigError(f"--storage {url}: give the journal file, e.g. journal:///shared/studies.log")
         try:
             journal.parent.mkdir(parents=True, exist_ok=True)
-            return _journal(journal)
+            return _journal(journal, heartbeat_interval, grace_period)
         except OSError as exc:
             raise ConfigError(f"cannot open storage {url}: {_first_line(exc)}") from None
     check_storage(url, allow_other_tables)
@@ -972,7 +976,9 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     told: set[int] = set()
 
     def tell(trial, **kw):
-        frozen = study.tell(trial, **kw)  # a grid's stop outside optimize() is _GridWithRetries'
+        # skip_if_finished: a trial another worker failed meanwhile (its heartbeats were judged stopped, and it is
+        # retried) stays as that worker left it. A grid's stop outside optimize() is _GridWithRetries'.
+        frozen = study.tell(trial, skip_if_finished=True, **kw)
         told.add(trial.number)
         goal.record(frozen)
         for callback in callbacks or []:
@@ -981,7 +987,8 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
     def fail(trials_: list, reason: str) -> None:
         for trial in trials_:
             if trial.number not in told:
-                trial.set_user_attr("fail_reason", reason)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed by another worker
+                    trial.set_user_attr("fail_reason", reason)
                 tell(trial, state=optuna.trial.TrialState.FAIL)
 
     with warnings.catch_warnings():
@@ -1010,7 +1017,7 @@ class _Heartbeats:
         import threading
 
         self.storage = storage
-        self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.interval = heartbeat_interval(storage)
         self.told, self.stop = told, threading.Event()
         study_id = storage.get_study_id_from_name(study_name) if self.interval else None
         self.ids = {t.number: self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -1021,7 +1028,7 @@ class _Heartbeats:
         for number, trial_id in self.ids.items():
             if number not in self.told:
                 try:
-                    self.storage.record_heartbeat(trial_id)
+                    record_heartbeat(self.storage, trial_id)
                 except Exception:  # a storage gone away: the trials' own tell will say so
                     pass
 
@@ -1068,6 +1075,10 @@ def _run_asked(asked: list, trials: _Trials, tell, fail, max_members: int | None
             try:
                 tell(trial, values=trials.conclude(trial, p.config, p.data, p.run, result.summary))
             except TrialFailed:
+                tell(trial, state=optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another worker failed it while it trained (its heartbeats were judged stopped: a paused worker,
+                # clocks apart) and retries it; its run folder keeps what it finished, the storage the retry's result.
                 tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
@@ -1158,9 +1169,7 @@ def run_study(
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)
     study.set_user_attr("space", spec.space)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fail_stale_trials is experimental in Optuna 5
-        optuna.storages.fail_stale_trials(study)  # a killed worker's trials, whose heartbeats stopped: FAIL
+    fail_stale_trials(study, storage)  # a killed worker's trials, whose heartbeats stopped: FAIL
     planned = _Goal(n_trials, until, batch).left(study)
     grid_cells = grid_of(spec) if spec.sampler == "grid" else None
     retried = retry_interrupted(study, grid_cells) if planned > 0 else []
@@ -1168,11 +1177,12 @@ def run_study(
         on_start(planned, retried)
     if planned == 0:
         return study
-    if batch > 1 or spec.sampler == "grid":
+    if batch > 1 or spec.sampler == "grid" or isinstance(storage, HeartbeatJournal):
         # A grid goes through the batched runner even one trial at a time: it counts the cells no trial holds before
         # every ask, where optimize() would let GridSampler hand out a cell a dead worker's RUNNING trial holds (it
         # re-runs running cells once none is left), and that cell then ran twice or three times (three workers,
-        # one killed: tests/test_postgres.py).
+        # one killed: tests/test_postgres.py). A journal's trials get their heartbeats only there (_Heartbeats):
+        # optimize() sends Optuna's, which only its RDB storage keeps.
         optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until, storage)
         return study
     goal = _Goal(n_trials, until, batch)

@@ -1,7 +1,8 @@
 """Optuna's journal storage (--storage journal:PATH), the serverless alternative to PostgreSQL for a few workers that
 share a filesystem: two workers run one grid study on one journal file at once, each cell once, and the read-only
-commands (study classes, report) read it. Its limit, as the README says: no heartbeats, so a worker killed outright
-leaves its trial RUNNING."""
+commands (study classes, report) read it. Optuna keeps no heartbeats in a journal; rankprune keeps its own there
+(heartbeats.py): a stale trial is failed, retried once, and issue 23's three-worker acceptance (tests/cluster.py)
+passes on a journal file as it does on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import sys
 from collections import Counter
 
 import optuna
+import pytest
+
+import cluster
 
 from rankprune.cli import main
 
@@ -62,3 +66,32 @@ def test_two_workers_share_one_journal_file_and_the_readers_read_it(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(["study", "classes", "journal", "--storage", f"journal://{tmp_path / 'none.log'}"]) == 2
     assert "no study storage at" in err.getvalue()
+
+
+def _journal_url(path) -> str:
+    return f"journal:///{path}" if not str(path).startswith("/") else f"journal://{path}"
+
+
+def test_a_stale_trial_is_failed_once_by_whichever_worker_looks_first_and_a_fresh_one_is_left(tmp_path):
+    from rankprune.heartbeats import HEARTBEAT_ATTR, fail_stale_trials, record_heartbeat
+    from rankprune.study import open_storage
+
+    url = _journal_url(tmp_path / "studies.log")
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="s", storage=storage)
+    dead, alive, silent = study.ask(), study.ask(), study.ask()
+    record_heartbeat(storage, dead._trial_id)
+    record_heartbeat(storage, alive._trial_id)
+    storage.set_trial_system_attr(dead._trial_id, HEARTBEAT_ATTR, 0.0)  # its last beat long ago
+    other = open_storage(url, heartbeat_interval=1, grace_period=2)  # a second worker on the same file
+    other_study = optuna.load_study(study_name="s", storage=other)
+    assert fail_stale_trials(other_study, other) == [dead.number]
+    assert fail_stale_trials(study, storage) == []  # already failed: not failed twice
+    states = {t.number: t.state for t in optuna.load_study(study_name="s", storage=open_storage(url)).trials}
+    assert states == {dead.number: cluster.FAIL, alive.number: cluster.RUNNING, silent.number: cluster.RUNNING}
+    study.tell(alive, 1.0)
+
+
+@pytest.mark.slow  # 40 s: issue 23's acceptance on a journal file, run with `python -m pytest -m slow`
+def test_three_workers_one_killed_one_terminated_complete_every_cell_exactly_once_on_a_journal(tmp_path):
+    cluster.three_workers_one_killed_one_terminated(_journal_url(tmp_path / "shared" / "studies.log"), tmp_path)

@@ -11,7 +11,6 @@ for a reason of its own (diverged, an error) is not retried: it would fail alike
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +19,7 @@ import optuna
 from rankprune.config import ConfigError, RunConfig
 from rankprune.findings.progress import Progress, cell_key, grid_progress
 from rankprune.findings.suite import Experiment
+from rankprune.heartbeats import fail_stale_trials
 from rankprune.study import _journal_path, _sqlite_path, load_study, open_storage, run_study
 
 __all__ = ["progress_of", "retry_killed", "top_up", "check_data", "PASSES"]
@@ -62,13 +62,13 @@ def retry_killed(study: optuna.Study, experiment: Experiment) -> list[int]:
     return numbers
 
 
-def _open(experiment: Experiment, url: str) -> tuple[optuna.Study | None, list]:
+def _open(experiment: Experiment, url: str) -> tuple[optuna.Study | None, list, optuna.storages.BaseStorage]:
     spec = experiment.spec
     storage = open_storage(url, spec.heartbeat_interval, spec.grace_period)
     if spec.name not in optuna.study.get_all_study_names(storage):
-        return None, []
+        return None, [], storage
     study = optuna.load_study(study_name=spec.name, storage=storage)
-    return study, study.get_trials(deepcopy=False)
+    return study, study.get_trials(deepcopy=False), storage
 
 
 def top_up(experiment: Experiment, url: str, root: Path, batch: int = 1, max_members: int | None = None,
@@ -77,11 +77,9 @@ def top_up(experiment: Experiment, url: str, root: Path, batch: int = 1, max_mem
     done then. `callbacks` are Optuna's (study, trial), called after each trial; `on_retry(why, numbers)` gets the
     numbers of the trials retried first, "killed" (retry_killed) or "interrupted" (study.retry_interrupted). StudyStalled if its trials keep failing; KeyboardInterrupt (Ctrl-C, SIGTERM) as
     run_study leaves it: finished trials kept, interrupted ones marked for a retry."""
-    study, trials = _open(experiment, url)
+    study, trials, storage = _open(experiment, url)
     if study is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fail_stale_trials is experimental in Optuna 5
-            optuna.storages.fail_stale_trials(study)  # heartbeats older than the grace period: failed, no reason
+        fail_stale_trials(study, storage)  # heartbeats older than the grace period: failed, no reason
         retried = retry_killed(study, experiment)
         if retried and on_retry is not None:
             on_retry("killed", retried)
