@@ -14,6 +14,7 @@ Layout (all tables are JSON Lines: `pandas.read_json(path, lines=True)` loads ea
     depths.json            per depth: final widths, why it stopped, chosen iteration (written as each ends)
     data.json              the data as trained on: split sizes, input shape, classes, normalisation
     .lock                  held (flock) by the one process writing the folder; holds its pid
+    .lease                 that process's lease, which holds across machines on a network filesystem (lease.py)
     weights/depth-L-iteration-II.pt   state_dict at saturation of every iteration
     weights/depth-L-iteration-II-start.pt   state_dict where every iteration began (fresh or rebuilt)
     weights/depth-L-final.pt          state_dict of the chosen iteration
@@ -42,6 +43,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from rankprune.config import ConfigError, RunConfig, task_sampling_inert
+from rankprune.lease import LEASE, Lease, LeaseHeld, LeaseLost
 from rankprune.records import upgrade_row
 
 __all__ = [
@@ -67,7 +69,7 @@ LOCK = ".lock"
 REPLICATES = "replicates.json"  # a replicates folder's index (replicates.py)
 REPORT_DIR = "report"  # where `rankprune report` writes for a run or replicates folder by default
 # The files rankprune writes in a run folder (a replicates folder adds REPLICATES and its seed folders).
-RESULT_FILES = frozenset({CONFIG, ENVIRONMENT, STATUS, EPOCHS, ITERATIONS, SPECTRA, HESSIAN, SCRATCH, DEPTHS, DATA, LOCK})
+RESULT_FILES = frozenset({CONFIG, ENVIRONMENT, STATUS, EPOCHS, ITERATIONS, SPECTRA, HESSIAN, SCRATCH, DEPTHS, DATA, LOCK, LEASE})
 REPORT_FILES = re.compile(r"report\.md|figures/[^/]+\.(png|svg|pdf)")
 WEIGHT_FILES = re.compile(r"depth-\d+-(final|iteration-\d+(-start)?)\.pt")
 SEED_FOLDER = re.compile(r"seed-\d+")
@@ -189,8 +191,8 @@ def is_result(path: str | Path) -> bool:
 
 
 def _debris(name: str) -> bool:
-    """What an attempt that wrote nothing of a result leaves: the lock file, a killed write's temporary file."""
-    return name == LOCK or bool(_TEMP.fullmatch(name))
+    """What an attempt that wrote nothing of a result leaves: the lock and lease files, a killed write's temporary file."""
+    return name in (LOCK, LEASE) or bool(_TEMP.fullmatch(name))
 
 
 def holds_nothing(path: Path) -> bool:
@@ -234,7 +236,8 @@ def remove_result(path: Path, keep: frozenset[str] = frozenset()) -> tuple[list[
     """Delete rankprune's files in `path` (but those under the top-level entries named in `keep`), then every
     folder left empty by that; the user's files stay where they are. Returns (removed, kept)."""
     ours, theirs = result_entries(path)
-    removed = [f for f in ours if f.relative_to(path).parts[0] not in keep and f != path / LOCK]  # the caller holds its lock
+    removed = [f for f in ours if f.relative_to(path).parts[0] not in keep
+               and f not in (path / LOCK, path / LEASE)]  # the caller holds its lock and lease
     for f in removed:
         f.unlink()
     for folder in sorted({p for f in removed for p in f.parents if path in p.parents}, key=lambda p: -len(p.parts)):
@@ -277,6 +280,7 @@ class RunFolder:
     def __init__(self, path: str | Path, tags: dict | None = None):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._lease: Lease | None = None
         # Columns every row this folder appends starts with: a replicate's {"seed": S} (replicates.py), so that
         # tables of several seeds concatenated stay keyed by seed.
         self.tags = dict(tags or {})
@@ -335,23 +339,29 @@ class RunFolder:
                                  "or stop it first") from None
 
     def writer(self) -> str | None:
-        """Who holds the folder's lock now ('process 1234'), or None when nobody does: a status of `running` with
-        no writer is a run killed before it could record how it ended (SIGKILL, a crash)."""
+        """Who holds the folder now ('process 1234', or 'process 1234 on node3' for another machine's lease), or None
+        when nobody does: a status of `running` with no writer is a run killed before it could record how it ended
+        (SIGKILL, a crash)."""
         try:
             self.refuse_if_held()
-        except RunFolderError:
-            return self._holder()
+        except RunFolderError as exc:
+            return str(exc).split(" is being written by ", 1)[-1].split("; wait", 1)[0]
         return None
 
     def refuse_if_held(self) -> None:
-        """RunFolderError if another process holds the folder's lock; takes and keeps nothing."""
-        if self._lock_fd is not None or not (self.path / LOCK).is_file():
+        """RunFolderError if another process holds the folder's lock, or another machine's process its lease; takes
+        and keeps nothing."""
+        if self._lock_fd is not None:
             return
-        fd = os.open(self.path / LOCK, os.O_RDONLY)
-        try:
-            self._flock(fd, fcntl.LOCK_SH)
-        finally:
-            os.close(fd)
+        if (self.path / LOCK).is_file():
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+            try:
+                self._flock(fd, fcntl.LOCK_SH)
+            finally:
+                os.close(fd)
+        holder = Lease(self.path).holder()
+        if holder is not None:
+            raise RunFolderError(f"{self.path} is being written by {holder}; wait for it to finish or stop it first")
 
     def acquire(self) -> None:
         """Take the folder's advisory lock (flock) for this process, or raise RunFolderError naming the holder.
@@ -368,14 +378,40 @@ class RunFolder:
         except BaseException:
             os.close(fd)
             raise
+        # The lease after the flock: on this machine the flock says who is alive, and the lease of a process that
+        # no longer holds it is taken over at once; another machine's is honoured until it expires (lease.py).
+        lease = Lease(self.path)
+        try:
+            lease.acquire()
+        except LeaseHeld as exc:
+            os.close(fd)
+            raise RunFolderError(f"{self.path} is being written by {exc}; wait for it to finish or stop it first") from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        self._lock_fd, self._lease = fd, lease
 
     def release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
+
+    def _fence(self) -> None:
+        """RunFolderError where this process lost the folder's lease to another machine's (it was paused past the
+        lease's life): it must not write a row more there."""
+        if self._lease is not None:
+            try:
+                self._lease.check()
+            except LeaseLost as exc:
+                raise RunFolderError(str(exc)) from None
+
+    def lost(self) -> bool:
+        return self._lease is not None and self._lease.lost
 
     def __del__(self) -> None:
         self.release()
@@ -464,7 +500,10 @@ class RunFolder:
     def _mark(self, state: str, **extra: Any) -> None:
         """Record how a session ended, whatever the disk allows: on a full disk the atomic write (a new file)
         fails, so status.json is rewritten in place, in the block it already has; if even that fails, the
-        status stays as it was and the lock is still released by the caller."""
+        status stays as it was and the lock is still released by the caller. A process that lost the folder's lease
+        writes nothing: the folder is another's now."""
+        if self.lost():
+            return
         try:
             where = self.read(STATUS, {}) or {}
         except (OSError, ValueError):
@@ -486,6 +525,7 @@ class RunFolder:
 
     # -- JSON documents -------------------------------------------------------------------------
     def write(self, name: str, obj: Any) -> None:
+        self._fence()
         write_json_atomic(self.path / name, obj)
 
     def read(self, name: str, default: Any = None) -> Any:
@@ -501,6 +541,7 @@ class RunFolder:
     # -- tables ---------------------------------------------------------------------------------
     def append(self, table: str, row: dict) -> None:
         """Append one row; flushed at once so an interrupted run keeps every finished row."""
+        self._fence()
         with (self.path / table).open("a") as fh:
             fh.write(json.dumps(_finite({**self.tags, **row})) + "\n")
             fh.flush()
@@ -520,6 +561,7 @@ class RunFolder:
 
     def replace_rows(self, table: str, rows: list[dict]) -> None:
         """Rewrite a whole table atomically."""
+        self._fence()
         write_text_atomic(self.path / table, "".join(json.dumps(_finite(r)) + "\n" for r in rows))
 
     def keep_rows(self, table: str, keep: Iterable[tuple[int, int]]) -> None:
@@ -549,6 +591,7 @@ class RunFolder:
     def save_weights(self, state_dict: dict, depth: int, iteration: int | None = None, start: bool = False) -> None:
         # Serialised in memory, then written as plain bytes: torch.save writing a file reports a full disk as a
         # RuntimeError of its C++ stream, and a write here must fail as an OSError naming the errno.
+        self._fence()
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
         with atomic_path(self.weights_path(depth, iteration, start)) as tmp:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rankprune.config import ConfigError, RunConfig
+from rankprune.lease import LEASE
 from rankprune.runfolder import CONFIG, EPOCHS, LOCK, STATUS, RunFolder, RunFolderError, is_run_folder
 
 
@@ -126,7 +127,7 @@ def test_create_with_overwrite_replaces_the_result_and_keeps_the_users_files(tmp
     (tmp_path / "weights" / "my-finetuned.pt").write_text("mine")
     with RunFolder(tmp_path) as run:
         run.create(overwrite=True)
-        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK, "notes.txt", "weights"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LEASE, LOCK, "notes.txt", "weights"]
         assert [p.name for p in (tmp_path / "weights").iterdir()] == ["my-finetuned.pt"]
         removed, kept = run.replaced
         assert sorted(p.name for p in removed) == [CONFIG, "depth-2-final.pt", "epochs.jsonl"]
