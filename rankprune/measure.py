@@ -13,7 +13,7 @@ from rankprune.models import activation_inputs, activation_rows
 from rankprune.rank import (DEFAULT_RECORDED, FLOAT32_RTOL, RankMeasure, gram_singular_values, parse_measure,
                             singular_values, sketched_numerical_rank)
 
-__all__ = ["LayerSpectra", "measure_layers", "recorded_measures", "measure_activations", "heldout_inputs", "driving_ranks",
+__all__ = ["LayerSpectra", "measure_layers", "measure_matrices", "recorded_measures", "measure_activations", "heldout_inputs", "driving_ranks",
            "svd_dtype"]
 
 
@@ -101,8 +101,16 @@ def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int
     `singular`: each weight matrix's singular values already taken (a batch takes its members' at once,
     models.batched); the measures, norms and gradient ranks are then computed from them as from an SVD here.
     """
+    weights = list(model.weights())
+    return measure_matrices(weights, [w.grad for w in weights], measures, grad_rows, singular)
+
+
+def measure_matrices(weights: list[torch.Tensor], grads: list[torch.Tensor | None], measures: list[RankMeasure],
+                     grad_rows: int | None = None, singular: list[np.ndarray] | None = None) -> LayerSpectra:
+    """measure_layers of matrices taken out of a network (copies made at an epoch's end, measured beside the next
+    epoch's training: probes/beside.py): each weight and its gradient (None without one)."""
     svals, ranks, spectral, frobenius, grad_rank = [], {m.spec: [] for m in measures}, [], [], []
-    for i, weight in enumerate(model.weights()):
+    for i, (weight, grad) in enumerate(zip(weights, grads)):
         w = _matrix(weight)
         # numpy's rule uses the eps of the dtype the weights are stored in.
         eps = float(torch.finfo(w.dtype).eps)
@@ -112,7 +120,7 @@ def measure_layers(model: nn.Module, measures: list[RankMeasure], grad_rows: int
             ranks[m.spec].append(m(s, tuple(w.shape), eps))
         spectral.append(float(s[0]) if s.size else 0.0)
         frobenius.append(float(np.sqrt((s**2).sum())))
-        g = None if weight.grad is None else _matrix(weight.grad)
+        g = None if grad is None else _matrix(grad)
         sketch = (grad_rows or max(g.shape)) + 8 if g is not None else 0  # a little oversampling
         grad_rank.append(None if g is None else sketched_numerical_rank(g, eps, sketch))
     return LayerSpectra(svals, ranks, spectral, frobenius, grad_rank)

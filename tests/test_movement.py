@@ -37,14 +37,19 @@ def test_movement_is_zero_at_the_start_and_matches_a_hand_made_low_rank_update(t
     model = get_family("mlp").build(digits.input_shape, [16], digits.n_classes, 0, torch.device("cpu"))
     ctx = _context(tmp_path, tiny_config, digits, model)
     probe = MovementProbe()
-    row = probe.epoch(ctx)
+    row = probe.epoch(ctx).measure()  # a Later: measured beside the next epoch (probes/beside.py)
     assert row["movement"] == [0.0, 0.0] and row["movement_network"] == 0.0
     assert row["change_rank_numerical"] == [0, 0]  # a zero change has rank 0 under numpy's rule
     w0 = model.weights()[0].detach().clone()
     u, v = torch.randn(16, 1), torch.randn(1, 64)
     with torch.no_grad():
         model.weights()[0].add_(u @ v)  # a rank-1 update of the first layer only
-    row = probe.epoch(ctx)
+    later = probe.epoch(ctx)
+    with torch.no_grad():
+        model.weights()[1].add_(1.0)  # the next epoch moves the network before the measurement runs...
+    row = later.measure()  # ... and the measurement is of the weights at the epoch's end
+    with torch.no_grad():
+        model.weights()[1].sub_(1.0)
     assert row["movement"][0] == pytest.approx(float(torch.linalg.norm(u @ v) / torch.linalg.norm(w0)), rel=1e-5)
     assert row["movement"][1] == 0.0
     assert row["change_rank_numerical"] == [1, 0]

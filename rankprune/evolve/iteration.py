@@ -14,6 +14,7 @@ from rankprune.data import Splits
 from rankprune.evolve.phases import ANNEAL, SHRINK, anneals, chosen, encode_correct
 from rankprune.models import get_family
 from rankprune.probes import ProbeContext, make_probes
+from rankprune.probes.beside import EpochRows, Later
 from rankprune.rank import parse_measure
 from rankprune.measure import heldout_inputs
 from rankprune.rebuild import next_widths, rebuild_with_cost
@@ -69,6 +70,7 @@ class PendingIteration:
     base: tuple[float, float]  # cumulative seconds and FLOPs before this iteration
     after_rebuild: dict
     last: dict  # the last epoch's row, as on_epoch wrote it
+    rows: EpochRows  # its epoch rows, some still measuring beside training: flush() before reading `last`
 
 
 def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iteration: int, phase: str,
@@ -78,7 +80,11 @@ def run_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iter
     `previous` is the last iteration's network when it is still in memory (else it is restored from disk)."""
     pending = start_iteration(cfg, data, run, depth, iteration, phase, history, widths, previous, reporter)
     m = pending.member
-    return finish_iteration(pending, train_to_saturation(m.model, data, m.cfg, m.weight_decay, m.seed, m.on_epoch, m.ranks))
+    try:
+        result = train_to_saturation(m.model, data, m.cfg, m.weight_decay, m.seed, m.on_epoch, m.ranks)
+    finally:
+        pending.rows.flush()  # an interrupted iteration keeps the row of every epoch it finished
+    return finish_iteration(pending, result)
 
 
 def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, iteration: int, phase: str,
@@ -126,29 +132,43 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
     spent = {"seconds": 0.0, "flops": 0.0}
     last: dict = {}
 
+    measured_now: dict = {}
+
+    def finish(row: dict) -> None:
+        run.append(EPOCHS, row)
+        last["row"] = row
+        reporter.epoch_done(depth, iteration, row)
+
+    rows = EpochRows(finish)  # an epoch's decompositions run beside the next epoch's training (probes/beside.py)
+
     def on_epoch(record: dict) -> None:
         spent["seconds"] += record["seconds"]
         spent["flops"] += record["flops"]
         row = {"depth": depth, "iteration": iteration, **record, "widths": widths, "weight_decay": weight_decay,
                "cumulative_seconds": base_seconds + spent["seconds"], "cumulative_flops": base_flops + spent["flops"]}
+        later = []
         for probe in probes:
-            row.update(probe.epoch(ctx))
-        run.append(EPOCHS, row)
-        last["row"] = row
-        reporter.epoch_done(depth, iteration, row)
+            out = probe.epoch(ctx)
+            if isinstance(out, Later):
+                later.append(out)
+            else:
+                row.update(out)
+        measured_now["row"] = dict(row)  # what this epoch's decisions read (the rest may still be measuring)
+        rows.submit(row, later)
 
     # --saturate rank|both watch the driving rank the spectra (weights) or activations probe has just measured on
-    # this epoch.
+    # this epoch: measured at once, never Later (SpectraProbe.defers).
     member = Member(model, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
-                    ranks=lambda: driving_ranks(cfg, last["row"]),
+                    ranks=lambda: driving_ranks(cfg, measured_now["row"]),
                     on_spectra=lambda values: ctx.precomputed.__setitem__("singular_values", values))
     return PendingIteration(member, cfg, data, run, depth, iteration, phase, history, widths, ctx, probes,
-                            (base_seconds, base_flops), after_rebuild, last)
+                            (base_seconds, base_flops), after_rebuild, last, rows)
 
 
 def finish_iteration(pending: PendingIteration, result: TrainResult) -> tuple[dict, nn.Module]:
     """After training: the iteration-end probes, the saved weights, and its row without `stop`."""
     p = pending
+    p.rows.flush()
     cfg, data, run, depth, iteration, phase, history, widths = p.cfg, p.data, p.run, p.depth, p.iteration, p.phase, p.history, p.widths
     model, weight_decay, ctx, probes, last, after_rebuild = p.member.model, p.member.weight_decay, p.ctx, p.probes, p.last, p.after_rebuild
     base_seconds, base_flops = p.base

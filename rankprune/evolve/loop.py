@@ -113,9 +113,13 @@ def evolve_depth_together(replicas: list[Replica], depth: int, max_members: int 
         by_data: dict[int, list] = {}
         for item in pending:
             by_data.setdefault(id(item[0].replica.data), []).append(item)
-        for group in by_data.values():
-            train_members([p.member for _, p in group], group[0][0].replica.data,
-                          lambda i, result, group=group: _record(depth, *group[i], result), max_members)
+        try:
+            for group in by_data.values():
+                train_members([p.member for _, p in group], group[0][0].replica.data,
+                              lambda i, result, group=group: _record(depth, *group[i], result), max_members)
+        finally:
+            for _, p in pending:  # an interrupted batch keeps the row of every epoch its members finished
+                p.rows.flush()
     return [_finish_depth(st, depth) for st in states]
 
 

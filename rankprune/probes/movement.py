@@ -21,6 +21,7 @@ import torch
 
 from rankprune.measure import matrix_ranks, recorded_measures
 from rankprune.probes.base import ProbeContext, register
+from rankprune.probes.beside import Later
 
 __all__ = ["MovementProbe", "relative_movement"]
 
@@ -82,11 +83,17 @@ class MovementProbe:
         self._names = []  # loaded
 
     @torch.no_grad()
-    def epoch(self, ctx: ProbeContext) -> dict:
+    def epoch(self, ctx: ProbeContext) -> Later:
+        """Copies of the weights now; their movement and change ranks measured beside the next epoch (beside.py)."""
         if self._names is None:
             self._load(ctx)
-        params = dict(ctx.model.named_parameters())
-        weights = ctx.model.weights()
+        params = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+        weights = [w.detach().clone() for w in ctx.model.weights()]
+        measures = recorded_measures(ctx.cfg.rank.measure)
+        return Later(lambda: self._measure(params, weights, measures))
+
+    @torch.no_grad()
+    def _measure(self, params: dict, weights: list, measures: list) -> dict:
         init = self._init_weights
         row = {
             "movement": [relative_movement(w, s) for w, s in zip(weights, self._start_weights)],
@@ -98,7 +105,7 @@ class MovementProbe:
                                                   for n, p in params.items()) else None),
         }
         changes = [w.detach() - s for w, s in zip(weights, self._start_weights)]
-        for spec, ranks in matrix_ranks(changes, recorded_measures(ctx.cfg.rank.measure)).items():
+        for spec, ranks in matrix_ranks(changes, measures).items():
             row[f"change_rank_{spec}"] = ranks
         self._last = row
         return row

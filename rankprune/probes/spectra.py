@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from rankprune.measure import measure_layers, recorded_measures
+from rankprune.measure import measure_layers, measure_matrices, recorded_measures
 from rankprune.probes.base import ProbeContext, register
+from rankprune.probes.beside import Later
 from rankprune.runfolder import SPECTRA
 from rankprune.seeds import GRAD, derive_seed
 from rankprune.train import batch_gradient
@@ -34,12 +35,30 @@ class SpectraProbe:
             self._batch = (torch.index_select(train.x, 0, idx), torch.index_select(train.y, 0, idx))
         return self._batch
 
-    def epoch(self, ctx: ProbeContext) -> dict:
+    @staticmethod
+    def defers(ctx: ProbeContext) -> bool:
+        """Whether the epoch's decompositions may run beside the next epoch's training (probes/beside.py): not where
+        they give the driving rank that --saturate rank|both decides on at this epoch's end."""
+        return not (ctx.cfg.rank.source == "weights" and ctx.train.saturate in ("rank", "both"))
+
+    def epoch(self, ctx: ProbeContext) -> dict | Later:
         x, y = self._gradient_batch(ctx)
         batch_gradient(ctx.model, x, y, ctx.precision, ctx.cfg.train.loss)  # read by measure_layers' grad_rank
-        self._last = measure_layers(ctx.model, recorded_measures(ctx.cfg.rank.measure), grad_rows=len(x),
-                                    singular=ctx.precomputed.pop("singular_values", None))
-        return self._last.row()
+        measures = recorded_measures(ctx.cfg.rank.measure)
+        singular = ctx.precomputed.pop("singular_values", None)
+        if not self.defers(ctx):
+            self._last = measure_layers(ctx.model, measures, grad_rows=len(x), singular=singular)
+            return self._last.row()
+        weights = list(ctx.model.weights())
+        # copies: the next epoch moves the weights and overwrites the gradients while these are measured
+        grads = [None if w.grad is None else w.grad.detach().clone() for w in weights]
+        weights = [w.detach().clone() for w in weights]
+
+        def measure() -> dict:
+            self._last = measure_matrices(weights, grads, measures, grad_rows=len(x), singular=singular)
+            return self._last.row()
+
+        return Later(measure)
 
     def iteration(self, ctx: ProbeContext) -> dict:
         for layer, s in enumerate(self._last.singular_values):
