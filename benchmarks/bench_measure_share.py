@@ -7,8 +7,11 @@ depth per family, default settings but at most 2 shrink iterations (then the ann
 measurements the probes make wrapped in timers: the weight spectra after every epoch (`measure_layers`:
 a float32 SVD of every weight matrix and the sketched rank of its gradient), the full-batch gradient they
 read (`batch_gradient`), and the activation ranks once per iteration (`measure_activations`, float64 Gram
-eigenvalues). The share is their summed seconds over the run's wall time, in this one process. The warm
-run's reference anneal (training a copy, not measuring) is timed and shown apart. Target: under 10%.
+eigenvalues). Each case runs twice in this one process: with training waiting for the measurements (the old
+path), whose share is their summed seconds over the run's wall time, and with the weight decompositions beside the
+next epoch's training (probes/beside.py, the default), whose share is what its wall exceeds the first run's wall
+less its measurements. The warm run's reference anneal (training a copy, not measuring) is timed and shown apart.
+Target: under 10%.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +31,7 @@ from rankprune.config import RunConfig
 from rankprune.data import load
 from rankprune.evolve import NullReporter, evolve
 from rankprune.probes import activations, reference, spectra
+from rankprune.probes.beside import set_beside
 from rankprune.runfolder import RunFolder, atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,52 +81,84 @@ def timed(module, name: str, clock: dict):
     return original
 
 
+def run_case(label: str, sections: dict, data_dir: str, on_beside: bool) -> dict:
+    """One evolve run of a case, with the measurements beside training or with training waiting for them."""
+    sections = dict(sections)
+    undo = legacy_decompositions() if sections.pop("legacy", False) else []
+    cfg = RunConfig().replace(data={"dataset": "mnist", "data_dir": data_dir, "download": False})
+    for key, value in {**sections}.items():
+        cfg = cfg.replace(**{key: value})
+    cfg = cfg.replace(evolve=SHORT["evolve"]).validate().resolved()
+    data = load(cfg.data, cfg.data_seed)
+    clock: dict[str, float] = {}
+    originals = [(spectra, "measure_layers", timed(spectra, "measure_layers", clock)),
+                 (spectra, "measure_matrices", timed(spectra, "measure_matrices", clock)),
+                 (spectra, "batch_gradient", timed(spectra, "batch_gradient", clock)),
+                 (activations, "measure_activations", timed(activations, "measure_activations", clock)),
+                 (reference, "train_to_saturation", timed(reference, "train_to_saturation", clock))]
+    previous = set_beside(on_beside)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, RunFolder(Path(tmp) / "run") as run:
+            run.create(overwrite=False)
+            start = time.perf_counter()
+            evolve(cfg, data, run, NullReporter())
+            wall = time.perf_counter() - start
+            epochs = len(run.rows("epochs.jsonl"))
+    finally:
+        set_beside(previous)
+        for module, name, original in originals + undo:
+            setattr(module, name, original)
+    spectra_s = clock.get("measure_layers", 0.0) + clock.get("measure_matrices", 0.0)
+    measured = spectra_s + clock.get("batch_gradient", 0.0) + clock.get("measure_activations", 0.0)
+    return dict(wall=wall, epochs=epochs, spectra=spectra_s, gradient=clock.get("batch_gradient", 0.0),
+                activations=clock.get("measure_activations", 0.0), anneal=clock.get("train_to_saturation", 0.0),
+                measured=measured)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/mnist10k"))
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/measure_share.md"))
-    p.add_argument("--cases", default=None, help="comma-separated case numbers (1-based) to run; default all")
+    p.add_argument("--cases", default=None, help="comma-separated case numbers (1-based) to run; default all but "
+                                                 "the float64 one")
+    p.add_argument("--repeats", type=int, default=2, help="runs of each path per case, alternating; medians (2)")
     args = p.parse_args()
     rows = []
-    chosen = [int(c) for c in args.cases.split(",")] if args.cases else range(1, len(CASES) + 1)
+    chosen = [int(c) for c in args.cases.split(",")] if args.cases else [i + 1 for i, k in enumerate(CASES) if "float64" not in k]
     for label, sections in (list(CASES.items())[i - 1] for i in chosen):
-        sections = dict(sections)
-        undo = legacy_decompositions() if sections.pop("legacy", False) else []
-        cfg = RunConfig().replace(data={"dataset": "mnist", "data_dir": args.data_dir, "download": False})
-        for key, value in {**sections}.items():
-            cfg = cfg.replace(**{key: value})
-        cfg = cfg.replace(evolve=SHORT["evolve"]).validate().resolved()
-        data = load(cfg.data, cfg.data_seed)
-        clock: dict[str, float] = {}
-        originals = [(spectra, "measure_layers", timed(spectra, "measure_layers", clock)),
-                     (spectra, "batch_gradient", timed(spectra, "batch_gradient", clock)),
-                     (activations, "measure_activations", timed(activations, "measure_activations", clock)),
-                     (reference, "train_to_saturation", timed(reference, "train_to_saturation", clock))]
-        try:
-            with tempfile.TemporaryDirectory() as tmp, RunFolder(Path(tmp) / "run") as run:
-                run.create(overwrite=False)
-                start = time.perf_counter()
-                evolve(cfg, data, run, NullReporter())
-                wall = time.perf_counter() - start
-                epochs = len(run.rows("epochs.jsonl"))
-        finally:
-            for module, name, original in originals + undo:
-                setattr(module, name, original)
-        measured = sum(v for k, v in clock.items() if k != "train_to_saturation")
-        rows.append((label, wall, epochs, clock.get("measure_layers", 0.0), clock.get("batch_gradient", 0.0),
-                     clock.get("measure_activations", 0.0), clock.get("train_to_saturation", 0.0), measured / wall))
-        print(f"{label}: wall {wall:.1f} s, {epochs} epochs, measurement {measured:.2f} s = {100 * measured / wall:.1f}%", flush=True)
+        runs = {False: [], True: []}
+        for _ in range(args.repeats):  # alternating, so that drift in the machine's speed falls on both paths
+            for on_beside in (False, True):
+                runs[on_beside].append(run_case(label, sections, args.data_dir, on_beside))
+        waited, beside_ = ({k: statistics.median(r[k] for r in runs[b]) for k in runs[b][0]} for b in (False, True))
+        assert waited["epochs"] == beside_["epochs"], "the two paths must train the same epochs"
+        # Both runs do the same work (tests/test_beside.py: identical tables); what the run without the measurements
+        # would take is the waiting run's wall less its timed measurements, and the beside run's share is what its
+        # wall exceeds that by.
+        bare = waited["wall"] - waited["measured"]
+        share_w, share_b = waited["measured"] / waited["wall"], (beside_["wall"] - bare) / beside_["wall"]
+        rows.append((label, waited, beside_, share_w, share_b))
+        print(f"{label}: waits {waited['wall']:.1f} s ({100 * share_w:.1f}% measuring), beside {beside_['wall']:.1f} s "
+              f"({100 * share_b:.1f}%)", flush=True)
 
     lines = [
         "# Rank measurement's share of an evolve run", "",
         f"`python {' '.join(sys.argv)}`; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{os.cpu_count()} CPUs, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Each case: the MNIST subset, "
-        "seed 0, default settings (warm rebuild), at most 2 shrink iterations (then the anneal), one process. "
-        "Measurement = weight spectra + full-batch gradient + activation ranks; the reference anneal is training "
-        "(a copy of the full-width network, for comparison) and counts only in the wall time.", "",
-        "| case | wall (s) | epochs | weight spectra (s) | full-batch gradient (s) | activation ranks (s) | reference anneal (s) | measurement share of wall |",
-        "|---|---|---|---|---|---|---|---|",
-        *(f"| {r[0]} | {r[1]:.1f} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.1f} | {100 * r[7]:.1f}% |" for r in rows),
+        f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Each case: the MNIST subset, "
+        "seed 0, default settings (warm rebuild), at most 2 shrink iterations (then the anneal), one process, run "
+        f"{args.repeats} times each way, alternating (medians): with training waiting for the measurements (the path before probes/beside.py) and with "
+        "the weight decompositions beside the next epoch's training (the default now). Both train the same epochs "
+        "to the same tables. Measurement = weight spectra + full-batch gradient + activation ranks (the driving "
+        "rank, measured at once); the reference anneal is training (a copy of the full-width network, for "
+        "comparison) and counts only in the wall time. Waiting: the timed measurements over the wall. Beside: "
+        "(its wall - (the waiting run's wall - its measurements)) over its wall, i.e. what measuring still adds.", "",
+        "| case | epochs | waits: wall (s) | weight spectra (s) | full-batch gradient (s) | activation ranks (s) "
+        "| waits: share | beside: wall (s) | beside: share |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(f"| {label} | {w['epochs']} | {w['wall']:.1f} | {w['spectra']:.2f} | {w['gradient']:.2f} | "
+          f"{w['activations']:.2f} | {100 * sw:.1f}% | {b['wall']:.1f} | {100 * sb:.1f}% |"
+          for label, w, b, sw, sb in rows),
         "",
     ]
     with atomic_path(Path(args.out)) as tmp:

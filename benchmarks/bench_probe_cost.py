@@ -1,12 +1,14 @@
-"""What the optional probes add to an epoch: --movement at width 784 (depth 2), on the MNIST subset's epoch and
-on a full-MNIST-sized one, measured in one process.
+"""What the optional probes add to an epoch: --movement at width 784 (depth 2), on the MNIST subset's epoch and on a
+full-MNIST-sized one, with the measurements beside training (probes/beside.py, the default) and with training
+waiting for them (the old path), measured in one process.
 
     python benchmarks/bench_probe_cost.py [--data-dir ../shared/data/mnist10k] [--rounds 5]
 
-An epoch here is what the controller runs per epoch without the optional probes: the training steps, the
-evaluation of validation and test, and the spectra probe (every weight's SVD and the gradient's rank). The
-movement probe's epoch() call is timed on the same network right after; its share is its median seconds over
-the epoch's median seconds. Writes benchmarks/results/probe_cost.md.
+An epoch here is what the controller runs per epoch: the training steps, the evaluation of validation and test, and
+the probes' epoch() calls, their rows finished through EpochRows as the controller finishes them. Each round times
+one epoch with the spectra probe alone and one with the spectra and movement probes, under each path (rounds
+alternate, so that drift in the machine's speed falls on all four alike); the movement probe's cost is the
+difference of the median epochs, over the median epoch without it. Writes benchmarks/results/probe_cost.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rankprune.config import RunConfig
 from rankprune.data import load
 from rankprune.models import get_family
 from rankprune.probes import ProbeContext
+from rankprune.probes.beside import EpochRows, Later, set_beside
 from rankprune.probes.movement import MovementProbe
 from rankprune.probes.spectra import SpectraProbe
 from rankprune.runfolder import RunFolder
@@ -45,8 +48,9 @@ def main() -> int:
                               probes={"movement": True}).resolved()
     data = load(cfg.data, 0)
     rows = []
-    for case, (label, samples) in enumerate((("MNIST subset epoch (7,200 samples)", None),
-                                             ("full-MNIST-sized epoch (54,000 samples)", 54_000))):
+    # epochs per timing: all but the last train beside the measurements before them (an iteration of a run has 8 to 25)
+    for case, (label, samples, n_epochs) in enumerate((("MNIST subset epoch (7,200 samples)", None, 4),
+                                                       ("full-MNIST-sized epoch (54,000 samples)", 54_000, 2))):
         train = dataclasses.replace(cfg.train, max_epochs=1, lr_drops=0, samples_per_epoch=samples, saturate="accuracy")
         model = get_family("mlp").build(data.input_shape, [784, 784], data.n_classes, 0, torch.device("cpu"))
         run = RunFolder(Path(os.environ.get("TMPDIR", "/tmp")) / f"rankprune-bench-probe-cost-{case}")
@@ -54,24 +58,40 @@ def main() -> int:
         run.save_weights(model.state_dict(), 2, 0, start=True)
         ctx = ProbeContext(cfg, data, run, model, 2, 0, "fp32", data.train.x[:64], train, cfg.train.weight_decay)
         spectra, movement = SpectraProbe(), MovementProbe()
-        epoch_s, probe_s = [], []
+        times: dict[tuple[bool, bool], list[float]] = {(b, m): [] for b in (False, True) for m in (False, True)}
         for r in range(args.rounds + 1):  # the first round warms up and is dropped
-            start = time.perf_counter()
-            train_to_saturation(model, data, train, cfg.train.weight_decay, r)
-            spectra.epoch(ctx)
-            mid = time.perf_counter()
-            movement.epoch(ctx)
-            end = time.perf_counter()
-            if r:
-                epoch_s.append(mid - start)
-                probe_s.append(end - mid)
-        e, m = statistics.median(epoch_s), statistics.median(probe_s)
-        rows.append((label, e, m, 100 * m / e))
+            for (on_beside, with_movement), got in times.items():
+                previous = set_beside(on_beside)
+                rows_ = EpochRows(lambda row: None)
+                try:
+                    start = time.perf_counter()
+                    for e in range(n_epochs):
+                        train_to_saturation(model, data, train, cfg.train.weight_decay, n_epochs * r + e)
+                        later, row = [], {}
+                        for probe in (spectra, movement) if with_movement else (spectra,):
+                            out = probe.epoch(ctx)
+                            later.append(out) if isinstance(out, Later) else row.update(out)
+                        rows_.submit(row, later)
+                    rows_.flush()
+                    seconds = (time.perf_counter() - start) / n_epochs
+                finally:
+                    set_beside(previous)
+                if r:
+                    got.append(seconds)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for on_beside in (False, True):
+            without, with_ = med[(on_beside, False)], med[(on_beside, True)]
+            rows.append((label, "beside training" if on_beside else "training waits (before)", without, with_,
+                         100 * (with_ - without) / without))
     lines = ["# What --movement adds to an epoch (MLP 784 x 2)", "",
-             f"Written by `python benchmarks/bench_probe_cost.py --rounds {args.rounds}` on {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.rounds} rounds, one process.", "",
-             "| epoch | epoch without it (s) | movement probe (s) | added |", "|---|---|---|---|"]
-    lines += [f"| {label} | {e:.3f} | {m:.3f} | {pct:.1f}% |" for label, e, m, pct in rows]
+             f"Written by `python benchmarks/bench_probe_cost.py --rounds {args.rounds}` on "
+             f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; medians of {args.rounds} rounds, one process. "
+             "An epoch: training, evaluation, the spectra probe (and the movement probe), rows finished as the "
+             "controller finishes them; 4 epochs per timing on the subset and 2 on the full-sized epoch (the last of them "
+             "waits for its own measurements, as an iteration's last epoch does), per epoch.", "",
+             "| epoch | measurements | epoch without --movement (s) | epoch with it (s) | added |", "|---|---|---|---|---|"]
+    lines += [f"| {label} | {path} | {a:.3f} | {b:.3f} | {pct:+.1f}% |" for label, path, a, b, pct in rows]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
