@@ -10,7 +10,7 @@ hidden layer's driving rank has moved by more than rank_tol units over the last 
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from typing import Callable, Sequence
 
 __all__ = ["SATURATE_RULES", "Saturation"]
 
@@ -39,8 +39,10 @@ class Saturation:
     def needs_ranks(self) -> bool:
         return self.rule != "accuracy"
 
-    def observe(self, val_acc: float, ranks: Sequence[int] | None = None) -> None:
-        """One epoch's validation accuracy and, for the rank rules, its hidden layers' driving ranks."""
+    def observe(self, val_acc: float, ranks: Sequence[int] | Callable[[], Sequence[int]] | None = None) -> None:
+        """One epoch's validation accuracy and, for the rank rules, its hidden layers' driving ranks: the ranks, or a
+        function that gives them once they are measured (probes/beside.py), called only where a decision needs
+        them. Under `both` that is once accuracy is flat: the epochs before train while their ranks are measured."""
         if val_acc > self._reference + self.min_delta:
             self._reference, self._since_gain = val_acc, 0
         else:
@@ -48,7 +50,7 @@ class Saturation:
         if self.needs_ranks:
             if ranks is None:
                 raise ValueError(f"saturation rule {self.rule!r} needs the driving ranks every epoch")
-            self._ranks.append(tuple(float(r) for r in ranks))
+            self._ranks.append(ranks if callable(ranks) else tuple(float(r) for r in ranks))
 
     def _accuracy_flat(self) -> bool:
         return self._since_gain >= self.patience
@@ -56,6 +58,9 @@ class Saturation:
     def _rank_flat(self) -> bool:
         if len(self._ranks) < self.patience + 1:
             return False
+        for i, ranks in enumerate(self._ranks):
+            if callable(ranks):
+                self._ranks[i] = tuple(float(r) for r in ranks())
         return all(max(layer) - min(layer) <= self.rank_tol for layer in zip(*self._ranks))
 
     @property

@@ -122,7 +122,8 @@ class TrainingProgress:
     training seconds and FLOPs. The one-network loop and every member of an ensemble (ensemble.py) use it, so a
     member trained in a batch stops and anneals exactly as it would alone."""
 
-    def __init__(self, model: nn.Module, data: Splits, cfg: TrainConfig, ranks: Callable[[], Sequence[int]] | None = None,
+    def __init__(self, model: nn.Module, data: Splits, cfg: TrainConfig,
+                 ranks: Callable[[], Sequence[int] | Callable[[], Sequence[int]]] | None = None,
                  stop_at_saturation: bool = True):
         # stop_at_saturation False: a fixed budget of cfg.max_epochs (the scratch control's, evolve/scratch.py);
         # plateaus still drop the learning rate, and the one after the last drop no longer ends training.
@@ -224,7 +225,8 @@ def train_to_saturation(
     """Train until a plateau under cfg.saturate (saturation.Saturation): by default, validation accuracy gains
     no more than cfg.min_delta over cfg.patience epochs; with `rank` or `both`, `ranks()` (called after
     on_epoch, every epoch) gives the hidden layers' driving ranks, which must also stay within cfg.rank_tol
-    (without it, the default rank measure's, measured here).
+    (without it, the default rank measure's, measured here), or a function that gives them once they are measured
+    (the controller's, whose decompositions run beside the next epoch: probes/beside.py).
 
     A plateau first multiplies the learning rate by cfg.lr_drop_factor, cfg.lr_drops times; the
     plateau after the last drop is saturation. With stop_at_saturation False it trains cfg.max_epochs epochs

@@ -66,6 +66,25 @@ def test_restart_forgets_the_window():
     assert s.plateaued
 
 
+def test_both_asks_for_measured_later_ranks_only_once_accuracy_is_flat():
+    # The controller hands the rule functions that wait for an epoch's ranks (measured beside the next epoch,
+    # probes/beside.py); under `both` the epochs before accuracy is flat never wait for theirs.
+    asked = []
+
+    def later(epoch: int, ranks: tuple):
+        return lambda: asked.append(epoch) or ranks
+
+    s = Saturation("both", patience=2, min_delta=0.0)
+    for epoch, acc in enumerate([0.5, 0.6, 0.7, 0.8], start=1):
+        s.observe(acc, later(epoch, (10,)))
+        assert not s.plateaued
+    assert asked == []  # accuracy still rising: no rank was needed
+    s.observe(0.8, later(5, (10,)))
+    s.observe(0.8, later(6, (10,)))
+    assert s.plateaued and asked == [4, 5, 6]  # the window's ranks, each asked once
+    assert s.plateaued and asked == [4, 5, 6]
+
+
 def test_rank_rules_refuse_to_run_without_ranks():
     with pytest.raises(ValueError, match="needs the driving ranks"):
         Saturation("both", 2, 0.0).observe(0.9, None)

@@ -132,7 +132,7 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
     spent = {"seconds": 0.0, "flops": 0.0}
     last: dict = {}
 
-    measured_now: dict = {}
+    this_epoch: dict = {}
 
     def finish(row: dict) -> None:
         run.append(EPOCHS, row)
@@ -153,13 +153,22 @@ def start_iteration(cfg: RunConfig, data: Splits, run: RunFolder, depth: int, it
                 later.append(out)
             else:
                 row.update(out)
-        measured_now["row"] = dict(row)  # what this epoch's decisions read (the rest may still be measuring)
+        this_epoch["row"] = row  # completed in place once its Later parts are measured
         rows.submit(row, later)
 
-    # --saturate rank|both watch the driving rank the spectra (weights) or activations probe has just measured on
-    # this epoch: measured at once, never Later (SpectraProbe.defers).
+    def epoch_ranks():
+        """--saturate rank|both: this epoch's driving ranks (the spectra or activations probe's), as a function that
+        waits for them; the plateau rule calls it only where a decision needs them (saturation.Saturation)."""
+        row = this_epoch["row"]
+
+        def ranks() -> list:
+            rows.flush()
+            return driving_ranks(cfg, row)
+
+        return ranks
+
     member = Member(model, train_cfg, weight_decay, derive_seed(cfg.seed, depth, iteration, ORDER), on_epoch,
-                    ranks=lambda: driving_ranks(cfg, measured_now["row"]),
+                    ranks=epoch_ranks,
                     on_spectra=lambda values: ctx.precomputed.__setitem__("singular_values", values))
     return PendingIteration(member, cfg, data, run, depth, iteration, phase, history, widths, ctx, probes,
                             (base_seconds, base_flops), after_rebuild, last, rows)

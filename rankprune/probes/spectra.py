@@ -37,9 +37,10 @@ class SpectraProbe:
 
     @staticmethod
     def defers(ctx: ProbeContext) -> bool:
-        """Whether the epoch's decompositions may run beside the next epoch's training (probes/beside.py): not where
-        they give the driving rank that --saturate rank|both decides on at this epoch's end."""
-        return not (ctx.cfg.rank.source == "weights" and ctx.train.saturate in ("rank", "both"))
+        """Whether the epoch's decompositions run beside the next epoch's training (probes/beside.py). Where they give
+        the driving rank, --saturate both reads it only once accuracy is flat (the plateau rule waits for it then);
+        --saturate rank reads it at every epoch's end, so there nothing would train beside them."""
+        return not (ctx.cfg.rank.source == "weights" and ctx.train.saturate == "rank")
 
     def epoch(self, ctx: ProbeContext) -> dict | Later:
         x, y = self._gradient_batch(ctx)
