@@ -616,7 +616,8 @@ def complete_trials(url: str, name: str) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-@pytest.mark.parametrize("batch", ["1", "3"])
+# batch 3 (12 s) runs with `-m slow`: the default suite keeps a SIGKILLed batched worker in tests/test_killed_worker.py
+@pytest.mark.parametrize("batch", ["1", pytest.param("3", marks=pytest.mark.slow)])
 def test_a_suite_killed_outright_resumes_without_running_a_finished_trial_again(tmp_path, batch):
     # 8 cells of a few tenths of a second each, so the kill lands while cells remain: one at a time, in the trial
     # after the first; by threes, in the second of three batches, leaving its trials RUNNING that no process runs
