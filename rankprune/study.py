@@ -690,6 +690,7 @@ def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n
         # per layer None, or why the width is a bound, not a measured rank ("initial", "input"); runs from before
         # it was recorded read as uncensored
         "censored": summary.get("censored", [None] * len(summary["widths"])),
+        "rank_bounds": summary.get("rank_bounds"),  # per layer the most rank it can have (None before it was recorded)
         "depth": family_.depth_of(initial_widths),
         "rank_measure": summary["rank_measure"],
         "ranks": ranks,
@@ -737,7 +738,9 @@ def censored_layers(trial, mode: str) -> list[str | None]:
     whether a width never shrank below its start ("initial") or equals its incoming matrix's columns ("input").
     A survey never shrinks, so that attribute marks every width "initial": its widths are the sampled ones, and
     its result is the rank measured at them, which is a bound only where a layer's rank reached its width (every
-    unit used: the layer might use more). Trials from before censoring was recorded read as uncensored."""
+    unit used: the layer might use more), or its rank bound (`rank_bounds`: the incoming matrix's columns, 64 for
+    digits' first layer; "input"), which bounds the rank whatever the width. Trials from before censoring was
+    recorded read as uncensored, and those from before rank_bounds by their widths alone."""
     marks = trial.get("censored")
     marks = list(marks) if isinstance(marks, (list, tuple)) else []
     widths = list(trial.get("widths") or [])
@@ -746,8 +749,18 @@ def censored_layers(trial, mode: str) -> list[str | None]:
         return marks[:len(widths)]
     ranks = trial.get("ranks")
     ranks = list(ranks) if isinstance(ranks, (list, tuple)) else []
-    return [mark if i < len(ranks) and ranks[i] is not None and ranks[i] >= widths[i] else None
-            for i, mark in enumerate(marks[:len(widths)])]
+    bounds = trial.get("rank_bounds")
+    bounds = list(bounds) if isinstance(bounds, (list, tuple)) else []
+
+    def why(i: int, mark: str | None) -> str | None:
+        rank = ranks[i] if i < len(ranks) else None
+        if rank is None:
+            return None
+        if rank >= widths[i]:
+            return mark
+        return "input" if i < len(bounds) and bounds[i] is not None and rank >= bounds[i] else None
+
+    return [why(i, mark) for i, mark in enumerate(marks[:len(widths)])]
 
 
 def censored_members(frame, classes, mode: str) -> dict[int, str]:

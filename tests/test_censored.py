@@ -279,6 +279,10 @@ def test_a_trials_censored_layers_follow_its_mode():
     # a survey never shrinks, so every width is "initial"; its result is the rank, a bound where it used every unit
     surveyed = {"widths": [16, 32], "ranks": [16, 9], "censored": ["initial", "initial"]}
     assert censored_layers(surveyed, "survey") == ["initial", None]
+    # a rank pinned at what its incoming matrix allows (digits' 64 pixels under a 128-wide first layer): "input"
+    wide = {"widths": [128, 32], "ranks": [64, 9], "censored": ["initial", "initial"], "rank_bounds": [64, 128]}
+    assert censored_layers(wide, "survey") == ["input", None]
+    assert censored_layers({**wide, "rank_bounds": None}, "survey") == [None, None]  # trials from before it was recorded
 
 
 def test_a_width_still_shrinking_at_the_iteration_cap_is_an_upper_bound_everywhere():

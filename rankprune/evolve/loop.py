@@ -194,6 +194,9 @@ def _summary(cfg: RunConfig, depth: int, history: list[dict], data: Splits) -> d
         # per layer: None, or why the width is a bound rather than a measurement (phases.censored)
         "censored": censored(chosen["widths"], first["widths"], _rank_bounds(cfg, data, chosen["widths"]),
                              _still_shrinking(history)),
+        # per layer: the most rank its driving matrix can have at those widths (a survey's rank that reaches it is
+        # pinned by the input, not measured: study.censored_layers)
+        "rank_bounds": _rank_bounds(cfg, data, chosen["widths"]),
         "parameters": chosen["parameters"],
         "initial_parameters": first["parameters"],
         "val_acc": chosen["val_acc"],
