@@ -932,19 +932,18 @@ def retry_interrupted(study: optuna.Study, cells: list[dict] | None = None) -> l
                 continue
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             numbers.append(t.number)
-    if lost and cells is not None:
-        # A grid trial killed before its parameters were drawn spent its cell's grid number: the sampler never gives
-        # that cell out again, and no trial holds its parameters. The cells no trial holds are exactly those; each
-        # lost trial's retry takes one of them.
-        held = {_cell_key(t.params, cells) for t in study.get_trials(deepcopy=False) if t.params and t.state in (
-            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING,
-            optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)}
-        held |= {_cell_key(t.system_attrs.get("fixed_params", {}), cells) for t in study.get_trials(deepcopy=False)
-                 if t.state == optuna.trial.TrialState.WAITING}
-        free = [c for c in cells if _cell_key(c, cells) not in held]
-        for t, cell in zip(lost, free):
-            study.enqueue_trial(cell, user_attrs={"retry_of": t.number})
-            numbers.append(t.number)
+    for t in lost:
+        # A grid trial killed before its parameters were drawn spent its grid number (GridSampler counts a finished
+        # trial's number as visited), and no trial holds that cell's parameters. Its retry carries the same number,
+        # as Optuna's RetryFailedTrialCallback carries a trial's system attributes, so the sampler draws that cell.
+        # (Taking "a cell no trial holds" instead ran one cell twice and left another never run: such cells include
+        # those the sampler has yet to hand out.)
+        if "grid_id" not in t.system_attrs:
+            continue  # killed before the sampler numbered it: it spent nothing
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, user_attrs={"retry_of": t.number},
+            system_attrs={k: t.system_attrs[k] for k in ("grid_id", "search_space") if k in t.system_attrs}))
+        numbers.append(t.number)
     return numbers
 
 
@@ -980,11 +979,17 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
         once none is left GridSampler hands out the cells of RUNNING trials again, a dead worker's included (a cell
         run two or three times). A failed trial still holds its cell: an interrupted or killed one is run again
         only by its retry (retry_interrupted, counted here while it is WAITING), never by the sampler as well."""
-        taken = {_cell_of(t) for t in study.get_trials(deepcopy=False) if t.state in (
-            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.FAIL)}
-        waiting = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.WAITING)
-        return max(0, _grid_cells(spec) - len(taken)) + waiting
+        all_ = study.get_trials(deepcopy=False)
+        holding = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED,
+                   optuna.trial.TrialState.FAIL)
+        taken = {_cell_of(t) for t in all_ if t.state in holding} - {()}
+        # A numbered trial without parameters (asked, killed before its first one) holds a cell no parameters name,
+        # until its retry (which carries its number: retry_interrupted) has drawn them.
+        drawn = {t.user_attrs.get("retry_of") for t in all_ if t.params}
+        unnamed = sum(1 for t in all_ if t.state in holding and not _cell_of(t) and "grid_id" in t.system_attrs
+                      and t.number not in drawn)
+        waiting = sum(1 for t in all_ if t.state == optuna.trial.TrialState.WAITING)
+        return max(0, _grid_cells(spec) - len(taken) - unnamed) + waiting
 
     told: set[int] = set()
 
