@@ -341,25 +341,25 @@ class RunFolder:
     def writer(self) -> str | None:
         """Who holds the folder now ('process 1234', or 'process 1234 on node3' for another machine's lease), or None
         when nobody does: a status of `running` with no writer is a run killed before it could record how it ended
-        (SIGKILL, a crash)."""
-        try:
-            self.refuse_if_held()
-        except RunFolderError as exc:
-            return str(exc).split(" is being written by ", 1)[-1].split("; wait", 1)[0]
-        return None
+        (SIGKILL, a crash). Takes and keeps nothing."""
+        if self._lock_fd is not None:
+            return None
+        if (self.path / LOCK).is_file():
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                return self._holder()
+            finally:
+                os.close(fd)
+        return Lease(self.path).holder()
 
     def refuse_if_held(self) -> None:
         """RunFolderError if another process holds the folder's lock, or another machine's process its lease; takes
         and keeps nothing."""
-        if self._lock_fd is not None:
-            return
-        if (self.path / LOCK).is_file():
-            fd = os.open(self.path / LOCK, os.O_RDONLY)
-            try:
-                self._flock(fd, fcntl.LOCK_SH)
-            finally:
-                os.close(fd)
-        holder = Lease(self.path).holder()
+        holder = self.writer()
         if holder is not None:
             raise RunFolderError(f"{self.path} is being written by {holder}; wait for it to finish or stop it first")
 

@@ -913,7 +913,7 @@ class _Goal:
                                f"the study holds {complete_trials(study)} of the {self.until} complete trials asked for")
 
 
-def retry_interrupted(study: optuna.Study, cells: list[dict] | None = None) -> list[int]:
+def retry_interrupted(study: optuna.Study) -> list[int]:
     """Enqueue a retry of every trial that Ctrl-C or SIGTERM failed (its fail_reason starts with INTERRUPTED), or that
     failed with no reason at all, which is how Optuna's fail_stale_trials fails a trial whose worker was killed
     outright (its heartbeats stopped; every failure rankprune tells carries a reason), and that has none yet: the
@@ -945,19 +945,6 @@ def retry_interrupted(study: optuna.Study, cells: list[dict] | None = None) -> l
             system_attrs={k: t.system_attrs[k] for k in ("grid_id", "search_space") if k in t.system_attrs}))
         numbers.append(t.number)
     return numbers
-
-
-def _cell_key(params: dict, cells: list[dict]) -> tuple:
-    keys = sorted(cells[0]) if cells else []
-    return tuple((k, params.get(k)) for k in keys)
-
-
-def grid_of(spec: StudySpec) -> list[dict]:
-    """Every cell of a grid study: one dict of parameter values per combination of its choices."""
-    import itertools
-
-    grid = _grid(spec)
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int | None, batch: int,
@@ -1189,8 +1176,7 @@ def run_study(
     study.set_user_attr("space", spec.space)
     fail_stale_trials(study, storage)  # a killed worker's trials, whose heartbeats stopped: FAIL
     planned = _Goal(n_trials, until, batch).left(study)
-    grid_cells = grid_of(spec) if spec.sampler == "grid" else None
-    retried = retry_interrupted(study, grid_cells) if planned > 0 else []
+    retried = retry_interrupted(study) if planned > 0 else []
     if on_start is not None:
         on_start(planned, retried)
     if planned == 0:

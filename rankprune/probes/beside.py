@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-__all__ = ["Later", "EpochRows", "set_beside", "beside"]
+__all__ = ["Later", "EpochRows", "set_beside"]
 
 _BESIDE = True
 _POOL: ThreadPoolExecutor | None = None
@@ -43,10 +43,6 @@ def set_beside(on: bool) -> bool:
     global _BESIDE
     previous, _BESIDE = _BESIDE, bool(on)
     return previous
-
-
-def beside() -> bool:
-    return _BESIDE
 
 
 def _pool() -> ThreadPoolExecutor:
