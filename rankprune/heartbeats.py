@@ -20,7 +20,8 @@ import warnings
 
 import optuna
 
-__all__ = ["HeartbeatJournal", "HEARTBEAT_ATTR", "heartbeat_interval", "record_heartbeat", "fail_stale_trials"]
+__all__ = ["HeartbeatJournal", "HEARTBEAT_ATTR", "heartbeat_interval", "record_heartbeat", "fail_stale_trials",
+           "fail_unstarted", "grace_period"]
 
 HEARTBEAT_ATTR = "rankprune_heartbeat"
 
@@ -53,16 +54,17 @@ def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Non
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Fail (with no reason) every RUNNING trial of `study` whose heartbeats stopped more than the grace period ago;
-    returns the numbers this call failed (for the RDB storage, Optuna's fail_stale_trials, which does not say: [])."""
+    """Fail (with no reason) every RUNNING trial of `study` whose heartbeats stopped more than the grace period ago,
+    and every one its worker never got to start (fail_unstarted); returns the numbers this call failed (for the RDB
+    storage's stale trials Optuna's fail_stale_trials, which does not say, so only the unstarted ones)."""
     if not isinstance(storage, HeartbeatJournal):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fail_stale_trials is experimental in Optuna 5
             optuna.storages.fail_stale_trials(study)
-        return []
+        return fail_unstarted(study, storage)
     if not storage.heartbeat_interval or not storage.grace_period:
         return []
-    now, failed = time.time(), []
+    now, failed = time.time(), fail_unstarted(study, storage)
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         beat = t.system_attrs.get(HEARTBEAT_ATTR)
@@ -74,5 +76,44 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
                                            optuna.trial.TrialState.FAIL)
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker failed it first, or it finished after all
+        failed.append(t.number)
+    return failed
+
+
+def grace_period(storage: optuna.storages.BaseStorage | None) -> float | None:
+    """Seconds after a trial's last heartbeat that it is judged dead (Optuna's default: two intervals); None where the
+    storage keeps no heartbeats."""
+    interval = heartbeat_interval(storage)
+    if not interval:
+        return None
+    grace = getattr(storage, "grace_period", None)  # RDBStorage's and HeartbeatJournal's public attribute
+    return float(grace) if grace else 2.0 * interval
+
+
+def fail_unstarted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Fail (no reason) every RUNNING trial that started more than the grace period ago and holds neither a parameter
+    nor a user attribute: its worker was killed inside Optuna's ask(), after the trial was made and before its first
+    heartbeat, so no heartbeat rule ever judges it (Optuna's included) and it stayed RUNNING for ever. A live worker
+    gives every trial it asks a user attribute ("worker") at once, before anything slow. datetime_start is the
+    asking machine's clock, so the machines' clocks must agree, as for the heartbeats. Returns the numbers failed;
+    a grid trial among them is retried on its cell (study.retry_interrupted carries its grid number)."""
+    import datetime
+
+    grace = grace_period(storage)
+    if grace is None:
+        return []
+    now, failed = datetime.datetime.now(), []
+    study_id = None
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.params or t.user_attrs or t.datetime_start is None:
+            continue
+        if (now - t.datetime_start.replace(tzinfo=None)).total_seconds() <= grace:
+            continue
+        study_id = study_id if study_id is not None else storage.get_study_id_from_name(study.study_name)
+        try:
+            storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, t.number),
+                                           optuna.trial.TrialState.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker failed it first
         failed.append(t.number)
     return failed

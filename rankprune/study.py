@@ -786,6 +786,14 @@ def _whole(v) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.3g}"
 
 
+def mark_asked(trial: optuna.Trial) -> optuna.Trial:
+    """The worker's name on a trial it has just asked for, before anything slow: a RUNNING trial without any user
+    attribute past the grace period is one whose worker died inside ask() (heartbeats.fail_unstarted)."""
+    if "worker" not in trial.user_attrs:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    return trial
+
+
 class _Trials:
     """How a trial is made and concluded, shared by one-at-a-time (Optuna's optimize) and batched (ask/tell)
     running: `prepare` samples its config and opens its run folder's settings, `conclude` turns its depth's
@@ -812,6 +820,7 @@ class _Trials:
         from rankprune.evolve import starting_widths
         from rankprune.job import Job, prepare
 
+        mark_asked(trial)
         try:
             cfg, widths = sample_trial(trial, self.spec)
             data = self._data(cfg.resolved())  # --params leaves cfg unresolved; the data need its sequence length
@@ -821,7 +830,6 @@ class _Trials:
             trial.set_user_attr("run_folder", stored_folder(folder, self.root))
             # which worker ran it, and where its artifact root was mounted there (the run folder is relative to it)
             trial.set_user_attr("artifact_root", str(Path(self.root).resolve()))
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             job = Job(cfg, folder, overwrite=True, provenance={"study": self.spec.name, "trial": trial.number},
                       initial_widths=tuple(widths))
             [ready] = prepare([job], data)
@@ -1000,7 +1008,7 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
         # Optuna warns that heartbeats run only inside optimize(); a batch's trials get ours (_Heartbeats).
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         while (left := min(goal.left(study), cells_left() if grid else goal.left(study))) > 0:
-            asked = [study.ask() for _ in range(min(batch, left))]
+            asked = [mark_asked(study.ask()) for _ in range(min(batch, left))]
             try:
                 with _Heartbeats(storage, study.study_name, asked, told):
                     _run_asked(asked, trials, tell, fail, max_members)

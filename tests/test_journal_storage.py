@@ -80,6 +80,7 @@ def test_a_stale_trial_is_failed_once_by_whichever_worker_looks_first_and_a_fres
     storage = open_storage(url, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="s", storage=storage)
     dead, alive, silent = study.ask(), study.ask(), study.ask()
+    silent.set_user_attr("worker", "node2:7")  # as a live worker names every trial it asks (study.mark_asked)
     record_heartbeat(storage, dead._trial_id)
     record_heartbeat(storage, alive._trial_id)
     storage.set_trial_system_attr(dead._trial_id, HEARTBEAT_ATTR, 0.0)  # its last beat long ago
@@ -90,6 +91,34 @@ def test_a_stale_trial_is_failed_once_by_whichever_worker_looks_first_and_a_fres
     states = {t.number: t.state for t in optuna.load_study(study_name="s", storage=open_storage(url)).trials}
     assert states == {dead.number: cluster.FAIL, alive.number: cluster.RUNNING, silent.number: cluster.RUNNING}
     study.tell(alive, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_whose_worker_died_inside_ask_is_failed_after_the_grace_period_and_a_named_one_is_left(tmp_path, kind):
+    """Killed inside Optuna's ask(), a worker leaves a RUNNING trial with no heartbeat, no parameter and no user
+    attribute, which no heartbeat rule judges (Optuna's neither): it stayed RUNNING for ever (seen once in
+    test_findings' SIGKILL test). Past the grace period it is failed; a trial a live worker has named is not, however
+    old, and neither is a fresh one."""
+    import datetime
+
+    from rankprune.heartbeats import fail_stale_trials
+    from rankprune.study import open_storage
+
+    url = _journal_url(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path}/studies.sqlite3"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study_id = storage.get_study_id_from_name("s")
+
+    def running(age_s: float, **user_attrs) -> int:
+        template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs=user_attrs)
+        template.datetime_start = datetime.datetime.now() - datetime.timedelta(seconds=age_s)
+        return storage.get_trial_number_from_id(storage.create_new_trial(study_id, template_trial=template))
+
+    ghost, named, fresh = running(60), running(60, worker="node2:7"), running(0)
+    assert fail_stale_trials(study, storage) == [ghost]
+    assert fail_stale_trials(study, storage) == []  # once
+    states = {t.number: t.state for t in optuna.load_study(study_name="s", storage=open_storage(url)).trials}
+    assert states == {ghost: cluster.FAIL, named: cluster.RUNNING, fresh: cluster.RUNNING}
 
 
 @pytest.mark.slow  # 40 s: issue 23's acceptance on a journal file, run with `python -m pytest -m slow`
