@@ -340,6 +340,7 @@ def _add_study(sub) -> None:
     r.add_argument("--study-name", help="name in the storage (default: the file's)")
     r.add_argument("--seed", type=int, help="sampler seed (default: the file's)")
     r.add_argument("--root", default="runs", help="folder for trial run folders and the default storage (runs)")
+    r.add_argument("--artifact-store", metavar="URL", help=ARTIFACT_STORE_HELP)
     r.add_argument("--heartbeat", type=int, help="seconds between trial heartbeats (default: the file's, or 60)")
     r.add_argument("--data-dir", help="dataset folder, overriding the file's base.data.data_dir")
     r.add_argument("--no-download", action="store_true", help="never download; a trial fails if the data is missing")
@@ -375,6 +376,7 @@ def _add_study(sub) -> None:
     i.add_argument("--out", help="report folder (default: ROOT/reports/icl)")
     i.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="figure files (png)")
     i.add_argument("--dpi", type=float, default=110, help="pixels per inch of a png, 50-1200 (110)")
+    _add_artifact_reading(i)
     i.set_defaults(handler=_run_icl)
 
 
@@ -392,7 +394,7 @@ def _run_icl(args: argparse.Namespace) -> int:
         if set(frame["family"]) != {family}:
             raise ConfigError(f"study {names[family]!r} holds {', '.join(sorted(set(frame['family'])))} trials, not "
                               f"{family}: give --{family} the {family} study")
-    chance, lines = describe_trial(frames)
+    chance, lines = describe_trial(frames, _fetcher(args, args.root))
     out = Path(args.out) if args.out else Path(args.root) / "reports" / "icl"
     path = render_icl(frames, out, chance=chance, names=names, description=lines, fmt=args.format, dpi=args.dpi)
     print(f"report: {path}")
@@ -447,6 +449,7 @@ def _run_study(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, base={**spec.base, "data": data})
     url = args.storage or default_storage(args.root)
     check_storage(url, args.allow_other_tables)  # a bad URL, or someone else's tables, before any data is loaded
+    _artifact_store(args)  # a store it cannot open, too
     from rankprune import data as data_mod
 
     try:  # missing data fails here, before the storage is created
@@ -491,7 +494,8 @@ def _run_study(args: argparse.Namespace) -> int:
         with progress:
             study = run_study(spec, url, Path(args.root), n_trials, name, args.seed, callbacks=[after_trial],
                               batch=args.batch, max_members=args.batch_members, until=args.until,
-                              allow_other_tables=args.allow_other_tables, on_start=on_start)
+                              allow_other_tables=args.allow_other_tables, on_start=on_start,
+                              artifact_store=args.artifact_store)
     except KeyboardInterrupt as exc:
         left = None if n_trials is None else max(1, n_trials - finished)
         console.print("interrupted; finished trials stay in the study, the interrupted ones are marked failed and are "
@@ -532,6 +536,7 @@ _STUDY_RUN_OPTIONS = (
     ("--allow-other-tables", "allow_other_tables", False), ("--data-dir", "data_dir", None),
     ("--no-download", "no_download", False), ("--seed", "seed", None), ("--heartbeat", "heartbeat", None),
     ("--until", "until", None), ("--batch", "batch", 1), ("--batch-members", "batch_members", None),
+    ("--artifact-store", "artifact_store", None),
 )
 
 
@@ -638,6 +643,38 @@ def _run_trends(args: argparse.Namespace) -> int:
     return 0
 
 
+ARTIFACT_STORE_HELP = ("also upload each finished trial's run folder to this Optuna artifact store, for readers without the "
+                       "artifact root: a folder, file:PATH, or s3://BUCKET[/PREFIX] (needs boto3)")
+ARTIFACT_READ_HELP = ("where trials' run folders are fetched from when their workers uploaded them to an artifact store "
+                      "(default: the store each trial recorded); a folder, file:PATH or s3://BUCKET[/PREFIX]")
+ARTIFACT_CACHE_HELP = "where fetched run folders are kept (default: ~/.cache/rankprune/artifacts)"
+
+
+def _artifact_store(args: argparse.Namespace):
+    """A writer's --artifact-store as (URL, store), opened (and a file store's folder made) before any trial runs;
+    None where none was given. A name it cannot open: ConfigError, one line."""
+    if getattr(args, "artifact_store", None) is None:
+        return None
+    from rankprune.artifacts import open_store, store_url
+
+    return store_url(args.artifact_store), open_store(args.artifact_store, create=True)
+
+
+def _add_artifact_reading(p) -> None:
+    p.add_argument("--artifact-store", metavar="URL", help=ARTIFACT_READ_HELP)
+    p.add_argument("--artifact-cache", metavar="DIR", help=ARTIFACT_CACHE_HELP)
+
+
+def _fetcher(args: argparse.Namespace, root):
+    """How a reader finds trials' run folders: under its --root, or fetched from an artifact store (artifacts.Fetcher)."""
+    from rankprune.artifacts import Fetcher, store_url
+
+    store = getattr(args, "artifact_store", None)
+    cache = getattr(args, "artifact_cache", None)
+    return Fetcher(store=None if store is None else store_url(store), cache=None if cache is None else Path(cache),
+                   root=None if root is None else Path(root))
+
+
 # --- findings --------------------------------------------------------------------------------
 # rankprune.findings.DEFAULT_SUITE and the runner's root, written out: importing the package here would cost every
 # command Optuna's and pandas' start-up.
@@ -659,6 +696,7 @@ def _add_findings(sub) -> None:
     r.add_argument("--data-dir", help="dataset folder, overriding every study's base.data.data_dir")
     r.add_argument("--no-download", action="store_true", help="never download; fail at once if the data is missing")
     r.add_argument("--device", help="cpu, cuda or auto, overriding every study's device")
+    r.add_argument("--artifact-store", metavar="URL", help=ARTIFACT_STORE_HELP + "; baselines' result files too")
     r.set_defaults(handler=_run_findings)
 
     rp = fsub.add_parser("report", help="findings.md: a verdict per hypothesis, a section per question, figures")
@@ -666,6 +704,7 @@ def _add_findings(sub) -> None:
     rp.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH for Optuna's journal file (default: sqlite:///ROOT/studies.sqlite3)")
     rp.add_argument("--root", default=FINDINGS_ROOT, help=f"where the default storage lives ({FINDINGS_ROOT})")
     rp.add_argument("--out", help="report folder (default: ROOT/report)")
+    _add_artifact_reading(rp)
     rp.set_defaults(handler=_run_findings_report)
 
 
@@ -673,6 +712,7 @@ def _add_findings(sub) -> None:
 _FINDINGS_RUN_OPTIONS = (
     ("--storage", "storage", None), ("--root", "root", FINDINGS_ROOT), ("--batch", "batch", 1),
     ("--data-dir", "data_dir", None), ("--no-download", "no_download", False), ("--device", "device", None),
+    ("--artifact-store", "artifact_store", None),
 )
 
 
@@ -680,7 +720,7 @@ def _findings_command(args: argparse.Namespace, verb: str = "run") -> list[str]:
     """The `findings run` (or `report`, with the options the two share) command line of these arguments, as argv."""
     parts = ["rankprune", "findings", verb, args.suite]
     for flag, attribute, default in _FINDINGS_RUN_OPTIONS:
-        if verb != "run" and flag not in ("--storage", "--root"):
+        if verb != "run" and flag not in ("--storage", "--root", "--artifact-store"):
             continue
         value = getattr(args, attribute, default)
         if value is True:
@@ -715,6 +755,7 @@ def _run_findings(args: argparse.Namespace) -> int:
     baselines = suite.select_baselines(args.only)
     url = args.storage or default_storage(args.root)
     check_storage(url)
+    artifacts = _artifact_store(args)
     check_data(experiments + [suite.experiment(b.study) for b in baselines if suite.experiment(b.study) not in experiments])
 
     console = Console(stderr=True)
@@ -747,7 +788,8 @@ def _run_findings(args: argparse.Namespace) -> int:
 
             try:
                 with progress:
-                    after = top_up(e, url, Path(args.root), args.batch, callbacks=[after_trial], on_retry=retried)
+                    after = top_up(e, url, Path(args.root), args.batch, callbacks=[after_trial], on_retry=retried,
+                                   artifact_store=args.artifact_store)
             except StudyStalled as exc:
                 console.print(f"{where}: stopped: {exc}", soft_wrap=True)
                 incomplete.append(e.name)
@@ -763,7 +805,7 @@ def _run_findings(args: argparse.Namespace) -> int:
         # each baseline after the studies, so that its budgets (its study's runs) are there
         for i, b in enumerate(baselines, 1):
             if not _run_baseline(console, b, suite.experiment(b.study), url, Path(args.root),
-                                 f"baseline {i} of {len(baselines)}: {b.name}"):
+                                 f"baseline {i} of {len(baselines)}: {b.name}", artifacts):
                 incomplete.append(b.name)
     except KeyboardInterrupt as exc:
         console.print("interrupted; finished trials stay in their studies, the interrupted ones are marked failed and "
@@ -779,7 +821,7 @@ def _run_findings(args: argparse.Namespace) -> int:
     return 0 if not incomplete else 1
 
 
-def _run_baseline(console, baseline, experiment, url: str, root: Path, where: str) -> bool:
+def _run_baseline(console, baseline, experiment, url: str, root: Path, where: str, artifacts=None) -> bool:
     """Run a suite's baseline (findings.baseline) with a progress bar and one line per finished (depth, seed), in
     the style of the studies above; returns whether every pair is done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -789,6 +831,8 @@ def _run_baseline(console, baseline, experiment, url: str, root: Path, where: st
 
     before = plan(baseline, experiment, url, root)
     if all(p.done for p in before):
+        if artifacts is not None:  # results run before the store was named go up now (nothing is run)
+            run_baseline(baseline, experiment, url, root, artifacts=artifacts)
         console.print(f"{where}: complete ({len(before)} of {len(before)} runs); skipped")
         return True
     progress = Progress(TextColumn(where), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
@@ -803,7 +847,7 @@ def _run_baseline(console, baseline, experiment, url: str, root: Path, where: st
             soft_wrap=True, markup=False)
 
     with progress:
-        after = run_baseline(baseline, experiment, url, root, on_pair=finished)
+        after = run_baseline(baseline, experiment, url, root, on_pair=finished, artifacts=artifacts)
     waiting = [p for p in after if p.budget_flops is None]
     if not waiting:
         console.print(f"{where}: complete ({len(after)} of {len(after)} runs)")
@@ -826,7 +870,8 @@ def _run_findings_report(args: argparse.Namespace) -> int:
               file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.root) / "report"
     report = _findings_command(args, "report") + (["--out", args.out] if args.out else [])
-    path = render_findings(suite, url, out, run=_findings_command(args, "run"), report=report, root=Path(args.root))
+    path = render_findings(suite, url, out, run=_findings_command(args, "run"), report=report, root=Path(args.root),
+                           fetcher=_fetcher(args, args.root))
     print(f"report: {path}")
     return 0
 
@@ -849,6 +894,7 @@ def _add_report(sub) -> None:
     p.add_argument("--by", choices=("vector", "sum", "normalized"),
                    help="a study's classes: what must be equal, as in `study classes` (vector)")
     p.add_argument("--tol", type=float, help="a study's classes: largest difference inside a class (0: exactly equal)")
+    _add_artifact_reading(p)
     p.set_defaults(handler=_run_report)
 
 
@@ -866,6 +912,7 @@ def _add_worker(sub) -> None:
     which.add_argument("--study", nargs="+", action="extend", metavar="FILE", help="study files, one after another")
     p.add_argument("--root", "--artifacts", dest="root", default="runs",
                    help="the artifact root, where trial run folders go (runs); the storage records them relative to it")
+    p.add_argument("--artifact-store", metavar="URL", help=ARTIFACT_STORE_HELP)
     p.add_argument("--batch", type=int, default=1, help="trials asked at once and trained together (1)")
     p.add_argument("--data-dir", help="dataset folder, overriding every study's base.data.data_dir")
     p.add_argument("--no-download", action="store_true", help="never download; fail at once if the data is missing")
@@ -885,14 +932,14 @@ def _run_worker(args: argparse.Namespace) -> int:
     if args.suite:
         return _run_findings(argparse.Namespace(suite=args.suite, storage=args.storage, root=args.root, batch=args.batch,
                                                 only=None, data_dir=args.data_dir, no_download=args.no_download,
-                                                device=None))
+                                                device=None, artifact_store=args.artifact_store))
     specs = [parse_spec(f) for f in args.study]  # every file checked before the first trial
     for file, spec in zip(args.study, specs):
         if SAMPLER_ALIASES.get(spec.sampler.lower(), spec.sampler) != "GridSampler":
             code = _run_study(argparse.Namespace(
                 file=file, n_trials=None, until=spec.n_trials, storage=args.storage, allow_other_tables=False,
                 study_name=None, seed=None, root=args.root, heartbeat=None, data_dir=args.data_dir,
-                no_download=args.no_download, batch=args.batch, batch_members=None))
+                no_download=args.no_download, batch=args.batch, batch_members=None, artifact_store=args.artifact_store))
             if code != 0:
                 return code
             continue
@@ -923,11 +970,12 @@ def _top_up_grid(args: argparse.Namespace, spec, file: str) -> int:
 
     experiment = Experiment(Path(file), spec, 0, (), None, ())
     check_storage(args.storage)
+    _artifact_store(args)
     check_data([experiment])
     console = Console(stderr=True)
     optuna.logging.set_verbosity(logging.ERROR)
     try:
-        progress = top_up(experiment, args.storage, Path(args.root), args.batch,
+        progress = top_up(experiment, args.storage, Path(args.root), args.batch, artifact_store=args.artifact_store,
                           callbacks=[lambda _study, trial: _print_trial(console, trial, spec.mode)],
                           on_retry=lambda why, numbers: console.print(
                               f"retrying {len(numbers)} trial(s) ({why}) first: " + ", ".join(f"#{n}" for n in numbers)))
@@ -943,7 +991,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from rankprune.report import render
 
     path = render(args.path, args.out, storage=args.storage, root=args.root, fmt=args.format, dpi=args.dpi,
-                  by=args.by, tol=args.tol)
+                  by=args.by, tol=args.tol, fetcher=_fetcher(args, args.root))
     print(f"report: {path}")
     return 0
 

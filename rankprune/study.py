@@ -674,6 +674,20 @@ def trial_folder(recorded: str, root: str | Path | None) -> Path:
     return path if path.is_absolute() or root is None else Path(root) / path
 
 
+def check_artifact_store(study: optuna.Study, artifacts: tuple[str, Any] | None) -> None:
+    """A study whose trials upload their run folders to an artifact store keeps doing so: a worker started without
+    --artifact-store would leave folders no other machine can read. The first worker given one records its URL
+    (the study's user attribute artifact_store); another URL is accepted (a file store mounted elsewhere)."""
+    from rankprune.artifacts import STORE_ATTR
+
+    recorded = study.user_attrs.get(STORE_ATTR)
+    if artifacts is None and recorded:
+        raise ConfigError(f"study {study.study_name!r} keeps its trials' run folders in the artifact store {recorded}; "
+                          "give --artifact-store (where this machine reaches it)")
+    if artifacts is not None and not recorded:
+        study.set_user_attr(STORE_ATTR, artifacts[0])
+
+
 # --- the objective ----------------------------------------------------------------------------
 def trial_attributes(summary: dict, family: str, input_shape: tuple[int, ...], n_out: int, run_folder: Path | str) -> dict:
     """What a finished trial records: the convergent rank in forms comparable across architectures."""
@@ -799,8 +813,10 @@ class _Trials:
     running: `prepare` samples its config and opens its run folder's settings, `conclude` turns its depth's
     summary into user attributes and the objective values."""
 
-    def __init__(self, spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None):
+    def __init__(self, spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None,
+                 artifacts: tuple[str, Any] | None = None):
         self.spec, self.root, self.study_name, self.on_trial = spec, root, study_name, on_trial
+        self.artifacts = artifacts  # (URL, store) of an Optuna artifact store each run folder is uploaded to, or None
         self.cache: dict[tuple, Any] = {}
 
     def _data(self, cfg: RunConfig):
@@ -845,16 +861,35 @@ class _Trials:
         attrs = trial_attributes(summary, cfg.model.family, data.input_shape, data.n_classes, stored_folder(run.path, self.root))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
+        if self.artifacts is not None:
+            self._upload(trial, run.path)
         if self.on_trial is not None:
             self.on_trial(trial.number, attrs)
         objectives = self.spec.objectives
         return tuple(attrs[o.metric] for o in objectives) if len(objectives) > 1 else attrs[objectives[0].metric]
 
+    def _upload(self, trial: optuna.Trial, folder: Path) -> None:
+        """The run folder into the artifact store, before the trial is told: a trial COMPLETE in the storage has its
+        folder where every reader can fetch it. A store that refuses it fails the trial, with the reason (the folder
+        stays on this machine)."""
+        from rankprune.artifacts import upload_run
 
-def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None):
+        url, store = self.artifacts
+        try:
+            upload_run(trial, store, url, folder)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
+        except Exception as exc:  # boto3's own errors (credentials, endpoint, a bucket that is not there) among them
+            reason = f"its run folder could not be uploaded to {url}: {type(exc).__name__}: {_first_line(exc)}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason) from None
+
+
+def make_objective(spec: StudySpec, root: Path, study_name: str, on_trial: Callable[[int, dict], None] | None = None,
+                   artifacts: tuple[str, Any] | None = None):
     from rankprune.job import execute
 
-    trials = _Trials(spec, root, study_name, on_trial)
+    trials = _Trials(spec, root, study_name, on_trial, artifacts)
 
     def objective(trial: optuna.Trial):
         ready = trials.prepare(trial)
@@ -957,15 +992,17 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
 
 def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_name: str, n_trials: int | None, batch: int,
                      max_members: int | None = None, callbacks: list | None = None, on_trial=None,
-                     until: int | None = None, storage: optuna.storages.BaseStorage | None = None) -> None:
+                     until: int | None = None, storage: optuna.storages.BaseStorage | None = None,
+                     artifacts: tuple[str, Any] | None = None) -> None:
     """Run n_trials trials (or until the study holds `until` complete ones: _Goal) `batch` at a time: ask Optuna
     for a batch of trials, make each one's network, train every trial of one depth together
     (evolve_depth_together: members of one family and batch key share each step), and tell Optuna each result.
     Every trial keeps its own run folder and user attributes; a trial that diverges or cannot run fails alone.
     A batch asks for no more trials than are left to run, and a grid study for no more than it has cells left.
     Ctrl-C or SIGTERM fails every asked trial not yet told, whatever depth it was waiting in. With the `storage` the
-    study was opened on, every asked trial sends heartbeats until it is told (_Heartbeats)."""
-    trials = _Trials(spec, root, study_name, on_trial)
+    study was opened on, every asked trial sends heartbeats until it is told (_Heartbeats). `artifacts`: (URL, store)
+    of an Optuna artifact store every finished trial's run folder is uploaded to (artifacts.upload_run)."""
+    trials = _Trials(spec, root, study_name, on_trial, artifacts)
     goal = _Goal(n_trials, until, batch)
     grid = spec.sampler == "grid"
 
@@ -1155,7 +1192,7 @@ def run_study(
     spec: StudySpec, storage_url: str, root: Path, n_trials: int | None = None, study_name: str | None = None,
     seed: int | None = None, callbacks: list | None = None, on_trial=None, batch: int = 1, max_members: int | None = None,
     until: int | None = None, allow_other_tables: bool = False,
-    on_start: Callable[[int, list[int]], None] | None = None,
+    on_start: Callable[[int, list[int]], None] | None = None, artifact_store: str | None = None,
 ) -> optuna.Study:
     """Create or resume the study and run trials in this process: n_trials of them, or until the study holds
     `until` COMPLETE trials in all (with both, whichever comes first; with neither, the file's n_trials). With
@@ -1164,9 +1201,17 @@ def run_study(
     Trials that an earlier run's Ctrl-C or SIGTERM failed are retried first, once each (retry_interrupted); the
     retries count among the trials run. `on_start(planned, retried)` is called before the first trial with the
     number of trials planned (with `until`, those still missing; failures add more) and the retried trials'
-    numbers. StudyStalled where `until` without n_trials stops because its trials keep failing."""
+    numbers. StudyStalled where `until` without n_trials stops because its trials keep failing.
+
+    `artifact_store` (a folder, file:PATH or s3://BUCKET[/PREFIX]: rankprune.artifacts) uploads every finished trial's
+    run folder to that Optuna artifact store, so that readers without the artifact root fetch it from there."""
     if n_trials is None and until is None:
         n_trials = spec.n_trials
+    artifacts = None
+    if artifact_store is not None:  # a store it cannot open: one line before the study is touched
+        from rankprune.artifacts import open_store, store_url
+
+        artifacts = (store_url(artifact_store), open_store(artifact_store, create=True))
     storage = open_storage(storage_url, spec.heartbeat_interval, spec.grace_period, allow_other_tables)
     study_name = study_name or spec.name
     study = optuna.create_study(
@@ -1182,6 +1227,7 @@ def run_study(
     study.set_metric_names([o.metric for o in spec.objectives])
     study.set_user_attr("mode", spec.mode)
     study.set_user_attr("space", spec.space)
+    check_artifact_store(study, artifacts)
     fail_stale_trials(study, storage)  # a killed worker's trials, whose heartbeats stopped: FAIL
     planned = _Goal(n_trials, until, batch).left(study)
     retried = retry_interrupted(study) if planned > 0 else []
@@ -1195,7 +1241,8 @@ def run_study(
         # re-runs running cells once none is left), and that cell then ran twice or three times (three workers,
         # one killed: tests/test_postgres.py). A journal's trials get their heartbeats only there (_Heartbeats):
         # optimize() sends Optuna's, which only its RDB storage keeps.
-        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until, storage)
+        optimize_batched(study, spec, root, study_name, n_trials, batch, max_members, callbacks, on_trial, until, storage,
+                         artifacts)
         return study
     goal = _Goal(n_trials, until, batch)
 
@@ -1204,7 +1251,7 @@ def run_study(
         if goal.left(study) == 0:
             study.stop()
 
-    study.optimize(make_objective(spec, root, study_name, on_trial), n_trials=n_trials, catch=(TrialFailed,),
+    study.optimize(make_objective(spec, root, study_name, on_trial, artifacts), n_trials=n_trials, catch=(TrialFailed,),
                    callbacks=[*(callbacks or []), stop_when_done])
     goal.check(study)
     return study

@@ -428,7 +428,8 @@ def test_the_continue_command_repeats_every_option(tmp_path):
 
     given = ["study", "run", "s.toml", "--n-trials", "12", "--until", "40", "--storage", "sqlite:///x.db",
              "--allow-other-tables", "--study-name", "other", "--seed", "3", "--root", "elsewhere", "--heartbeat", "5",
-             "--data-dir", "/data", "--no-download", "--batch", "4", "--batch-members", "2"]
+             "--data-dir", "/data", "--no-download", "--batch", "4", "--batch-members", "2",
+             "--artifact-store", "s3://lab/rank"]
     args = build_parser().parse_args(given)
     again = build_parser().parse_args(shlex.split(_study_resume_command(args, 8))[1:])
     expected = {**vars(args), "n_trials": 8}
@@ -436,7 +437,7 @@ def test_the_continue_command_repeats_every_option(tmp_path):
     # a new option of `study run` must be added to the continue command (and here)
     assert set(vars(args)) == {"command", "study_command", "handler", "file", "n_trials", "until", "storage",
                                "allow_other_tables", "study_name", "seed", "root", "heartbeat", "data_dir",
-                               "no_download", "batch", "batch_members"}
+                               "no_download", "batch", "batch_members", "artifact_store"}
 
 
 def test_a_short_trial_shows_its_seconds_to_3_significant_figures(tmp_path, capsys):

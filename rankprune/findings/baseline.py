@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rankprune.findings.suite import Experiment
 
 __all__ = ["Baseline", "Pair", "BASELINE_KEYS", "BASELINES_DIR", "check_baseline", "result_path", "plan",
-           "run_baseline", "read_result"]
+           "run_baseline", "read_result", "upload_result", "artifact_key"]
 
 BASELINE_KEYS = ("name", "question", "study", "budget", "fallback_flops", "width", "cost")
 BASELINES_DIR = "baselines"  # under the runner's ROOT, beside studies/ and studies.sqlite3
@@ -158,6 +158,54 @@ def read_result(path: Path) -> dict | None:
     return result if isinstance(result, dict) and "log" in result else None
 
 
+def artifact_key(name: str, depth: int, seed: int) -> str:
+    """The study user attribute holding the artifact id of a baseline pair's result file (upload_result)."""
+    return f"baseline:{name}:depth-{depth}-seed-{seed}"
+
+
+def upload_result(baseline: Baseline, experiment: Experiment, url: str, pair: Pair, artifacts: tuple[str, Any]) -> str:
+    """A pair's result file into the artifact store (URL, store), attached to its study: its id under the study's
+    user attribute artifact_key, which the findings report reads on a machine without the runner's root."""
+    import optuna
+    from optuna.artifacts import upload_artifact
+
+    from rankprune.study import open_storage
+
+    store_url, store = artifacts
+    study = optuna.load_study(study_name=experiment.name, storage=open_storage(url))
+    artifact_id = upload_artifact(artifact_store=store, file_path=str(pair.path), study_or_trial=study)
+    study.set_user_attr(artifact_key(baseline.name, pair.depth, pair.seed), {"id": artifact_id, "store": store_url})
+    return artifact_id
+
+
+def _uploaded(experiment: Experiment, url: str) -> dict[str, dict]:
+    """The study's uploaded baseline results (upload_result): key -> {"id", "store"}; {} without a study."""
+    from rankprune.study import _sqlite_path, load_study
+
+    path = _sqlite_path(url)
+    if path is not None and not path.is_file():
+        return {}
+    try:
+        attrs = load_study(experiment.name, url, read_only=True).user_attrs
+    except ConfigError:
+        return {}
+    return {k: v for k, v in attrs.items() if k.startswith("baseline:") and isinstance(v, dict)}
+
+
+def _fetched(uploaded: dict[str, dict], key: str, name: str, fetcher) -> Path | None:
+    """A pair's result file fetched from the artifact store it was uploaded to, or None where it was not (or cannot
+    be fetched now: the report then says the pair is missing, as it says of one never run)."""
+    from rankprune.artifacts import ArtifactUnavailable
+
+    entry = uploaded.get(key)
+    if fetcher is None or entry is None:
+        return None
+    try:
+        return fetcher.fetch(str(entry.get("store")), str(entry.get("id")), name, folder=False)
+    except ArtifactUnavailable:
+        return None
+
+
 def _runs(baseline: Baseline, experiment: Experiment, url: str) -> dict[tuple[int, int], tuple[float, int]]:
     """(depth, seed) -> (cumulative_flops, trial number) of the study's first COMPLETE trial at each pair whose
     evolve.rebuild is baseline.budget; {} where the storage or the study does not exist yet."""
@@ -183,9 +231,12 @@ def _runs(baseline: Baseline, experiment: Experiment, url: str) -> dict[tuple[in
     return out
 
 
-def plan(baseline: Baseline, experiment: Experiment, url: str, root: Path) -> list[Pair]:
-    """Every (depth, seed) of the baseline with its budget now and whether its result is done (read only)."""
+def plan(baseline: Baseline, experiment: Experiment, url: str, root: Path, fetcher=None) -> list[Pair]:
+    """Every (depth, seed) of the baseline with its budget now and whether its result is done (read only). With a
+    `fetcher` (artifacts.Fetcher: a reader), a result file not under `root` is fetched from the artifact store its
+    runner uploaded it to, and the pair's path is the fetched copy."""
     runs = _runs(baseline, experiment, url) if isinstance(baseline.budget, str) else {}
+    uploaded = _uploaded(experiment, url) if fetcher is not None else {}
     pairs = []
     for depth, seed in baseline.pairs:
         if not isinstance(baseline.budget, str):
@@ -198,6 +249,8 @@ def plan(baseline: Baseline, experiment: Experiment, url: str, root: Path) -> li
         else:
             budget, source = None, ""
         path = result_path(root, baseline.name, depth, seed)
+        if not path.is_file():
+            path = _fetched(uploaded, artifact_key(baseline.name, depth, seed), path.name, fetcher) or path
         stored = read_result(path) if budget is not None else None
         pairs.append(Pair(depth, seed, budget, source, path, stored is not None and stored.get("budget_flops") == budget))
     return pairs
@@ -232,17 +285,24 @@ def run_pair(baseline: Baseline, experiment: Experiment, pair: Pair) -> dict:
 
 def run_baseline(baseline: Baseline, experiment: Experiment, url: str, root: Path,
                  on_start: Callable[[list[Pair]], None] | None = None,
-                 on_pair: Callable[[Pair, dict], None] | None = None) -> list[Pair]:
+                 on_pair: Callable[[Pair, dict], None] | None = None,
+                 artifacts: tuple[str, Any] | None = None) -> list[Pair]:
     """Run every pair of the baseline that is neither done nor waiting for its budget, one after another; returns
     the plan afterwards. `on_start(plan)` sees the plan first, `on_pair(pair, result)` each result as it is written.
-    KeyboardInterrupt (Ctrl-C, SIGTERM) leaves the finished pairs' files and no other."""
+    KeyboardInterrupt (Ctrl-C, SIGTERM) leaves the finished pairs' files and no other. With `artifacts` (URL, store),
+    each result file is also uploaded to that artifact store (upload_result)."""
     pairs = plan(baseline, experiment, url, root)
     if on_start is not None:
         on_start(pairs)
+    uploaded = _uploaded(experiment, url) if artifacts is not None else {}
     for pair in pairs:
+        if pair.done and artifacts is not None and artifact_key(baseline.name, pair.depth, pair.seed) not in uploaded:
+            upload_result(baseline, experiment, url, pair, artifacts)  # run before the store was named
         if pair.done or pair.budget_flops is None:
             continue
         result = run_pair(baseline, experiment, pair)
+        if artifacts is not None:
+            upload_result(baseline, experiment, url, pair, artifacts)
         if on_pair is not None:
             on_pair(pair, result)
     return plan(baseline, experiment, url, root)

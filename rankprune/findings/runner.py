@@ -72,7 +72,8 @@ def _open(experiment: Experiment, url: str) -> tuple[optuna.Study | None, list, 
 
 
 def top_up(experiment: Experiment, url: str, root: Path, batch: int = 1, max_members: int | None = None,
-           callbacks: list | None = None, on_retry: Callable[[str, list[int]], None] | None = None) -> Progress:
+           callbacks: list | None = None, on_retry: Callable[[str, list[int]], None] | None = None,
+           artifact_store: str | None = None) -> Progress:
     """Run the experiment's study until every cell of its grid it can run has a COMPLETE trial; returns what is
     done then. `callbacks` are Optuna's (study, trial), called after each trial; `on_retry(why, numbers)` gets the
     numbers of the trials retried first, "killed" (retry_killed) or "interrupted" (study.retry_interrupted). StudyStalled if its trials keep failing; KeyboardInterrupt (Ctrl-C, SIGTERM) as
@@ -100,7 +101,7 @@ def top_up(experiment: Experiment, url: str, root: Path, batch: int = 1, max_mem
         # `until` counts every COMPLETE trial in the study: those it holds now, and one per cell still to run
         until = progress.complete_trials + len(progress.runnable)
         run_study(experiment.spec, url, root, until=until, batch=1 if one_at_a_time else batch,
-                  max_members=max_members, callbacks=callbacks, on_start=started)
+                  max_members=max_members, callbacks=callbacks, on_start=started, artifact_store=artifact_store)
         before, progress = progress, grid_progress(experiment.spec, _open(experiment, url)[1])
         if one_at_a_time and progress.done == before.done:
             break

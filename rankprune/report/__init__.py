@@ -48,7 +48,7 @@ __all__ = [
 
 def render(target: str | Path, out: str | Path | None = None, *, storage: str | None = None,
            root: str | Path = "runs", fmt: str = "png", dpi: float = DPI, by: str | None = None,
-           tol: float | None = None) -> Path:
+           tol: float | None = None, fetcher=None) -> Path:
     """Report on `target`: a run folder if it is a folder holding rankprune's config.json, else a study of that
     name in `storage` (default: the SQLite file under `root`). Default out: TARGET/report for a run,
     ROOT/reports/NAME for a study. Figures are `fmt` files (png, svg, pdf) at `dpi`. A study's equivalence
@@ -93,7 +93,8 @@ def render(target: str | Path, out: str | Path | None = None, *, storage: str | 
         raise ConfigError(f"{not_run} nor a study: {exc}") from None
     out = Path(out) if out is not None else Path(root) / "reports" / name
     _check_out(out)
-    return render_study(study, out, url, by=by or "vector", tol=0.0 if tol is None else tol, root=root, **figure_options)
+    return render_study(study, out, url, by=by or "vector", tol=0.0 if tol is None else tol, root=root, fetcher=fetcher,
+                        **figure_options)
 
 
 def _check_classes(by: str | None, tol: float | None) -> None:

@@ -118,9 +118,9 @@ def _run_curves(folder: Path, method: str, depth: int, seed: int) -> list[Curve]
     return curves
 
 
-def _study_curves(experiment, url: str, root: Path | None, depths, seeds) -> tuple[list[Curve], list[str]]:
+def _study_curves(experiment, url: str, root: Path | None, depths, seeds, fetcher) -> tuple[list[Curve], list[str]]:
     """Every COMPLETE trial's curves (one per (method, depth, seed), the first trial of each), and the runs whose
-    folder could not be read."""
+    folder could not be read (or fetched by `fetcher`, artifacts.Fetcher, from the artifact store it was put in)."""
     import optuna
 
     from rankprune.config import ConfigError
@@ -146,6 +146,7 @@ def _study_curves(experiment, url: str, root: Path | None, depths, seeds) -> tup
         if not (folder / DEPTHS).is_file() and root is not None:  # an absolute path recorded on another machine
             folder = root / "studies" / experiment.name / f"trial-{t.number:04d}"
         try:
+            folder = fetcher.folder(t.user_attrs, folder)  # an ArtifactUnavailable is an OSError: listed as unread
             curves += _run_curves(folder, method, depth, seed)
         except (OSError, ValueError, KeyError, StopIteration) as exc:
             unread.append(f"trial {t.number} ({folder}): {type(exc).__name__} {exc}")
@@ -167,17 +168,21 @@ def _baseline_curves(pairs: list[Pair]) -> list[Curve]:
     return curves
 
 
-def gather_costs(suite, url: str, root: Path | None, results: list, missing_text) -> list[CostResult]:
+def gather_costs(suite, url: str, root: Path | None, results: list, missing_text, fetcher=None) -> list[CostResult]:
     """A CostResult per [[baseline]] of the suite; `results` are the report's ExperimentResults (progress per study),
     `missing_text(result)` says what of a study is missing, `root` is where the runner put the baselines' files and
-    the run folders (None: nowhere known)."""
+    the run folders (None: nowhere known); `fetcher` (artifacts.Fetcher) fetches what the runner put in an artifact
+    store instead (default: from the store each trial or result recorded)."""
+    from rankprune.artifacts import Fetcher
+
+    fetcher = fetcher if fetcher is not None else Fetcher(root=root)
     by_name = {r.experiment.name: r for r in results}
     out = []
     for b in suite.baselines:
         r = by_name[b.study]
         e = r.experiment
-        pairs = plan(b, e, url, root) if root is not None else []
-        curves, unread = _study_curves(e, url, root, b.depths, b.seeds)
+        pairs = plan(b, e, url, root, fetcher) if root is not None else []
+        curves, unread = _study_curves(e, url, root, b.depths, b.seeds, fetcher)
         out.append(CostResult(b, e, tuple(curves + _baseline_curves(pairs)), tuple(pairs),
                               "" if r.complete else missing_text(r), tuple(unread)))
     return out

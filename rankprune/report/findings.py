@@ -344,7 +344,7 @@ SECTIONS = (_header, _verdicts, _missing, _questions)
 
 
 def render_findings(suite: Suite, url: str, out: Path, run: list[str], report: list[str], fmt: str = "png",
-                    dpi: float = figure_files.DPI, root: Path | None = None) -> Path:
+                    dpi: float = figure_files.DPI, root: Path | None = None, fetcher=None) -> Path:
     """Write OUT/findings.md and its figures (beside it) for the suite's studies in `url`; `run` and `report` are the
     commands (argv) that reproduce it; `root` is the runner's (its baselines' results; None: the folder of a SQLite
     storage). Returns the path of findings.md."""
@@ -353,7 +353,7 @@ def render_findings(suite: Suite, url: str, out: Path, run: list[str], report: l
     laws = gather_laws(suite, url, results, findings, _missing_text)
     if root is None and _sqlite_path(url) is not None:
         root = _sqlite_path(url).parent
-    costs = gather_costs(suite, url, root, results, _missing_text)
+    costs = gather_costs(suite, url, root, results, _missing_text, fetcher)
     context = _Context(suite, url, run, report, results, findings, laws, costs)
     doc = _Document(out, fmt, dpi, report=REPORT, figure_dir="")
     for section in SECTIONS:

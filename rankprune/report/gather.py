@@ -147,6 +147,7 @@ class StudyData:
     best_data: dict | None  # its run folder's data section; None when that folder is not here
     best_described: Any  # its run folder's data.json
     best_missing: str  # why best_data is None although best is not ("" otherwise)
+    fetcher: Any = None  # artifacts.Fetcher: where a trial's run folder is, here or fetched from an artifact store
 
     @property
     def metric(self) -> Metric:
@@ -154,15 +155,19 @@ class StudyData:
         return metric_of((self.best_data or {}).get("dataset", ""))
 
 
-def _best_trial(frame: pd.DataFrame) -> tuple[pd.Series | None, dict | None, Any, str]:
+def _best_trial(frame: pd.DataFrame, fetcher) -> tuple[pd.Series | None, dict | None, Any, str]:
     """The finished trial with the highest validation accuracy (every decision is made on validation), and
     its run folder's data section and data.json."""
+    from rankprune.artifacts import ArtifactUnavailable
     from rankprune.classes import best_trial
 
     r = best_trial(frame)  # the highest validation accuracy, ties to the lowest trial number; never on test
     if r is None:
         return None, None, None, ""
-    folder = RunFolder(r.get("run_folder", ""))
+    try:
+        folder = RunFolder(fetcher.folder(r, r.get("run_folder", "")))
+    except ArtifactUnavailable as exc:
+        return r, None, None, f"the trial's run folder could not be fetched ({exc}), so its training data cannot be checked"
     try:
         config, described = folder.read(CONFIG), folder.read(DATA)
     except ValueError:
@@ -172,10 +177,13 @@ def _best_trial(frame: pd.DataFrame) -> tuple[pd.Series | None, dict | None, Any
     return r, config.get("data", {}), described, ""
 
 
-def read_study(study, storage: str, by: str = "vector", tol: float = 0.0, root=None) -> StudyData:
+def read_study(study, storage: str, by: str = "vector", tol: float = 0.0, root=None, fetcher=None) -> StudyData:
     """Everything a study report shows; equivalence classes as `rankprune study classes --by BY --tol TOL` makes
-    them."""
+    them. Run folders under `root`, or fetched by `fetcher` (artifacts.Fetcher; default: from the artifact store each
+    trial recorded, where its worker uploaded it)."""
     import optuna
+
+    from rankprune.artifacts import Fetcher
 
     from rankprune.classes import class_table, equivalence_classes, trials_frame
 
@@ -186,7 +194,8 @@ def read_study(study, storage: str, by: str = "vector", tol: float = 0.0, root=N
     mode = study.user_attrs.get("mode", "?")
     if not frame.empty:  # what is a bound, as the CLI's classes and trends read it (study.censored_layers)
         frame["censored"] = [censored_layers(r, mode) for r in frame.to_dict("records")]
-    best, data, described, why = _best_trial(frame)
+    fetcher = fetcher if fetcher is not None else Fetcher(root=None if root is None else Path(root))
+    best, data, described, why = _best_trial(frame, fetcher)
     return StudyData(
         study=study, storage=storage,
         names=list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))]),
@@ -198,5 +207,5 @@ def read_study(study, storage: str, by: str = "vector", tol: float = 0.0, root=N
         by=by, tol=tol,
         classes=None if frame.empty else equivalence_classes(frame, by, tol),
         class_table=None if frame.empty else class_table(frame, by, tol),
-        best=best, best_data=data, best_described=described, best_missing=why,
+        best=best, best_data=data, best_described=described, best_missing=why, fetcher=fetcher,
     )

@@ -213,15 +213,20 @@ def _transformer_groups(rows: pd.DataFrame) -> list[str]:
     return [g.name for g in get_family("transformer").groups(list(mine["initial_widths"].iloc[0]))]
 
 
-def describe_trial(frames: dict[str, pd.DataFrame]) -> tuple[float, list[str]]:
+def describe_trial(frames: dict[str, pd.DataFrame], fetcher=None) -> tuple[float, list[str]]:
     """Chance accuracy (1 / classes) and a line per study on how its trials ran, read from each study's first trial's
-    run folder (config.json, data.json); a folder that cannot be read is said so, not guessed at."""
+    run folder (config.json, data.json; fetched by `fetcher`, an artifacts.Fetcher, where its worker uploaded it to an
+    artifact store); a folder that cannot be read is said so, not guessed at."""
     import json
 
+    from rankprune.artifacts import Fetcher
+
+    fetcher = fetcher if fetcher is not None else Fetcher()
     chance, lines = math.nan, []
     for family, frame in frames.items():
         folder = Path(frame["run_folder"].iloc[0])
         try:
+            folder = fetcher.folder(frame.iloc[0].to_dict(), folder)
             config, data = (json.loads((folder / name).read_text()) for name in (CONFIG, DATA))
         except (OSError, ValueError) as exc:
             lines.append(f"{figures_icl.FAMILY_NAMES[family]}: run folder {folder} unreadable ({type(exc).__name__})")

@@ -540,12 +540,19 @@ def _failed(doc: _Document, s: StudyData) -> None:
 def _jamming_points(s: StudyData) -> pd.DataFrame:
     """Per epoch of every finished trial trained with the hinge loss: N_Delta / N and the training loss, one
     `run` per (trial, depth, parameter count) since a shrink changes N; `epoch` counts the trial's epochs."""
+    from rankprune.artifacts import ArtifactUnavailable
     from rankprune.runfolder import EPOCHS, ITERATIONS, RunFolder
 
     rows = []
-    for folder in (s.frame["run_folder"] if "run_folder" in s.frame else []):
-        run = RunFolder(folder)
-        if not isinstance(folder, str) or not (run.path / EPOCHS).is_file():
+    for trial in (s.frame.to_dict("records") if "run_folder" in s.frame else []):
+        folder = trial["run_folder"]
+        if not isinstance(folder, str):
+            continue
+        try:
+            run = RunFolder(s.fetcher.folder(trial, folder) if s.fetcher is not None else folder)
+        except ArtifactUnavailable:
+            continue
+        if not (run.path / EPOCHS).is_file():
             continue
         params = {(r["depth"], r["iteration"]): r["parameters"] for r in run.rows(ITERATIONS)}
         for step, e in enumerate(run.rows(EPOCHS), start=1):
@@ -583,10 +590,10 @@ SECTIONS = (_header, _missing, _rank_scatter, _classes, _trends, _heatmaps, _val
 
 
 def render_study(study, out: Path, storage: str, by: str = "vector", tol: float = 0.0, fmt: str = "png",
-                 dpi: float = figures.DPI, root=None) -> Path:
+                 dpi: float = figures.DPI, root=None, fetcher=None) -> Path:
     """Write the report of an Optuna study to out/report.md (figures in out/figures, `fmt` files at `dpi`), its
     equivalence classes formed `by` within `tol` as `rankprune study classes` forms them; return its path."""
-    gathered = read_study(study, storage, by, tol, root)
+    gathered = read_study(study, storage, by, tol, root, fetcher)
     doc = _Document(out, fmt, dpi)
     for section in SECTIONS:
         section(doc, gathered)
