@@ -574,6 +574,10 @@ def optuna_figure(axes, xlabel: str | None = None, ylabel: str | None = None, in
         first.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
         for text in first.texts:
             text.set_text(_as_percent(text.get_text()))
+        if first.get_legend() is not None:  # Optuna puts it inside, over the end of the longest bar and its label
+            handles, labels = first.get_legend_handles_labels()
+            first.legend(handles, labels, title="objective", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                         frameon=False)
     if title is not None:
         first.set_title(title, loc="left")
     fig = first.figure
