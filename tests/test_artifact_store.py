@@ -81,6 +81,7 @@ def test_a_file_store_holds_every_trial_and_a_reader_elsewhere_fetches_the_best_
     # Optuna's own record of the artifact, which its dashboard lists
     assert all(f"artifacts:{t.user_attrs[ARTIFACT_ATTR]}" in t.system_attrs for t in trials)
     assert "is not here" not in got["report"] and "could not be fetched" not in got["report"]
+    assert f"are fetched into `{got['cache']}/ARTIFACT_ID/trial-NNNN`" in got["report"]
     best = max(trials, key=lambda t: (t.user_attrs["val_acc"], -t.number))
     fetched = got["cache"] / best.user_attrs[ARTIFACT_ATTR] / f"trial-{best.number:04d}"
     original = tmp_path / "a" / "studies" / "shared" / f"trial-{best.number:04d}"

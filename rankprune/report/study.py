@@ -523,10 +523,21 @@ def _censored_ranks(ranks, marks) -> str:
     return widths_text([_num(v) or "nan" for v in ranks], marks)
 
 
+def _stored_folders(s: StudyData) -> str:
+    """Where the run folders of trials whose workers uploaded them to an artifact store are, for this reader."""
+    from rankprune.artifacts import ARTIFACT_ATTR, default_cache
+
+    if ARTIFACT_ATTR not in s.frame or not s.frame[ARTIFACT_ATTR].map(lambda v: isinstance(v, str)).any():
+        return ""
+    cache = getattr(s.fetcher, "cache", None) or default_cache()
+    return (f" Trials whose workers uploaded their folders to an artifact store (the `{ARTIFACT_ATTR}` attribute) "
+            f"are fetched into `{cache}/ARTIFACT_ID/trial-NNNN` when a report reads them.")
+
+
 def _trials(doc: _Document, s: StudyData) -> None:
     if not s.frame.empty:
         doc.add("## Trials", "", "Each finished trial's run folder holds its epochs and spectra: "
-                "`rankprune report RUN_FOLDER` draws them.", "")
+                "`rankprune report RUN_FOLDER` draws them." + _stored_folders(s), "")
         doc.table(_trial_table(s.frame, s.classes, _censored(s), s.mode))
 
 
