@@ -90,6 +90,8 @@ def test_a_file_store_holds_every_trial_and_a_reader_elsewhere_fetches_the_best_
     assert sorted(p.relative_to(fetched).as_posix() for p in fetched.rglob("*")) == mine
     assert (fetched / "epochs.jsonl").read_bytes() == (original / "epochs.jsonl").read_bytes()
     assert not (tmp_path / "b" / "studies").exists()  # the reader wrote nothing under its root but its report
+    # a cross-entropy study: the report reads the best trial's folder and the first one's (no N_Delta), no more
+    assert len(list(got["cache"].iterdir())) <= 2
 
 
 def test_a_reader_on_the_machine_and_root_that_wrote_a_trial_uses_its_own_folder(on_a_file_store):

@@ -554,6 +554,9 @@ def _jamming_points(s: StudyData) -> pd.DataFrame:
     from rankprune.artifacts import ArtifactUnavailable
     from rankprune.runfolder import EPOCHS, ITERATIONS, RunFolder
 
+    # Where the space does not sample the loss, every trial trained with the first's: a first trial without N_Delta
+    # settles it, and the other folders are not read (nor fetched from an artifact store).
+    one_loss = not any("loss" in str(k) for k in (s.study.user_attrs.get("space") or {}))
     rows = []
     for trial in (s.frame.to_dict("records") if "run_folder" in s.frame else []):
         folder = trial["run_folder"]
@@ -566,7 +569,10 @@ def _jamming_points(s: StudyData) -> pd.DataFrame:
         if not (run.path / EPOCHS).is_file():
             continue
         params = {(r["depth"], r["iteration"]): r["parameters"] for r in run.rows(ITERATIONS)}
-        for step, e in enumerate(run.rows(EPOCHS), start=1):
+        epochs = run.rows(EPOCHS)
+        if one_loss and not any(e.get("n_delta") is not None for e in epochs):
+            break
+        for step, e in enumerate(epochs, start=1):
             n = params.get((e["depth"], e["iteration"]))
             if e.get("n_delta") is None or not n:
                 continue
