@@ -252,3 +252,55 @@ def test_a_suite_run_with_a_store_reports_alike_from_a_machine_without_its_root(
     assert reports["b"] == reports["a"]
     assert not (tmp_path / "cache-a").exists() and len(list((tmp_path / "cache-b").iterdir())) == 4 + 2
     assert not (tmp_path / "b" / "baselines").exists()
+
+
+def test_an_upload_the_store_refuses_fails_its_trial_with_the_reason_and_keeps_the_folder(tmp_path, monkeypatch):
+    import rankprune.artifacts as artifacts
+
+    def refused(trial, store, url, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifacts, "upload_run", refused)
+    spec = tmp_path / "shared.toml"
+    spec.write_text(STUDY.replace("n_trials = 2", "n_trials = 1").replace("[8, 12]", "[8]"))
+    url = f"sqlite:///{tmp_path}/studies.sqlite3"
+    code, err = quiet(["study", "run", str(spec), "--root", str(tmp_path / "a"), "--storage", url,
+                       "--artifact-store", str(tmp_path / "store")])
+    assert "Traceback" not in err
+    [trial] = optuna.load_study(study_name="shared", storage=url).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["fail_reason"].startswith(
+        f"its run folder could not be uploaded to file:{(tmp_path / 'store').resolve()}: OSError")
+    assert (tmp_path / "a" / "studies" / "shared" / "trial-0000" / "epochs.jsonl").is_file()  # the work stays here
+
+
+def test_two_readers_fetching_one_folder_at_once_both_get_it_whole(tmp_path):
+    import threading
+
+    folder = tmp_path / "trial-0003"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"part-{i}.json").write_text("x" * 10_000)
+    store = open_store(str(tmp_path / "store"), create=True)
+    pack(folder, tmp_path / "p.tar.gz")
+    artifact_id = str(uuid.uuid4())
+    with open(tmp_path / "p.tar.gz", "rb") as f:
+        store.write(artifact_id, f)
+    attrs = {ARTIFACT_ATTR: artifact_id, STORE_ATTR: f"file:{tmp_path / 'store'}", "run_folder": "studies/s/trial-0003"}
+    got, errors = [], []
+
+    def read() -> None:
+        try:
+            got.append(Fetcher(cache=tmp_path / "cache").folder(attrs, "nowhere"))
+        except Exception as exc:  # noqa: BLE001 (the test reports it)
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    assert not errors and len(set(got)) == 1
+    [where] = set(got)
+    assert sorted(p.name for p in where.iterdir()) == sorted(f"part-{i}.json" for i in range(20))
+    assert [p.name for p in where.parent.iterdir()] == ["trial-0003"]  # no temporary folder left beside it
