@@ -800,9 +800,14 @@ def _whole(v) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.3g}"
 
 
-def mark_asked(trial: optuna.Trial) -> optuna.Trial:
+def mark_asked(trial: optuna.Trial, storage: optuna.storages.BaseStorage | None = None) -> optuna.Trial:
     """The worker's name on a trial it has just asked for, before anything slow: a RUNNING trial without any user
-    attribute past the grace period is one whose worker died inside ask() (heartbeats.fail_unstarted)."""
+    attribute past the grace period is one whose worker died inside ask() (heartbeats.fail_unstarted). With the
+    `storage` of a batched worker, the trial's first heartbeat goes out before the name, so that a worker killed
+    between the two leaves a trial one rule or the other judges (optimize() sends its first beat at once itself)."""
+    if storage is not None and heartbeat_interval(storage):
+        study_id = storage.get_study_id_from_name(trial.study.study_name)
+        record_heartbeat(storage, storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     if "worker" not in trial.user_attrs:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     return trial
@@ -1045,7 +1050,7 @@ def optimize_batched(study: optuna.Study, spec: StudySpec, root: Path, study_nam
         # Optuna warns that heartbeats run only inside optimize(); a batch's trials get ours (_Heartbeats).
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         while (left := min(goal.left(study), cells_left() if grid else goal.left(study))) > 0:
-            asked = [mark_asked(study.ask()) for _ in range(min(batch, left))]
+            asked = [mark_asked(study.ask(), storage) for _ in range(min(batch, left))]
             try:
                 with _Heartbeats(storage, study.study_name, asked, told):
                     _run_asked(asked, trials, tell, fail, max_members)
