@@ -178,17 +178,23 @@ def upload_result(baseline: Baseline, experiment: Experiment, url: str, pair: Pa
     return artifact_id
 
 
-def _uploaded(experiment: Experiment, url: str) -> dict[str, dict]:
-    """The study's uploaded baseline results (upload_result): key -> {"id", "store"}; {} without a study."""
+def _read_study(experiment: Experiment, url: str):
+    """The experiment's study, opened read-only; None where the storage or the study does not exist yet."""
     from rankprune.study import _sqlite_path, load_study
 
     path = _sqlite_path(url)
     if path is not None and not path.is_file():
-        return {}
+        return None
     try:
-        attrs = load_study(experiment.name, url, read_only=True).user_attrs
-    except ConfigError:
-        return {}
+        return load_study(experiment.name, url, read_only=True)
+    except ConfigError:  # no such study yet
+        return None
+
+
+def _uploaded(experiment: Experiment, url: str) -> dict[str, dict]:
+    """The study's uploaded baseline results (upload_result): key -> {"id", "store"}; {} without a study."""
+    study = _read_study(experiment, url)
+    attrs = study.user_attrs if study is not None else {}
     return {k: v for k, v in attrs.items() if k.startswith("baseline:") and isinstance(v, dict)}
 
 
@@ -211,14 +217,8 @@ def _runs(baseline: Baseline, experiment: Experiment, url: str) -> dict[tuple[in
     evolve.rebuild is baseline.budget; {} where the storage or the study does not exist yet."""
     import optuna
 
-    from rankprune.study import _sqlite_path, load_study
-
-    path = _sqlite_path(url)
-    if path is not None and not path.is_file():
-        return {}
-    try:
-        study = load_study(experiment.name, url, read_only=True)
-    except ConfigError:  # no such study yet
+    study = _read_study(experiment, url)
+    if study is None:
         return {}
     default = _rebuilds(experiment)[0]
     out: dict[tuple[int, int], tuple[float, int]] = {}
